@@ -1,0 +1,1 @@
+"""Host-side builder: WinPE base discovery, boot.wim overlay, ISO/USB mastering."""

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the system packages rescuekit's tests, stand-in base and benchmarks use (Debian/Ubuntu, as root),
+# then the project itself (editable, with test extras).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+APT_PACKAGES=(
+  wimtools            # wimlib-imagex: WIM capture/apply/update/verify
+  qemu-system-x86     # boot tests (TCG)
+  ovmf                # UEFI firmware for QEMU
+  nasm                # stand-in BIOS boot program
+  grub-efi-amd64-bin  # stand-in EFI loader (grub-mkstandalone -O x86_64-efi)
+  grub-common
+  xorriso             # independent check of the El Torito catalog, benchmark peer
+  genisoimage         # UDF test ISOs (genisoimage -udf)
+  ntfs-3g             # mkntfs, ntfsfix, ntfsclone, ntfscat
+  gdisk fdisk         # sgdisk, sfdisk
+  dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
+  exfatprogs          # mkfs.exfat
+  qemu-utils          # qemu-img
+  zstd partclone      # benchmark peers
+)
+if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
+fi
+
+python3 -m pip install -q -e '.[test]'

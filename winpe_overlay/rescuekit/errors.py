@@ -1,0 +1,17 @@
+"""The one exception type that the CLI turns into a one-line error."""
+
+
+class RescueError(Exception):
+    """A user-facing failure: bad input, refused target, corrupt data...
+
+    The message must say what went wrong and where (a path, a device, an offset);
+    the CLI prints it on one line and exits non-zero, without a traceback.
+    """
+
+    exit_code = 1
+
+
+class UsageError(RescueError):
+    """Wrong arguments or a wrong kind of input file."""
+
+    exit_code = 2
