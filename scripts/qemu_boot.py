@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Boot a medium (ISO or disk image) in QEMU under SeaBIOS or OVMF and capture the serial log.
+
+QEMU runs headless (``-display none``, COM1 to a file, ``-no-reboot``), TCG by default, and is stopped as soon
+as the expected text (e.g. ``RESCUEKIT BIOS OK``) or a failure marker appears in the serial log, or at the
+timeout.  QEMU is always killed.  The medium is never written (CD-ROM read-only, disks ``snapshot=on``).
+
+    python3 scripts/qemu_boot.py out/rescue.iso --firmware uefi [--media cdrom|disk|usb] [--expect TEXT]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Firmware = Literal["bios", "uefi"]
+Media = Literal["cdrom", "disk", "usb"]
+
+QEMU = "qemu-system-x86_64"
+OVMF_DIRS = [Path("/usr/share/OVMF"), Path("/usr/share/edk2/ovmf"), Path("/usr/share/qemu")]
+# (code, vars) pairs, preferred first; plain (no Secure Boot enrolment) builds: the stand-in GRUB is unsigned.
+OVMF_PAIRS = [("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"), ("OVMF_CODE.fd", "OVMF_VARS.fd")]
+EXPECT = {"bios": "RESCUEKIT BIOS OK", "uefi": "RESCUEKIT UEFI OK"}
+FAIL_MARKERS = ("RESCUEKIT BIOS FAIL", "RESCUEKIT UEFI FAIL")
+
+
+class QemuBootError(RuntimeError):
+    """QEMU or its firmware is missing, or the medium does not exist."""
+
+
+@dataclass
+class BootResult:
+    """What a boot produced: the serial log, whether ``expect`` appeared, how long it ran."""
+
+    log: str
+    ok: bool
+    seconds: float
+    reason: str  # "expected text seen", "failure marker seen", "timeout", "qemu exited (N)"
+    command: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'FAILED'}: {self.reason} after {self.seconds:.1f} s"
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    """(OVMF code, OVMF vars template) that exist on this machine."""
+    for d in OVMF_DIRS:
+        for code, vars_ in OVMF_PAIRS:
+            if (d / code).is_file() and (d / vars_).is_file():
+                return d / code, d / vars_
+    raise QemuBootError("OVMF firmware not found (install the ovmf package: bash scripts/install-deps.sh)")
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def qemu_command(medium: Path, firmware: Firmware, media: Media, serial_log: Path, workdir: Path,
+                 accel: str = "tcg", memory_mb: int = 256) -> list[str]:
+    """The QEMU command line (no side effects except copying the OVMF vars template into ``workdir``)."""
+    if accel == "auto":
+        accel = "kvm" if kvm_usable() else "tcg"
+    cmd = [QEMU, "-accel", accel, "-m", str(memory_mb), "-display", "none", "-monitor", "none",
+           "-parallel", "none", "-net", "none", "-no-reboot", "-serial", f"file:{serial_log}"]
+    if firmware == "uefi":
+        code, vars_template = find_ovmf()
+        vars_copy = workdir / "OVMF_VARS.fd"
+        shutil.copyfile(vars_template, vars_copy)
+        cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+    elif firmware != "bios":
+        raise QemuBootError(f"bad firmware {firmware!r}: use bios or uefi")
+    if media == "cdrom":
+        cmd += ["-drive", f"file={medium},format=raw,media=cdrom,readonly=on,if=none,id=boot",
+                "-device", "ide-cd,drive=boot,bootindex=0"]
+    elif media == "disk":
+        cmd += ["-drive", f"file={medium},format=raw,if=none,id=boot,snapshot=on",
+                "-device", "ide-hd,drive=boot,bootindex=0"]
+    elif media == "usb":
+        cmd += ["-drive", f"file={medium},format=raw,if=none,id=boot,snapshot=on",
+                "-device", "qemu-xhci,id=xhci", "-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0"]
+    else:
+        raise QemuBootError(f"bad media {media!r}: use cdrom, disk or usb")
+    return cmd
+
+
+def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expect: str | None = None,
+         timeout: float = 60, accel: str | None = None, memory_mb: int = 256,
+         fail_markers: tuple[str, ...] = FAIL_MARKERS) -> BootResult:
+    """Boot ``medium`` and return the serial log.
+
+    ``ok`` is True when ``expect`` appeared in the serial log (when ``expect`` is None: when QEMU exited by itself
+    with status 0 before the timeout).  A line containing one of ``fail_markers`` stops the boot early.
+    ``accel``: "tcg" (default; env RESCUEKIT_QEMU_ACCEL overrides), "kvm" or "auto".
+    """
+    medium = Path(medium)
+    if not medium.is_file():
+        raise QemuBootError(f"medium not found: {medium}")
+    if shutil.which(QEMU) is None:
+        raise QemuBootError(f"{QEMU} not found (install qemu-system-x86: bash scripts/install-deps.sh)")
+    accel = accel or os.environ.get("RESCUEKIT_QEMU_ACCEL", "tcg")
+    with tempfile.TemporaryDirectory(prefix="rescuekit-qemu-") as tmp:
+        work = Path(tmp)
+        serial_log = work / "serial.log"
+        serial_log.touch()
+        cmd = qemu_command(medium.resolve(), firmware, media, serial_log, work, accel, memory_mb)
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        reason = "timeout"
+        ok = False
+        try:
+            while True:
+                log = serial_log.read_bytes().decode("utf-8", "replace")
+                if expect and expect in log:
+                    ok, reason = True, "expected text seen"
+                    break
+                if any(_complete_line_with(log, m) for m in fail_markers):
+                    reason = "failure marker seen"
+                    break
+                rc = proc.poll()
+                if rc is not None:
+                    log = serial_log.read_bytes().decode("utf-8", "replace")
+                    ok = (expect in log) if expect else rc == 0
+                    reason = "expected text seen" if expect and ok else f"qemu exited ({rc})"
+                    break
+                if time.monotonic() - start > timeout:
+                    break
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            qemu_out = proc.communicate()[0].decode("utf-8", "replace")
+        seconds = time.monotonic() - start
+        log = serial_log.read_bytes().decode("utf-8", "replace")
+    if not ok and qemu_out.strip():
+        log += f"\n--- qemu stdout/stderr ---\n{qemu_out}"
+    return BootResult(log=log, ok=ok, seconds=seconds, reason=reason, command=cmd)
+
+
+def _complete_line_with(log: str, marker: str) -> bool:
+    """``marker`` appears in a line that has been terminated (so its reason is fully printed)."""
+    i = log.find(marker)
+    return i >= 0 and "\n" in log[i:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Boot a medium in QEMU and show its serial log.")
+    ap.add_argument("medium", type=Path, help="ISO or raw disk image")
+    ap.add_argument("--firmware", choices=["bios", "uefi"], default="bios", help="SeaBIOS or OVMF (default bios)")
+    ap.add_argument("--media", choices=["cdrom", "disk", "usb"], default="cdrom",
+                    help="attach as CD-ROM, IDE disk or USB stick (default cdrom)")
+    ap.add_argument("--expect", default=None,
+                    help="stop when this appears in the serial log (default: RESCUEKIT BIOS OK / RESCUEKIT UEFI OK; '' = none)")
+    ap.add_argument("--timeout", type=float, default=60, help="seconds (default 60)")
+    ap.add_argument("--accel", default=None, help="tcg (default), kvm or auto")
+    args = ap.parse_args(argv)
+    expect = EXPECT[args.firmware] if args.expect is None else (args.expect or None)
+    try:
+        res = boot(args.medium, args.firmware, args.media, expect, args.timeout, args.accel)
+    except (QemuBootError, OSError) as exc:
+        print(f"qemu_boot: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(res.log if res.log.endswith("\n") else res.log + "\n")
+    print(f"qemu_boot: {args.firmware}/{args.media}: {res}")
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
