@@ -1,0 +1,308 @@
+"""Master a dual BIOS+UEFI El Torito ISO with pycdlib, shaped like ``MakeWinPEMedia /ISO``.
+
+``oscdimg -bootdata:2#p0,e,b<etfsboot.com>#pEF,e,b<efisys.bin> -u1 -udfver102`` makes:
+an El Torito catalog whose default entry is BIOS (platform 0x00, no emulation, 8 x 512-byte
+sectors loaded, no boot info table) plus a section for UEFI (platform 0xEF, no emulation,
+the FAT image efisys.bin), and ISO 9660 + UDF file systems.  We add Joliet too (long names
+for tools that ignore UDF).  pycdlib only writes UDF 2.60 (oscdimg writes 1.02); Windows
+reads both.  Files are streamed from their host paths at write time (pycdlib opens each one
+only while copying it), and the result is written to ``<output>.tmp`` then renamed.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pycdlib
+from pycdlib.pycdlibexception import PyCdlibException
+
+from rescuekit.errors import RescueError, UsageError
+from rescuekit.progress import byte_progress
+
+DEFAULT_LABEL = "RESCUEKIT"
+BIOS_LOAD_SECTORS = 8  # etfsboot.com: 4 KiB, as oscdimg loads it
+# El Torito images and the catalog live in the ISO 9660 tree only, hidden, as oscdimg leaves them out of the tree.
+BIOS_IMAGE_PATH = "/ETFSBOOT.IMG;1"
+EFI_IMAGE_PATH = "/EFISYS.IMG;1"
+BOOT_CATALOG_PATH = "/BOOT.CAT;1"
+_LABEL_RE = re.compile(r"^[A-Z0-9_]{1,32}$")
+_D_CHARS = re.compile(r"[^A-Z0-9_]")
+_JOLIET_MAX = 64
+_ISO_FILE_MAX = 30  # Ecma-119 7.5.2: name + extension
+_ISO_DIR_MAX = 31
+_ISO_DEPTH_MAX = 7  # below the root (Ecma-119 6.8.2.1)
+_WRITE_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IsoResult:
+    path: Path
+    size: int
+    files: int
+    boot_entries: list[str]
+
+
+def normalize_label(label: str) -> str:
+    """Volume label as ISO 9660 wants it: d-characters (A-Z 0-9 _), at most 32."""
+    up = label.upper()
+    if not _LABEL_RE.match(up):
+        raise UsageError(f"bad volume label {label!r}: use 1-32 of A-Z, 0-9 and _")
+    return up
+
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` as an int (None when unset); a bad value is a usage error."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH is not an integer: {raw!r}") from None
+    if value < 0:
+        raise UsageError(f"SOURCE_DATE_EPOCH is negative: {raw!r}")
+    return value
+
+
+class _FrozenTime:
+    """Stands in for the ``time`` module inside pycdlib: a fixed clock, UTC as local time."""
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = float(epoch)
+
+    def time(self) -> float:
+        return self._epoch
+
+    def localtime(self, secs: float | None = None) -> time.struct_time:
+        return time.gmtime(self._epoch if secs is None else secs)
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def _reproducible(epoch: int | None) -> Iterator[None]:
+    """Pin every clock and random source pycdlib uses (dates, UDF IDs) while building and writing.
+
+    pycdlib has no option for this, so its module globals are swapped for the duration.
+    """
+    if epoch is None:
+        yield
+        return
+    import pycdlib.dates
+    import pycdlib.headervd
+    import pycdlib.inplaceeditor
+    import pycdlib.pycdlib
+    import pycdlib.udf
+    import pycdlib.utils
+
+    frozen = _FrozenTime(epoch)
+    mods = [pycdlib.pycdlib, pycdlib.headervd, pycdlib.udf, pycdlib.dates, pycdlib.inplaceeditor, pycdlib.utils]
+    saved = [(m, "time", m.time) for m in mods if hasattr(m, "time")]
+    saved.append((pycdlib.udf, "random", pycdlib.udf.random))
+    try:
+        for m, attr, _ in saved:
+            setattr(m, attr, frozen if attr == "time" else random.Random(epoch))
+        yield
+    finally:
+        for m, attr, orig in saved:
+            setattr(m, attr, orig)
+
+
+class _Namer:
+    """Unique ISO 9660 (level 3) and Joliet names per directory, for any host name."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[str, str], set[str]] = {}
+
+    def _unique(self, space: str, parent: str, base: str, ext: str, limit: int, dot: bool = False) -> str:
+        used = self._used.setdefault((space, parent), set())
+        dot = dot or bool(ext)
+        n = 0
+        while True:
+            suffix = (f"~{n}" if space == "joliet" else f"_{n}") if n else ""
+            room = limit - len(ext) - len(suffix) - (1 if dot else 0)
+            cand = base[:max(room, 1)] + suffix + (f".{ext}" if dot else "")
+            key = cand.upper() if space == "iso" else cand.lower()
+            if key not in used:
+                used.add(key)
+                return cand
+            n += 1
+
+    def iso_name(self, parent: str, name: str, is_dir: bool) -> str:
+        up = name.upper()
+        if is_dir:
+            return self._unique("iso", parent, _D_CHARS.sub("_", up) or "_", "", _ISO_DIR_MAX)
+        stem, dot, ext = up.rpartition(".")
+        if not dot:
+            stem, ext = up, ""
+        stem, ext = _D_CHARS.sub("_", stem), _D_CHARS.sub("_", ext)[:8]
+        # Ecma-119 7.5.1: the separator dot is written even without an extension ("BOOTMGR.;1").
+        return self._unique("iso", parent, stem or "_", ext, _ISO_FILE_MAX, dot=True) + ";1"
+
+    def joliet_name(self, parent: str, name: str, is_dir: bool) -> str:
+        name = re.sub(r"[*/:;?\\]", "_", name)
+        if is_dir or len(name) <= _JOLIET_MAX:
+            stem, ext = name, ""
+        else:
+            stem, dot, ext = name.rpartition(".")
+            if not dot or len(ext) > 16:
+                stem, ext = name, ""
+        return self._unique("joliet", parent, stem, ext, _JOLIET_MAX)
+
+
+class IsoTree:
+    """Accumulates directories and files with their three names (ISO 9660, Joliet, UDF)."""
+
+    def __init__(self, iso: pycdlib.PyCdlib) -> None:
+        self.iso = iso
+        self.namer = _Namer()
+        # udf path (lower-cased) -> (iso path, joliet path, udf path)
+        self.dirs: dict[str, tuple[str, str, str]] = {"": ("", "", "")}
+        self.files = 0
+
+    def _dir(self, rel: PurePosixPath) -> tuple[str, str, str]:
+        key = rel.as_posix().lower() if rel.parts else ""
+        if key in self.dirs:
+            return self.dirs[key]
+        if len(rel.parts) > _ISO_DEPTH_MAX:
+            raise RescueError(f"folder too deep for ISO 9660 (max {_ISO_DEPTH_MAX} levels): {rel}")
+        piso, pjol, pudf = self._dir(rel.parent) if len(rel.parts) > 1 else self.dirs[""]
+        name = rel.name
+        d = (
+            f"{piso}/{self.namer.iso_name(piso, name, True)}",
+            f"{pjol}/{self.namer.joliet_name(pjol, name, True)}",
+            f"{pudf}/{name}",
+        )
+        self.iso.add_directory(d[0], joliet_path=d[1], udf_path=d[2])
+        self.dirs[key] = d
+        return d
+
+    def add_file(self, rel: str, host: Path) -> None:
+        p = PurePosixPath(rel)
+        piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]
+        self.iso.add_file(
+            str(host),
+            iso_path=f"{piso}/{self.namer.iso_name(piso, p.name, False)}",
+            joliet_path=f"{pjol}/{self.namer.joliet_name(pjol, p.name, False)}",
+            udf_path=f"{pudf}/{p.name}",
+        )
+        self.files += 1
+
+    def add_bytes(self, rel: str, data: bytes) -> None:
+        p = PurePosixPath(rel)
+        piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]
+        self.iso.add_fp(
+            io.BytesIO(data),
+            len(data),
+            iso_path=f"{piso}/{self.namer.iso_name(piso, p.name, False)}",
+            joliet_path=f"{pjol}/{self.namer.joliet_name(pjol, p.name, False)}",
+            udf_path=f"{pudf}/{p.name}",
+        )
+        self.files += 1
+
+
+def master_iso(
+    files: Mapping[str, Path],
+    output: Path,
+    *,
+    efi_image: Path | None,
+    bios_image: Path | None = None,
+    label: str = DEFAULT_LABEL,
+    extra: Mapping[str, bytes] | None = None,
+    progress: bool | None = None,
+) -> IsoResult:
+    """Write an ISO holding ``files`` (ISO path -> host file) and El Torito boot entries.
+
+    The BIOS entry (if any) is the catalog's default entry; the UEFI entry is a section
+    with platform 0xEF.  ``extra`` adds small generated files (ISO path -> bytes).
+    """
+    output = Path(output)
+    vol = normalize_label(label)
+    epoch = source_date_epoch()
+    if bios_image is None and efi_image is None:
+        raise RescueError("no El Torito boot image given (need etfsboot.com and/or efisys.bin)")
+    tmp = output.with_name(output.name + ".tmp")
+    iso = pycdlib.PyCdlib()
+    entries: list[str] = []
+    try:
+        with _reproducible(epoch):
+            iso.new(
+                interchange_level=3,
+                vol_ident=vol,
+                sys_ident="",
+                app_ident_str="RESCUEKIT",
+                joliet=3,
+                udf="2.60",
+            )
+            tree = IsoTree(iso)
+            for rel in sorted(files, key=lambda k: (k.lower(), k)):
+                tree.add_file(rel, files[rel])
+            for rel, data in sorted((extra or {}).items()):
+                tree.add_bytes(rel, data)
+            boot = [(BIOS_IMAGE_PATH, bios_image, 0x00), (EFI_IMAGE_PATH, efi_image, 0xEF)]
+            first = True
+            for iso_path, image, platform in boot:
+                if image is None:
+                    continue
+                iso.add_file(str(image), iso_path=iso_path)
+                iso.set_hidden(iso_path=iso_path)
+                iso.add_eltorito(
+                    iso_path,
+                    bootcatfile=BOOT_CATALOG_PATH,
+                    # BIOS: exactly 8 sectors, as oscdimg; UEFI: pycdlib counts the image's sectors.
+                    boot_load_size=BIOS_LOAD_SECTORS if platform == 0 else None,
+                    platform_id=platform,
+                    efi=platform == 0xEF and not first,
+                    boot_info_table=False,
+                    media_name="noemul",
+                )
+                entries.append(f"{'BIOS' if platform == 0 else 'UEFI'} {Path(image).name}")
+                first = False
+            _hide_boot_catalog(iso)
+            total = iso.pvd.space_size * 2048 if iso.pvd else None
+            with open(tmp, "wb") as f, byte_progress(f"writing {output.name}", total, enabled=progress) as adv:
+                last = [0]
+
+                def cb(done: int, _total: int, _opaque: object) -> None:
+                    adv(done - last[0])
+                    last[0] = done
+
+                iso.write_fp(f, blocksize=_WRITE_BLOCK, progress_cb=cb)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, output)
+        _fsync_dir(output.parent)
+    except PyCdlibException as exc:
+        raise RescueError(f"cannot master ISO {output}: {exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            iso.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return IsoResult(output, output.stat().st_size, tree.files, entries)
+
+
+def _hide_boot_catalog(iso: pycdlib.PyCdlib) -> None:
+    """Keep the catalog out of the Joliet/UDF trees and hidden in ISO 9660 (oscdimg shows no boot.cat)."""
+    for kw in ({"joliet_path": "/boot.cat"}, {"udf_path": "/boot.cat"}):
+        with contextlib.suppress(PyCdlibException):
+            iso.rm_hard_link(**kw)
+    with contextlib.suppress(PyCdlibException):
+        iso.set_hidden(iso_path=BOOT_CATALOG_PATH)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

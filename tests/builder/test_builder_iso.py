@@ -1,0 +1,128 @@
+"""ISO mastering: El Torito as oscdimg makes it, three file systems, reproducible bytes, atomic output."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pycdlib
+import pytest
+
+from builder import iso as isomod
+from builder.iso import master_iso
+from rescuekit.errors import RescueError, UsageError
+from rk_build_helpers import el_torito, write
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    root = tmp_path / "media"
+    files = {
+        "bootmgr": write(root / "bootmgr", "bootmgr\n"),
+        "EFI/Boot/bootx64.efi": write(root / "EFI/Boot/bootx64.efi", "efi\n"),
+        "en-us/bootmgr.efi.mui": write(root / "en-us/bootmgr.efi.mui", "mui\n"),
+        "Boot/Fonts/A Very Long Font File Name For Joliet And UDF.ttf":
+            write(root / "Boot/Fonts/A Very Long Font File Name For Joliet And UDF.ttf", "ttf\n"),
+        "boot/fonts/a very long font file name for joliet and udf.TTF2":
+            write(root / "x.ttf2", "ttf2\n"),
+        "sources/boot.wim": write(root / "sources/boot.wim", os.urandom(300_000)),
+    }
+    return files
+
+
+def _read(iso: pycdlib.PyCdlib, **kw) -> bytes:
+    buf = io.BytesIO()
+    iso.get_file_from_iso_fp(buf, **kw)
+    return buf.getvalue()
+
+
+def test_el_torito_like_oscdimg(kit, tree, tmp_path):
+    out = tmp_path / "out.iso"
+    res = master_iso(tree, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"], label="RescueKit")
+    assert res.boot_entries == ["BIOS etfsboot.com", "UEFI efisys.bin"]
+    ents = el_torito(out)
+    assert [(e["platform"], e["emul"], e["bootable"]) for e in ents] == [("BIOS", "none", "y"), ("UEFI", "none", "y")]
+    assert ents[0]["load_size"] == 8  # 8 x 512 = 4 KiB, as etfsboot.com is loaded
+    efisize = kit.efi["efisys.bin"].stat().st_size
+    assert ents[1]["load_size"] * 512 >= efisize
+    data = out.read_bytes()
+    # The images are on disc byte for byte: no boot info table was patched into etfsboot.com.
+    assert data[ents[0]["lba"] * 2048:][:4096] == kit.etfs.read_bytes()
+    assert data[ents[1]["lba"] * 2048:][:efisize] == kit.efi["efisys.bin"].read_bytes()
+    assert not out.with_name("out.iso.tmp").exists()
+
+
+def test_uefi_only(kit, tree, tmp_path):
+    out = tmp_path / "u.iso"
+    master_iso(tree, out, efi_image=kit.efi["efisys_noprompt.bin"])
+    ents = el_torito(out)
+    assert [e["platform"] for e in ents] == ["UEFI"]
+
+
+def test_three_file_systems(kit, tree, tmp_path):
+    out = tmp_path / "fs.iso"
+    master_iso(tree, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"], label="rk_test",
+               extra={"rescuekit/build.json": b"{}\n"})
+    iso = pycdlib.PyCdlib()
+    iso.open(str(out))
+    try:
+        assert iso.pvd.volume_identifier.rstrip() == b"RK_TEST"
+        long = "Boot/Fonts/A Very Long Font File Name For Joliet And UDF.ttf"
+        assert _read(iso, udf_path="/" + long) == b"ttf\n"
+        assert _read(iso, joliet_path="/" + long) == b"ttf\n"
+        assert _read(iso, udf_path="/en-us/bootmgr.efi.mui") == b"mui\n"
+        assert _read(iso, iso_path="/EN_US/BOOTMGR_EFI.MUI;1") == b"mui\n"
+        assert _read(iso, iso_path="/BOOTMGR.;1") == b"bootmgr\n"
+        assert _read(iso, udf_path="/sources/boot.wim") == tree["sources/boot.wim"].read_bytes()
+        assert _read(iso, udf_path="/rescuekit/build.json") == b"{}\n"
+        # Two names that differ only in case land in one folder, both kept.
+        udf_fonts = sorted(c.file_identifier() for c in iso.list_children(udf_path="/Boot/Fonts") if c)
+        assert len(udf_fonts) == 2
+        # The boot images and catalog are not visible files (as with oscdimg).
+        udf_root = {c.file_identifier() for c in iso.list_children(udf_path="/") if c}
+        jol_root = {c.file_identifier().decode("utf-16_be") for c in iso.list_children(joliet_path="/")}
+        assert udf_root == {b"bootmgr", b"EFI", b"en-us", b"Boot", b"sources", b"rescuekit"}
+        assert "boot.cat" not in jol_root and "EFISYS.IMG" not in jol_root
+        hidden = {c.file_identifier() for c in iso.list_children(iso_path="/") if c.file_flags & 1}
+        assert hidden == {b"BOOT.CAT;1", b"ETFSBOOT.IMG;1", b"EFISYS.IMG;1"}
+    finally:
+        iso.close()
+
+
+def test_reproducible(kit, tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    sums = []
+    for n in range(2):
+        out = tmp_path / f"r{n}.iso"
+        master_iso(tree, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"])
+        sums.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert sums[0] == sums[1]
+    # and the clock really was pinned: the PVD creation date is the epoch (2023-11-14 22:13:20 UTC)
+    assert out.read_bytes()[16 * 2048 + 813:][:14] == b"20231114221320"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
+        master_iso(tree, tmp_path / "bad.iso", efi_image=kit.efi["efisys.bin"])
+
+
+def test_labels():
+    assert isomod.normalize_label("winpe_x64") == "WINPE_X64"
+    for bad in ("", "with space", "a" * 33, "dash-ed", "é"):
+        with pytest.raises(UsageError, match="bad volume label"):
+            isomod.normalize_label(bad)
+
+
+def test_failure_leaves_nothing(kit, tree, tmp_path):
+    out = tmp_path / "fail.iso"
+    deep = dict(tree)
+    deep["a/b/c/d/e/f/g/h/deep.txt"] = tree["bootmgr"]
+    with pytest.raises(RescueError, match="too deep for ISO 9660"):
+        master_iso(deep, out, efi_image=kit.efi["efisys.bin"])
+    assert not out.exists() and not out.with_name("fail.iso.tmp").exists()
+    # an existing output is replaced only when the new one is complete
+    out.write_bytes(b"old")
+    missing = dict(tree)
+    missing["gone.txt"] = tmp_path / "gone.txt"
+    with pytest.raises((RescueError, OSError)):
+        master_iso(missing, out, efi_image=kit.efi["efisys.bin"])
+    assert out.read_bytes() == b"old" and not out.with_name("fail.iso.tmp").exists()
