@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rescuekit import __version__
 from rescuekit.errors import UsageError
 
 ACTIONS = ("menu", "capture", "restore")
@@ -105,7 +106,7 @@ class RuntimeConfig:
     locale: str | None = None
     shell: str = "startnet"
     network: bool = False
-    tool_version: str = "0.0.0"
+    tool_version: str = __version__
     build_time: str = ""
 
     def validated(self) -> "RuntimeConfig":

@@ -155,6 +155,9 @@ def inspect_embed(path: Path, version: str | None = None) -> EmbedInfo:
     xy = f"3.{minor}"
     if version is not None and not version.startswith(xy + "."):
         raise UsageError(f"{path} holds Python {xy}, not {version}")
+    if version is None:
+        m = re.fullmatch(r"python-(3\.\d{1,2}\.\d{1,2})-embed-amd64\.zip", path.name)
+        version = m.group(1) if m and m.group(1).startswith(xy + ".") else None
     return EmbedInfo(path=path, xy=xy, tag=tag, sha256=sha256_file(path), version=version)
 
 

@@ -1,0 +1,182 @@
+"""``rescuekit inspect MEDIUM``: what a built rescue disc (or its boot.wim / media folder) contains.
+
+Reads ``/rescuekit/build.json`` from the ISO (written by ``rescuekit build``) and ``X:\\rescuekit\\config.toml`` +
+``X:\\rescuekit\\manifest.json`` from boot.wim (taken out of the ISO to a temp file, streamed).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Iterator
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from builder import layout, wim
+from rescuekit.errors import RescueError, UsageError
+
+BUILD_INFO = "rescuekit/build.json"
+
+
+@dataclass
+class Inspection:
+    medium: Path
+    kind: str  # iso | wim | folder
+    build: dict | None = None
+    manifest: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"medium": str(self.medium), "kind": self.kind, "build": self.build,
+                "manifest": self.manifest, "config": self.config}
+
+
+def _is_iso(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0x8001)
+        return f.read(5) == b"CD001"
+
+
+def _is_wim(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == wim.WIM_MAGIC
+
+
+def _iso_get(iso, rel: str, out) -> bool:
+    """Copy ``rel`` (e.g. ``sources/boot.wim``) out of the ISO into ``out``; False when it is not there."""
+    import pycdlib.pycdlibexception as pe
+
+    tries = []
+    if iso.has_udf():
+        tries.append({"udf_path": "/" + rel})
+    if iso.has_joliet():
+        tries.append({"joliet_path": "/" + rel})
+    tries.append({"iso_path": "/" + rel.upper() + ";1"})
+    for kw in tries:
+        try:
+            iso.get_file_from_iso_fp(out, **kw)
+            return True
+        except pe.PyCdlibException:
+            out.seek(0)
+            out.truncate()
+    # case-insensitive fallback over the ISO 9660 tree
+    want = rel.lower()
+    for root, _dirs, files in iso.walk(iso_path="/"):
+        for name in files:
+            full = f"{root.rstrip('/')}/{name}".lstrip("/").lower().split(";")[0]
+            if full == want:
+                iso.get_file_from_iso_fp(out, iso_path=f"{root.rstrip('/')}/{name}")
+                return True
+    return False
+
+
+@contextmanager
+def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
+    """Yield (boot.wim path, kind, build.json) for an ISO, a WIM or a media/copype folder."""
+    if not medium.exists():
+        raise UsageError(f"no such file or folder: {medium}")
+    if medium.is_dir():
+        for cand in (medium / "sources" / "boot.wim", medium / "media" / "sources" / "boot.wim"):
+            if cand.is_file():
+                info = cand.parent.parent / BUILD_INFO
+                build = json.loads(info.read_text()) if info.is_file() else None
+                yield cand, "folder", build
+                return
+        raise UsageError(f"no sources/boot.wim in folder: {medium}")
+    if _is_wim(medium):
+        yield medium, "wim", None
+        return
+    if not _is_iso(medium):
+        raise UsageError(f"not an ISO, a WIM or a media folder: {medium}")
+    import pycdlib
+    import pycdlib.pycdlibexception as pe
+
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open(str(medium))
+    except pe.PyCdlibException as exc:
+        raise RescueError(f"cannot read ISO {medium}: {str(exc).splitlines()[0]}") from None
+    tmpdir = Path(tempfile.mkdtemp(prefix="rescuekit-inspect-"))
+    try:
+        target = tmpdir / "boot.wim"
+        with open(target, "w+b") as out:
+            if not _iso_get(iso, "sources/boot.wim", out):
+                raise RescueError(f"no sources/boot.wim in ISO: {medium} (not a WinPE/rescuekit disc)")
+        with open(tmpdir / "build.json", "w+b") as out:
+            have_build = _iso_get(iso, BUILD_INFO, out)
+        build = json.loads((tmpdir / "build.json").read_text()) if have_build else None
+        iso.close()
+        yield target, "iso", build
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def inspect_medium(medium: Path) -> Inspection:
+    medium = Path(medium)
+    with _boot_wim(medium) as (boot_wim, kind, build):
+        count, boot_index = wim.check_wim(boot_wim)
+        index = boot_index or 1
+        try:
+            listing = wim.dir_listing(boot_wim, index, "/" + layout.REL_ROOT)
+        except RescueError:
+            listing = []
+        have = {p.lower() for p in listing}
+        if "/" + layout.REL_MANIFEST.lower() not in have:
+            raise RescueError(
+                f"no rescuekit runtime in boot.wim of {medium} (plain WinPE, e.g. built with --no-runtime)"
+            )
+        with tempfile.TemporaryDirectory(prefix="rescuekit-inspect-") as td:
+            paths = ["/" + layout.REL_MANIFEST]
+            if "/" + layout.REL_CONFIG.lower() in have:
+                paths.append("/" + layout.REL_CONFIG)
+            wim.extract(boot_wim, index, paths, Path(td))
+            try:
+                manifest = json.loads((Path(td) / "manifest.json").read_text(encoding="utf-8"))
+                cfg_file = Path(td) / "config.toml"
+                config = tomllib.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
+            except (ValueError, tomllib.TOMLDecodeError) as exc:
+                raise RescueError(f"corrupt rescuekit manifest/config in boot.wim of {medium}: {exc}") from None
+    return Inspection(medium, kind, build, manifest, config.get("rescuekit", config))
+
+
+def _table(ins: Inspection) -> Table:
+    t = Table(title=f"rescuekit medium: {ins.medium}", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    m, b, py = ins.manifest, ins.build or {}, ins.manifest.get("python", {})
+    t.add_row("base", str(b.get("source_kind") or m.get("base_kind") or "unknown"))
+    if b:
+        t.add_row("built", f"{b.get('built')} by rescuekit {b.get('version')}")
+        t.add_row("boot", f"UEFI CA {b.get('uefi_ca')}, {'BIOS+UEFI' if b.get('bios') else 'UEFI only'}"
+                          f"{', no prompt' if b.get('no_prompt') else ''}")
+    t.add_row("python", f"{py.get('version') or py.get('xy')} (sha256 {str(py.get('sha256', ''))[:16]}...) "
+                        f"at {py.get('path')}")
+    t.add_row("runtime", f"rescuekit {m.get('runtime_version')} ({m.get('backend')} backend, {m.get('shell')} shell)")
+    t.add_row("wheels", "\n".join(m.get("wheels", [])) or "-")
+    drivers = [f"{d.get('name')}: {', '.join(d.get('infs', []))}" for d in m.get("drivers", [])]
+    t.add_row("drivers", "\n".join(drivers) or "-")
+    for key, value in ins.config.items():
+        t.add_row(f"config {key}", str(value))
+    return t
+
+
+@click.command("inspect")
+@click.argument("medium", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def inspect_cmd(medium: Path, as_json: bool) -> None:
+    """Show what a rescue ISO (or its boot.wim / media folder) contains: base, Python, runtime, drivers, config."""
+    ins = inspect_medium(medium)
+    if as_json:
+        click.echo(json.dumps(ins.as_dict(), indent=2))
+        return
+    Console().print(_table(ins))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(inspect_cmd)
