@@ -1,0 +1,137 @@
+"""Capture a disk, partition or image file into a repository.
+
+Chunks of the planned extents are read, checked for all-zero, hashed (BLAKE3) and - only when the index
+does not know them yet - compressed, in a thread pool (blake3/zstd/pread release the GIL); the main thread
+appends new chunks to packs in disk order. Order of durability: packs, then index, then the manifest.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from rescuekit import __version__
+from rescuekit.disk.device import BlockDevice, open_source
+from rescuekit.errors import RescueError
+from rescuekit.imaging.plan import Plan, make_plan
+from rescuekit.imaging.safety import same_disk
+from rescuekit.progress import byte_progress
+from rescuekit.repo.config import FORMAT_VERSION, utc_now
+from rescuekit.repo.index import Index
+from rescuekit.repo.manifest import IMAGE_FORMAT, write_manifest
+from rescuekit.repo.repository import ChunkStore, Repository, chunk_hash, compress
+
+Result = tuple[str, bytes | None, int, bool] | None
+
+
+def workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+def _chunk_positions(plan: Plan, cs: int):
+    for ei, (off, n) in enumerate(plan.extents):
+        end = off + n
+        while off < end:
+            m = min(cs, end - off)
+            yield ei, off, m
+            off += m
+
+
+def _work(dev: BlockDevice, index: Index, zero: bytes, pos: int, m: int) -> Result:
+    buf = bytearray(m)
+    dev.readinto(pos, memoryview(buf))
+    if buf == (zero if m == len(zero) else bytes(m)):
+        return None
+    cid = chunk_hash(buf)
+    if cid in index:
+        return cid, None, m, False  # known: skip compression (what makes an unchanged re-capture fast)
+    blob, z = compress(buf)
+    return cid, blob, m, z
+
+
+def _source_doc(dev: BlockDevice, source: str) -> dict:
+    info = dev.info
+    return {"path": source, "kind": getattr(info, "kind", "file"), "model": getattr(info, "model", None),
+            "serial": getattr(info, "serial", None), "size": dev.size, "sector_size": dev.sector_size}
+
+
+def _table_doc(plan: Plan) -> dict:
+    t = plan.table
+    return {"kind": t.kind, "sector_size": t.sector_size, "disk_guid": t.disk_guid,
+            "disk_signature": t.disk_signature, "first_usable": t.first_usable, "last_usable": t.last_usable,
+            "header_regions": [list(r) for r in t.header_regions]}
+
+
+def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
+            chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False) -> dict:
+    """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest."""
+    cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
+    repo = Repository.open_or_create(repo_path, **cfg_args)
+    source = str(source)
+    t0 = time.monotonic()
+    with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
+        with open_source(source) as dev:
+            if same_disk(source, repo.root):
+                raise RescueError(f"the repository {repo.root} is on the disk being captured ({source}); "
+                                  "store it on another disk")
+            cs = repo.config.chunk_size
+            plan = make_plan(dev, cs)
+            index = repo.load_index()
+            store = ChunkStore(repo, index)
+            chunk_lists: list[list[str | None]] = [[] for _ in plan.extents]
+            zero = bytes(cs)
+            try:
+                with ThreadPoolExecutor(workers()) as pool, \
+                        byte_progress(f"capture {Path(source).name}", plan.stored_bytes, enabled=progress) as adv:
+                    inflight: deque[tuple[int, int, Future[Result]]] = deque()
+                    depth = 2 * workers() + 2
+
+                    def consume() -> None:
+                        ei, m, fut = inflight.popleft()
+                        r = fut.result()
+                        store.stats.chunks += 1
+                        if r is None:
+                            store.stats.zero_chunks += 1
+                            chunk_lists[ei].append(None)
+                        else:
+                            cid, blob, m, z = r
+                            if blob is not None:
+                                store.add(cid, blob, m, z)
+                            chunk_lists[ei].append(cid)
+                        adv(m)
+
+                    try:
+                        for ei, pos, m in _chunk_positions(plan, cs):
+                            inflight.append((ei, m, pool.submit(_work, dev, index, zero, pos, m)))
+                            if len(inflight) >= depth:
+                                consume()
+                        while inflight:
+                            consume()
+                    finally:
+                        for _, _, fut in inflight:
+                            fut.cancel()
+                store.close()
+            except BaseException:
+                store.abort()
+                raise
+            st = store.stats
+            zero_bytes = sum(min(cs, off + n - (off + i * cs))
+                             for (off, n), ids in zip(plan.extents, chunk_lists)
+                             for i, cid in enumerate(ids) if cid is None)
+            doc = {
+                "format": IMAGE_FORMAT, "version": FORMAT_VERSION, "id": secrets.token_hex(8),
+                "name": name or Path(source).name, "created": utc_now(), "tool": f"rescuekit {__version__}",
+                "chunk_size": cs, "source": _source_doc(dev, source), "table": _table_doc(plan),
+                "partitions": plan.partitions,
+                "extents": [{"offset": off, "length": n, "chunks": ids}
+                            for (off, n), ids in zip(plan.extents, chunk_lists)],
+                "totals": {"disk_bytes": dev.size, "stored_bytes": plan.stored_bytes, "zero_bytes": zero_bytes,
+                           "chunks": st.chunks, "zero_chunks": st.zero_chunks, "new_chunks": st.new_chunks,
+                           "new_bytes": st.new_bytes, "new_stored_bytes": st.new_stored_bytes,
+                           "new_packs": len(st.packs), "seconds": round(time.monotonic() - t0, 3)},
+            }
+            write_manifest(repo.root, doc)
+            return doc

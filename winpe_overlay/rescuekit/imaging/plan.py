@@ -1,0 +1,96 @@
+"""What a capture stores: the first MiB, the partition table regions, the space between partitions and each
+partition's file-system used ranges, rounded out to the chunk grid (which is aligned to disk offset 0)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rescuekit.disk.device import BlockDevice
+from rescuekit.disk.filesystems import FsInfo, detect, used_ranges
+from rescuekit.disk.partitions import PartitionTable, read_table
+
+FIRST_REGION = 1 << 20  # MBR/GPT, boot code and the gap before the first partition
+
+
+@dataclass
+class Plan:
+    disk_size: int
+    sector_size: int
+    table: PartitionTable
+    partitions: list[dict] = field(default_factory=list)
+    extents: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), chunk-aligned
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(n for _, n in self.extents)
+
+
+def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort and merge overlapping or touching (start, length) ranges; drop empty ones."""
+    out: list[list[int]] = []
+    for s, n in sorted(r for r in ranges if r[1] > 0):
+        if out and s <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], s + n - out[-1][0])
+        else:
+            out.append([s, n])
+    return [(s, n) for s, n in out]
+
+
+def align(ranges: list[tuple[int, int]], grid: int, limit: int) -> list[tuple[int, int]]:
+    """Round each range out to ``grid`` (clipped to ``limit``) and merge."""
+    out = []
+    for s, n in ranges:
+        a = s // grid * grid
+        b = min(limit, -(-(s + n) // grid) * grid)
+        if b > a:
+            out.append((a, b - a))
+    return merge(out)
+
+
+def _fs_of(dev: BlockDevice, start: int, size: int) -> tuple[FsInfo, list[tuple[int, int]]]:
+    fs = detect(dev, start, size)
+    return fs, [(start + s, n) for s, n in used_ranges(dev, start, size, fs)]
+
+
+def _part_doc(number: int, start: int, size: int, fs: FsInfo, stored: int, **extra: object) -> dict:
+    return {"number": number, "start": start, "size": size, "fs": fs.kind, "label": fs.label,
+            "cluster_size": fs.cluster_size, "used_bytes": fs.used_bytes, "stored_bytes": stored, **extra}
+
+
+def _in(ranges: list[tuple[int, int]], start: int, end: int) -> int:
+    return sum(max(0, min(s + n, end) - max(s, start)) for s, n in ranges)
+
+
+def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
+    size = dev.size
+    table = read_table(dev)
+    plan = Plan(disk_size=size, sector_size=dev.sector_size, table=table)
+    if table.kind == "none":
+        # A partition/volume image (or an unpartitioned disk): one "partition" covering all of it.
+        fs, used = _fs_of(dev, 0, size)
+        plan.extents = align(used, chunk_size, size)
+        plan.partitions = [_part_doc(1, 0, size, fs, plan.stored_bytes, type=None, type_name="whole volume")]
+        return plan
+    ranges: list[tuple[int, int]] = [(0, min(FIRST_REGION, size))] + list(table.header_regions)
+    data_parts = [p for p in table.partitions if not p.extended]
+    pos = 0
+    for p in sorted(data_parts, key=lambda p: p.start):  # everything outside data partitions (gaps, EBRs, tail)
+        if p.start > pos:
+            ranges.append((pos, p.start - pos))
+        pos = max(pos, p.end)
+    if pos < size:
+        ranges.append((pos, size - pos))
+    per_part = []
+    for p in data_parts:
+        if p.start >= size:
+            continue
+        psize = min(p.size, size - p.start)
+        fs, used = _fs_of(dev, p.start, psize)
+        ranges += used
+        per_part.append((p, psize, fs, used))
+    plan.extents = align(merge(ranges), chunk_size, size)
+    for p, psize, fs, used in per_part:
+        plan.partitions.append(_part_doc(
+            p.number, p.start, psize, fs, _in(plan.extents, p.start, p.start + psize),
+            type=p.type if isinstance(p.type, (str, int)) else str(p.type), type_name=p.type_name, name=p.name,
+            guid=p.guid, bootable=p.bootable, logical=p.logical))
+    return plan

@@ -1,0 +1,122 @@
+"""Repository verification: structure (config, index vs packs, manifests, every referenced chunk indexed) and,
+with ``read_data``, every pack re-read and every chunk decompressed and re-hashed. Damaged chunks are mapped
+back to the images and disk byte ranges they affect."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import blake3
+
+from rescuekit.errors import RescueError
+from rescuekit.imaging.plan import merge
+from rescuekit.progress import byte_progress
+from rescuekit.repo.index import index_files, read_index_file
+from rescuekit.repo.manifest import iter_chunks, manifest_paths, read_manifest
+from rescuekit.repo.packs import Entry, pack_path
+from rescuekit.repo.repository import Repository, decode
+
+
+def pack_files(root: Path) -> dict[str, Path]:
+    return {p.stem: p for p in (root / "data").glob("*/*.pack")}
+
+
+def check_repository(repo: Repository, *, image: str | None = None, read_data: bool = False,
+                     progress: bool | None = None) -> dict:
+    root = repo.root
+    problems: list[str] = []
+    # Manifests
+    if image is not None:
+        docs = [repo.find_image(image)]
+    else:
+        docs = []
+        for p in manifest_paths(root):
+            try:
+                docs.append(read_manifest(p))
+            except RescueError as exc:
+                problems.append(str(exc))
+    # Index files (each named by the BLAKE3 of its content)
+    entries: dict[str, list[Entry]] = {}
+    packs_indexed: dict[str, list[list]] = {}
+    for p in index_files(root):
+        try:
+            packs = read_index_file(p)
+        except RescueError as exc:
+            problems.append(str(exc))
+            continue
+        if blake3.blake3(p.read_bytes()).hexdigest() != p.stem:
+            problems.append(f"{p}: index file content does not match its name (corrupt)")
+        for pack_id, rows in packs.items():
+            packs_indexed.setdefault(pack_id, rows)
+            for cid, off, clen, ulen, z in rows:
+                entries.setdefault(cid, []).append(Entry(pack_id, off, clen, ulen, bool(z)))
+    # Packs present and big enough for what the index says
+    on_disk = pack_files(root)
+    bad: set[str] = set()
+    for pack_id, rows in packs_indexed.items():
+        path = on_disk.get(pack_id)
+        if path is None:
+            problems.append(f"pack {pack_id} listed in the index is missing ({pack_path(root, pack_id)})")
+            bad.update(r[0] for r in rows)
+            continue
+        need = max((r[1] + r[2] for r in rows), default=0)
+        if path.stat().st_size < need:
+            problems.append(f"pack {pack_id} is truncated ({path.stat().st_size} < {need} bytes)")
+            bad.update(r[0] for r in rows)
+    orphans = sorted(set(on_disk) - set(packs_indexed))
+    # Every referenced chunk indexed
+    referenced: set[str] = set()
+    for doc in docs:
+        for ext in doc["extents"]:
+            referenced.update(c for c in ext["chunks"] if c is not None)
+    for cid in referenced:
+        if cid not in entries:
+            bad.add(cid)
+    missing = len([c for c in referenced if c not in entries])
+    if missing:
+        problems.append(f"{missing} chunk(s) referenced by images are not in the index")
+    # Data
+    checked_bytes = 0
+    if read_data:
+        want = {e.pack for cid in referenced for e in entries.get(cid, [])} if image else set(packs_indexed)
+        want = sorted(p for p in want if p in on_disk)
+        total = sum(on_disk[p].stat().st_size for p in want)
+
+        def check_pack(pack_id: str) -> tuple[str, list[str], int, list[str]]:
+            path = on_disk[pack_id]
+            data = path.read_bytes()
+            notes = []
+            if blake3.blake3(data).hexdigest() != pack_id:
+                notes.append(f"pack {pack_id} content does not match its name (corrupt)")
+            damaged = []
+            for cid, off, clen, ulen, z in packs_indexed[pack_id]:
+                e = Entry(pack_id, off, clen, ulen, bool(z))
+                try:
+                    decode(data[off:off + clen], e, cid)
+                except RescueError:
+                    damaged.append(cid)
+            return pack_id, damaged, len(data), notes
+
+        with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool, \
+                byte_progress("verify packs", total, enabled=progress) as adv:
+            for pack_id, damaged, n, notes in pool.map(check_pack, want):
+                adv(n)
+                checked_bytes += n
+                problems.extend(notes)
+                for cid in damaged:
+                    # a chunk is only lost if no other indexed copy is intact (duplicates after prune)
+                    if all(e.pack == pack_id for e in entries.get(cid, [])):
+                        bad.add(cid)
+                if damaged:
+                    problems.append(f"pack {pack_id}: {len(damaged)} corrupt chunk(s)")
+    # Map damaged chunks to images and byte ranges
+    damaged_images = []
+    for doc in docs:
+        ranges = [(off, n) for off, n, cid in iter_chunks(doc, doc["chunk_size"]) if cid in bad]
+        if ranges:
+            damaged_images.append({"image": doc["id"], "name": doc.get("name"),
+                                   "ranges": [list(r) for r in merge(ranges)]})
+    return {"ok": not problems and not damaged_images, "repository": str(root), "images": len(docs),
+            "packs": len(on_disk), "orphan_packs": len(orphans), "chunks": len(entries),
+            "read_data": read_data, "bytes_read": checked_bytes, "problems": problems, "damaged": damaged_images}

@@ -1,0 +1,82 @@
+"""The repository's ``config`` file: format name and version (checked by every reader), id, chunk size."""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rescuekit.errors import RescueError
+
+FORMAT_NAME = "rescuekit-repository"
+FORMAT_VERSION = 1  # bump on any incompatible change; readers refuse newer versions (docs/format.md)
+DEFAULT_CHUNK_SIZE = 1 << 20
+DEFAULT_PACK_SIZE = 64 << 20  # packs stay far below FAT32's 4 GiB file limit
+HASH_NAME = "blake3-256"
+COMPRESSION = "zstd"
+SUBDIRS = ("data", "index", "images", "locks", "restores")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RepoConfig:
+    id: str
+    chunk_size: int
+    pack_size: int
+    created: str
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "format": FORMAT_NAME, "version": self.version, "id": self.id, "chunk_size": self.chunk_size,
+            "pack_size": self.pack_size, "hash": HASH_NAME, "compression": COMPRESSION, "created": self.created,
+        }, indent=1).encode() + b"\n"
+
+
+def new_config(chunk_size: int = DEFAULT_CHUNK_SIZE, pack_size: int = DEFAULT_PACK_SIZE) -> RepoConfig:
+    if chunk_size < 4096 or chunk_size & (chunk_size - 1):
+        raise RescueError(f"chunk size {chunk_size} must be a power of two >= 4096")
+    return RepoConfig(id=secrets.token_hex(16), chunk_size=chunk_size, pack_size=pack_size, created=utc_now())
+
+
+def check_version(version: object, where: str) -> int:
+    """Refuse files written by a newer (or unknown) format version."""
+    if not isinstance(version, int) or version < 1:
+        raise RescueError(f"{where}: missing or invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise RescueError(f"{where}: format version {version} is newer than this rescuekit supports "
+                          f"({FORMAT_VERSION}); use a newer rescuekit")
+    return version
+
+
+def load_config(path: Path) -> RepoConfig:
+    cfg_path = path / "config"
+    try:
+        raw = cfg_path.read_bytes()
+    except FileNotFoundError:
+        if not path.exists():
+            raise RescueError(f"repository {path} does not exist") from None
+        raise RescueError(f"{path} is not a rescuekit repository (no config file)") from None
+    except IsADirectoryError:
+        raise RescueError(f"{path} is not a rescuekit repository (config is a directory)") from None
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError):
+        raise RescueError(f"{cfg_path}: corrupt repository config (not JSON)") from None
+    if doc.get("format") != FORMAT_NAME:
+        raise RescueError(f"{path} is not a rescuekit repository (config format {doc.get('format')!r})")
+    version = check_version(doc.get("version"), str(cfg_path))
+    try:
+        cfg = RepoConfig(id=str(doc["id"]), chunk_size=int(doc["chunk_size"]), pack_size=int(doc["pack_size"]),
+                         created=str(doc.get("created", "")), version=version)
+    except (KeyError, TypeError, ValueError):
+        raise RescueError(f"{cfg_path}: corrupt repository config (missing fields)") from None
+    if cfg.chunk_size < 4096 or cfg.chunk_size & (cfg.chunk_size - 1):
+        raise RescueError(f"{cfg_path}: invalid chunk size {cfg.chunk_size}")
+    return cfg

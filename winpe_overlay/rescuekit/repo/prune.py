@@ -1,0 +1,127 @@
+"""forget (remove image manifests) and prune (drop chunks no image uses).
+
+Prune's crash-safe order: (1) live chunks of partly used packs are copied into new packs (durable);
+(2) one new index file listing every kept and new pack is written atomically; (3) the old index files are
+deleted; (4) unused, repacked and orphan packs and leftover temp files are deleted. A crash before (3)
+leaves duplicate index entries that all point at existing packs; a crash after (3) leaves only orphan
+packs, which the next prune deletes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rescuekit.errors import RescueError, UsageError
+from rescuekit.repo.check import pack_files
+from rescuekit.repo.fsutil import fsync_dir
+from rescuekit.repo.index import load_index, write_index_file
+from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
+from rescuekit.repo.packs import PackReader, PackWriter
+from rescuekit.repo.repository import Repository, decode
+
+
+def resolve_images(repo: Repository, selectors: list[str]) -> list[dict]:
+    """Exact ids, unique id prefixes or names (a name must match exactly one image)."""
+    docs = repo.images()
+    out: dict[str, dict] = {}
+    for sel in selectors:
+        hits = [d for d in docs if d["id"] == sel] or [d for d in docs if d.get("name") == sel] \
+            or [d for d in docs if d["id"].startswith(sel.lower())]
+        if not hits:
+            raise RescueError(f"no image {sel!r} in repository {repo.root}")
+        if len(hits) > 1:
+            raise UsageError(f"{sel!r} matches {len(hits)} images in {repo.root} (" +
+                             ", ".join(d["id"] for d in hits) + "); name them by id")
+        out[hits[0]["id"]] = hits[0]
+    return list(out.values())
+
+
+def forget(repo: Repository, selectors: list[str]) -> list[dict]:
+    docs = resolve_images(repo, selectors)
+    for d in docs:
+        image_path(repo.root, d["id"]).unlink()
+    fsync_dir(repo.root / "images")
+    return docs
+
+
+def prune(repo: Repository) -> dict:
+    root = repo.root
+    used: set[str] = set()
+    for p in manifest_paths(root):
+        try:
+            doc = read_manifest(p)
+        except RescueError as exc:
+            raise RescueError(f"prune refused: {exc}; forget that image (delete the file) first") from None
+        for ext in doc["extents"]:
+            used.update(c for c in ext["chunks"] if c is not None)
+    index = load_index(root)
+    on_disk = pack_files(root)
+    missing = [c for c in used if c not in index.entries or index.entries[c].pack not in on_disk]
+    if missing:
+        raise RescueError(f"prune refused: {len(missing)} chunk(s) used by images are missing; "
+                          f"run `rescuekit verify {root}`")
+    keep: dict[str, list[list]] = {}
+    rewrite: list[str] = []
+    for pack_id, rows in index.packs.items():
+        if pack_id not in on_disk:
+            continue
+        live = [r for r in rows if r[0] in used and index.entries[r[0]].pack == pack_id]
+        if len(live) == len(rows):
+            keep[pack_id] = rows
+        elif live:
+            rewrite.append(pack_id)
+    # (1) copy live chunks of partly used packs
+    new_packs: dict[str, list[list]] = {}
+    reader = PackReader(root)
+    writer: PackWriter | None = None
+    try:
+        for pack_id in rewrite:
+            for cid, off, clen, ulen, z in index.packs[pack_id]:
+                e = index.entries[cid]
+                if cid not in used or e.pack != pack_id:
+                    continue
+                blob = reader.read_blob(e)
+                decode(blob, e, cid)  # never copy a corrupt chunk silently
+                if writer is None:
+                    writer = PackWriter(root)
+                writer.add(cid, blob, ulen, bool(z))
+                if writer.size >= repo.config.pack_size:
+                    pid, prows = writer.finish()
+                    new_packs[pid] = prows
+                    writer = None
+        if writer is not None:
+            pid, prows = writer.finish()
+            new_packs[pid] = prows
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        reader.close()
+    # (2) new index, (3) drop old index files
+    new_id = write_index_file(root, {**keep, **new_packs}) if (keep or new_packs) else None
+    for old in index.files:
+        if old != new_id:
+            (root / "index" / f"{old}.idx").unlink(missing_ok=True)
+    fsync_dir(root / "index")
+    # (4) delete packs nobody lists any more, and temp leftovers
+    live_packs = set(keep) | set(new_packs)
+    freed = 0
+    deleted = 0
+    for pack_id, path in on_disk.items():
+        if pack_id not in live_packs:
+            freed += path.stat().st_size
+            path.unlink()
+            deleted += 1
+    for tmp in [*(root / "data").glob("**/*.tmp"), *(root / "index").glob(".*.tmp"), *(root / "images").glob(".*.tmp")]:
+        freed += tmp.stat().st_size
+        tmp.unlink(missing_ok=True)
+    for d in (root / "data").iterdir():
+        if d.is_dir():
+            fsync_dir(d)
+    return {"packs_deleted": deleted, "packs_rewritten": len(rewrite), "packs_written": len(new_packs),
+            "packs_kept": len(keep), "bytes_freed": freed, "chunks_used": len(used)}
+
+
+def repo_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

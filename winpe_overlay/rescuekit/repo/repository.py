@@ -1,0 +1,201 @@
+"""Opening/creating a repository and the operations captures and restores build on."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import zstandard
+
+from rescuekit.errors import RescueError, UsageError
+from rescuekit.repo.config import SUBDIRS, RepoConfig, load_config, new_config
+from rescuekit.repo.fsutil import atomic_write, fsync_dir
+from rescuekit.repo.index import Index, load_index, write_index_file
+from rescuekit.repo.lock import RepoLock
+from rescuekit.repo.manifest import manifest_paths, read_manifest
+from rescuekit.repo.packs import Entry, PackReader, PackWriter
+
+ZSTD_LEVEL = 3
+INDEX_EVERY_PACKS = 16  # write an index file this often so an interrupted capture keeps its progress
+
+
+class Repository:
+    def __init__(self, root: Path, config: RepoConfig) -> None:
+        self.root = root
+        self.config = config
+
+    # -- opening -------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> "Repository":
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"{root} is a file, not a repository folder")
+        return cls(root, load_config(root))
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, **cfg_args: int) -> "Repository":
+        root = Path(path)
+        if (root / "config").exists():
+            return cls.open(root)
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"{root} is a file, not a repository folder")
+        if root.exists() and any(p.name not in SUBDIRS for p in root.iterdir()):
+            raise UsageError(f"{root} is a non-empty folder but not a rescuekit repository; use an empty or new folder")
+        cfg = new_config(**cfg_args)
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in SUBDIRS:
+            (root / sub).mkdir(exist_ok=True)
+        fsync_dir(root)
+        atomic_write(root / "config", cfg.to_json())  # config last: a half-created folder is not a repository
+        return cls(root, cfg)
+
+    def lock(self, *, exclusive: bool, command: str, force_unlock: bool = False) -> RepoLock:
+        if os.access(self.root, os.W_OK):  # tolerate repositories copied without their empty folders
+            for sub in SUBDIRS:
+                (self.root / sub).mkdir(exist_ok=True)
+        return RepoLock(self.root, exclusive=exclusive, command=command, force_unlock=force_unlock)
+
+    # -- images --------------------------------------------------------------------------------------
+    def images(self) -> list[dict]:
+        """All manifests, oldest first (corrupt ones raise: verify reports them one by one)."""
+        docs = [read_manifest(p) for p in manifest_paths(self.root)]
+        docs.sort(key=lambda d: (d.get("created", ""), d["id"]))
+        return docs
+
+    def find_image(self, selector: str | None) -> dict:
+        """By id, unique id prefix, name (the newest with that name) or ``latest``."""
+        paths = manifest_paths(self.root)
+        if not paths:
+            raise RescueError(f"repository {self.root} holds no images")
+        sel = selector or "latest"
+        exact = self.root / "images" / f"{sel}.json"
+        if exact in paths:
+            return read_manifest(exact)
+        docs = self.images()
+        if sel == "latest":
+            return docs[-1]
+        named = [d for d in docs if d.get("name") == sel]
+        if named:
+            return named[-1]
+        pref = [d for d in docs if d["id"].startswith(sel.lower())]
+        if len(pref) == 1:
+            return pref[0]
+        if len(pref) > 1:
+            raise UsageError(f"image id prefix {sel!r} is ambiguous in {self.root}: "
+                             + ", ".join(d['id'][:12] for d in pref))
+        raise RescueError(f"no image {sel!r} in repository {self.root} (see `rescuekit images {self.root}`)")
+
+    def load_index(self) -> Index:
+        return load_index(self.root)
+
+
+@dataclass
+class StoreStats:
+    chunks: int = 0
+    zero_chunks: int = 0
+    new_chunks: int = 0
+    new_bytes: int = 0  # plaintext bytes of new chunks
+    new_stored_bytes: int = 0  # their size in packs
+    packs: list[str] = field(default_factory=list)
+
+
+class ChunkStore:
+    """Writes new chunks into packs (size-capped), flushing index files after the packs are durable."""
+
+    def __init__(self, repo: Repository, index: Index) -> None:
+        self.repo = repo
+        self.index = index
+        self.stats = StoreStats()
+        self._writer: PackWriter | None = None
+        self._unindexed: dict[str, list[list]] = {}
+
+    def add(self, chunk_id: str, blob: bytes, ulen: int, zstd: bool) -> None:
+        if chunk_id in self.index:
+            return
+        if self._writer is None:
+            self._writer = PackWriter(self.repo.root)
+        entry = self._writer.add(chunk_id, blob, ulen, zstd)
+        self.index.entries[chunk_id] = entry  # pack id unknown until finish; only used for dedup meanwhile
+        self.stats.new_chunks += 1
+        self.stats.new_bytes += ulen
+        self.stats.new_stored_bytes += len(blob)
+        if self._writer.size >= self.repo.config.pack_size:
+            self._finish_pack()
+
+    def _finish_pack(self) -> None:
+        assert self._writer is not None
+        pack_id, rows = self._writer.finish()
+        self._writer = None
+        self.index.add_pack(pack_id, rows)
+        for cid, off, clen, ulen, z in rows:
+            self.index.entries[cid] = Entry(pack_id, off, clen, ulen, bool(z))
+        self._unindexed[pack_id] = rows
+        self.stats.packs.append(pack_id)
+        if len(self._unindexed) >= INDEX_EVERY_PACKS:
+            self._flush_index()
+
+    def _flush_index(self) -> None:
+        if self._unindexed:
+            write_index_file(self.repo.root, self._unindexed)
+            self._unindexed = {}
+
+    def close(self) -> None:
+        """Finish the open pack and write the index: after this every new chunk is durable and indexed."""
+        if self._writer is not None and self._writer.rows:
+            self._finish_pack()
+        elif self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        self._flush_index()
+
+    def abort(self) -> None:
+        """Drop the open pack; index the finished ones so a later capture reuses them (best effort)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        try:
+            self._flush_index()
+        except OSError:
+            pass  # e.g. still no space: the finished packs are orphans that prune removes
+
+
+_tls = threading.local()
+
+
+def compress(data: bytes | bytearray | memoryview) -> tuple[bytes, bool]:
+    """zstd level 3, or the plaintext when compression does not help (then restores skip decompression)."""
+    cctx = getattr(_tls, "cctx", None)
+    if cctx is None:
+        cctx = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    out = cctx.compress(data)
+    if len(out) >= len(data):
+        return bytes(data), False
+    return out, True
+
+
+def decode(blob: bytes, entry: Entry, chunk_id: str, *, check: bool = True) -> bytes:
+    """Decompress a stored blob and (by default) check its BLAKE3 against the chunk id."""
+    if entry.zstd:
+        dctx = getattr(_tls, "dctx", None)
+        if dctx is None:
+            dctx = _tls.dctx = zstandard.ZstdDecompressor()
+        try:
+            data = dctx.decompress(blob, max_output_size=entry.ulen)
+        except zstandard.ZstdError:
+            raise RescueError(f"chunk {chunk_id[:16]} in pack {entry.pack[:16]} at offset {entry.offset} "
+                              "does not decompress (corrupt pack)") from None
+    else:
+        data = blob
+    if len(data) != entry.ulen or (check and blake3.blake3(data).hexdigest() != chunk_id):
+        raise RescueError(f"chunk {chunk_id[:16]} in pack {entry.pack[:16]} at offset {entry.offset} "
+                          "is corrupt (hash mismatch)")
+    return data
+
+
+def chunk_hash(data: bytes | bytearray | memoryview) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+__all__ = ["Repository", "ChunkStore", "PackReader", "compress", "decode", "chunk_hash"]
