@@ -1,0 +1,250 @@
+"""FAT12/16/32 (Microsoft FAT specification: BPB, FAT type by cluster count) and exFAT used ranges."""
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from dataclasses import dataclass
+
+from rescuekit.disk.device import BlockDevice
+from rescuekit.disk.ranges import RangeBuilder
+from rescuekit.errors import RescueError
+
+READ_CHUNK = 8 << 20
+
+
+def _le_array(code: str, data: bytes) -> array:
+    a = array(code)
+    a.frombytes(data)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
+
+
+# ---------------------------------------------------------------- FAT12/16/32
+
+@dataclass
+class FatBoot:
+    kind: str  # fat12 | fat16 | fat32
+    bytes_per_sector: int
+    cluster_size: int
+    reserved: int  # sectors
+    num_fats: int
+    fat_sectors: int
+    root_entries: int
+    total_sectors: int
+    root_cluster: int  # FAT32
+    count: int  # data clusters (numbered 2..count+1)
+    bpb_label: str | None
+    serial: int
+
+    @property
+    def root_dir_sectors(self) -> int:
+        return (self.root_entries * 32 + self.bytes_per_sector - 1) // self.bytes_per_sector
+
+    @property
+    def data_start(self) -> int:
+        """Byte offset of cluster 2."""
+        return (self.reserved + self.num_fats * self.fat_sectors + self.root_dir_sectors) * self.bytes_per_sector
+
+
+def parse_fat_boot(s: bytes) -> FatBoot | None:
+    """BPB geometry, or None if ``s`` is not a sane FAT boot sector."""
+    if len(s) < 512 or s[510:512] != b"\x55\xaa" or s[0] not in (0xEB, 0xE9):
+        return None
+    bps, spc, rsvd, nfats, root_ent, tot16, _media, fat16 = struct.unpack_from("<HBHBHHBH", s, 11)
+    tot32 = struct.unpack_from("<I", s, 32)[0]
+    if bps not in (512, 1024, 2048, 4096) or spc == 0 or spc & (spc - 1) or rsvd == 0 or nfats == 0:
+        return None
+    fatsz = fat16 or struct.unpack_from("<I", s, 36)[0]
+    total = tot16 or tot32
+    if fatsz == 0 or total == 0:
+        return None
+    root_secs = (root_ent * 32 + bps - 1) // bps
+    data_secs = total - (rsvd + nfats * fatsz + root_secs)
+    if data_secs <= 0:
+        return None
+    count = data_secs // spc
+    kind = "fat12" if count < 4085 else "fat16" if count < 65525 else "fat32"
+    if kind == "fat32" and (fat16 != 0 or root_ent != 0):
+        return None
+    # Extended BPB: FAT32 at 0x40, FAT12/16 at 0x24; signature byte 0x29 means serial + label are valid.
+    ebpb = 0x40 if kind == "fat32" else 0x24
+    label, serial = None, 0
+    if s[ebpb + 2] == 0x29:
+        serial = struct.unpack_from("<I", s, ebpb + 3)[0]
+        label = s[ebpb + 7:ebpb + 18].decode("latin-1").rstrip() or None
+        if label == "NO NAME":
+            label = None
+    root_cluster = struct.unpack_from("<I", s, 44)[0] if kind == "fat32" else 0
+    # A FAT must be able to address every cluster; otherwise the BPB is garbage.
+    entry_bits = {"fat12": 12, "fat16": 16, "fat32": 32}[kind]
+    if fatsz * bps * 8 // entry_bits < count + 2:
+        return None
+    return FatBoot(kind, bps, bps * spc, rsvd, nfats, fatsz, root_ent, total, root_cluster, count, label, serial)
+
+
+def _read_fat(dev: BlockDevice, offset: int, b: FatBoot) -> bytes:
+    nbytes = {"fat12": (b.count + 2) * 3 // 2 + 1, "fat16": (b.count + 2) * 2, "fat32": (b.count + 2) * 4}[b.kind]
+    nbytes = min(nbytes, b.fat_sectors * b.bytes_per_sector)
+    return dev.read(offset + b.reserved * b.bytes_per_sector, nbytes)
+
+
+def _fat_entries(b: FatBoot, fat: bytes) -> array:
+    """FAT entries for clusters 0..count+1 as an array of ints."""
+    if b.kind == "fat12":
+        out = array("I", bytes(4 * (b.count + 2)))
+        for n in range(b.count + 2):
+            v = int.from_bytes(fat[n * 3 // 2:n * 3 // 2 + 2], "little")
+            out[n] = v >> 4 if n & 1 else v & 0xFFF
+        return out
+    if b.kind == "fat16":
+        return _le_array("H", fat[: 2 * (b.count + 2)])
+    a = _le_array("I", fat[: 4 * (b.count + 2)])
+    return a
+
+
+def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
+    """The volume label from the root directory's label entry (what Windows shows), else the BPB's."""
+    bps = b.bytes_per_sector
+    if b.kind == "fat32":
+        if not 2 <= b.root_cluster < b.count + 2:
+            return b.bpb_label
+        pos, n = b.data_start + (b.root_cluster - 2) * b.cluster_size, b.cluster_size
+    else:
+        pos, n = (b.reserved + b.num_fats * b.fat_sectors) * bps, b.root_dir_sectors * bps
+    data = dev.read(offset + pos, min(n, 64 << 10))
+    for i in range(0, len(data) - 31, 32):
+        e = data[i:i + 32]
+        if e[0] == 0:
+            break
+        if e[0] != 0xE5 and e[11] & 0x0F == 0x08 and e[11] != 0x0F:
+            return e[:11].decode("latin-1").rstrip() or None
+    return b.bpb_label
+
+
+def fat_used_ranges(dev: BlockDevice, offset: int, size: int, b: FatBoot) -> tuple[list[tuple[int, int]], int]:
+    """(ranges relative to the partition, used clusters): reserved + FATs + root dir, clusters with a
+    non-zero FAT entry (bad-cluster marks left out), and everything after the last cluster."""
+    ents = _fat_entries(b, _read_fat(dev, offset, b))[2:b.count + 2]
+    bad = {"fat12": 0xFF7, "fat16": 0xFFF7, "fat32": 0x0FFFFFF7}[b.kind]
+    if b.kind == "fat32":
+        # Only the low 28 bits are the entry; the high 4 are reserved.
+        flags = bytearray(map(lambda v: (v & 0x0FFFFFFF) != 0, ents))
+    else:
+        flags = bytearray(map(bool, ents))
+    if bad in ents or (b.kind == "fat32" and 0xFFFFFFF7 in ents):
+        for i, v in enumerate(ents):
+            if v & 0x0FFFFFFF == bad:
+                flags[i] = 0
+    rb = RangeBuilder()
+    rb.add(0, b.data_start)
+    used = rb.add_flags(bytes(flags), 0, b.cluster_size, b.data_start)
+    end = b.data_start + b.count * b.cluster_size
+    rb.add(end, size - end)
+    return rb.result(clip=size), used
+
+
+# ---------------------------------------------------------------- exFAT
+
+@dataclass
+class ExfatBoot:
+    bytes_per_sector: int
+    cluster_size: int
+    volume_sectors: int
+    fat_offset: int  # sectors
+    fat_length: int  # sectors
+    heap_offset: int  # sectors
+    count: int
+    root_cluster: int
+    serial: int
+
+    def cluster_pos(self, c: int) -> int:
+        return self.heap_offset * self.bytes_per_sector + (c - 2) * self.cluster_size
+
+
+def parse_exfat_boot(s: bytes) -> ExfatBoot | None:
+    """exFAT main boot sector fields (exFAT specification 3.1), or None."""
+    if len(s) < 512 or s[3:11] != b"EXFAT   " or s[510:512] != b"\x55\xaa":
+        return None
+    vol_len, fat_off, fat_len, heap_off, count, root, serial = struct.unpack_from("<QIIIIII", s, 0x48)
+    bps_shift, spc_shift, nfats = s[0x6C], s[0x6D], s[0x6E]
+    if not 9 <= bps_shift <= 12 or bps_shift + spc_shift > 25 or nfats not in (1, 2):
+        return None
+    if not (24 <= fat_off and heap_off >= fat_off + fat_len * nfats and 2 <= root < count + 2):
+        return None
+    bps = 1 << bps_shift
+    return ExfatBoot(bps, bps << spc_shift, vol_len, fat_off, fat_len, heap_off, count, root, serial)
+
+
+def _exfat_fat(dev: BlockDevice, offset: int, b: ExfatBoot) -> array:
+    n = min((b.count + 2) * 4, b.fat_length * b.bytes_per_sector)
+    return _le_array("I", dev.read(offset + b.fat_offset * b.bytes_per_sector, n))
+
+
+def _chain(fat: array, first: int, b: ExfatBoot, nclusters: int) -> list[int]:
+    """Cluster chain from the FAT; a zero entry means contiguous allocation (NoFatChain)."""
+    out, c = [first], first
+    while len(out) < nclusters:
+        nxt = fat[c] if c < len(fat) else 0
+        if nxt == 0:  # not chained: contiguous
+            return list(range(first, first + nclusters))
+        if nxt >= 0xFFFFFFF7 or not 2 <= nxt < b.count + 2:
+            break
+        out.append(nxt)
+        c = nxt
+    return out
+
+
+def _exfat_root(dev: BlockDevice, offset: int, b: ExfatBoot, fat: array) -> bytes:
+    data, c, seen = bytearray(), b.root_cluster, set()
+    while 2 <= c < b.count + 2 and c not in seen and len(data) < (4 << 20):
+        seen.add(c)
+        data += dev.read(offset + b.cluster_pos(c), b.cluster_size)
+        if c >= len(fat) or fat[c] >= 0xFFFFFFF7 or fat[c] == 0:
+            break
+        c = fat[c]
+    return bytes(data)
+
+
+def exfat_info(dev: BlockDevice, offset: int, b: ExfatBoot) -> tuple[str | None, tuple[int, int] | None]:
+    """(label, (bitmap first cluster, bitmap bytes)) from the root directory."""
+    fat = _exfat_fat(dev, offset, b)
+    root = _exfat_root(dev, offset, b, fat)
+    label, bitmap = None, None
+    for i in range(0, len(root) - 31, 32):
+        t = root[i]
+        if t == 0:
+            break
+        if t == 0x81 and bitmap is None and not root[i + 1] & 1:
+            first, length = struct.unpack_from("<IQ", root, i + 20)
+            bitmap = (first, length)
+        elif t == 0x83:
+            n = min(root[i + 1], 11)
+            label = root[i + 2:i + 2 + 2 * n].decode("utf-16-le", "replace") or None
+    return label, bitmap
+
+
+def exfat_used_ranges(dev: BlockDevice, offset: int, size: int, b: ExfatBoot) -> tuple[list[tuple[int, int]], int]:
+    """Boot regions + FAT(s) (everything before the cluster heap), clusters set in the allocation bitmap,
+    and everything after the last cluster."""
+    _label, bm = exfat_info(dev, offset, b)
+    if bm is None:
+        raise RescueError(f"exFAT on {dev.path} at {offset}: no allocation bitmap entry in the root directory")
+    first, length = bm
+    need = min(length, (b.count + 7) // 8)
+    fat = _exfat_fat(dev, offset, b)
+    nclus = -(-need // b.cluster_size)
+    rb = RangeBuilder()
+    heap = b.heap_offset * b.bytes_per_sector
+    rb.add(0, heap)
+    used, done = 0, 0
+    for c in _chain(fat, first, b, nclus):
+        n = min(b.cluster_size, need - done)
+        if n <= 0:
+            break
+        used += rb.add_bitmap(dev.read(offset + b.cluster_pos(c), n), done * 8, b.cluster_size, heap, b.count)
+        done += n
+    end = heap + b.count * b.cluster_size
+    rb.add(end, size - end)
+    return rb.result(clip=size), used

@@ -1,0 +1,183 @@
+"""NTFS: boot sector, MFT records (with update-sequence fixups), $Bitmap -> used byte ranges.
+
+Layout per ntfs-3g include/ntfs-3g/layout.h (NTFS_BOOT_SECTOR, MFT_RECORD, ATTR_RECORD, mapping pairs).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from rescuekit.disk.device import BlockDevice
+from rescuekit.disk.ranges import RangeBuilder
+from rescuekit.errors import RescueError
+
+NTFS_OEM = b"NTFS    "
+FILE_BITMAP = 6  # MFT record of $Bitmap
+FILE_VOLUME = 3  # MFT record of $Volume
+AT_ATTRIBUTE_LIST = 0x20
+AT_VOLUME_NAME = 0x60
+AT_DATA = 0x80
+AT_END = 0xFFFFFFFF
+READ_CHUNK = 8 << 20
+
+
+@dataclass
+class NtfsBoot:
+    bytes_per_sector: int
+    cluster_size: int
+    total_sectors: int
+    mft_lcn: int
+    mft_record_size: int
+    serial: int
+
+    @property
+    def nr_clusters(self) -> int:
+        return self.total_sectors * self.bytes_per_sector // self.cluster_size
+
+
+def parse_boot(sector: bytes) -> NtfsBoot | None:
+    """The NTFS boot sector's geometry, or None if ``sector`` is not a sane NTFS boot sector."""
+    if len(sector) < 512 or sector[3:11] != NTFS_OEM:
+        return None
+    bps = struct.unpack_from("<H", sector, 0x0B)[0]
+    spc = sector[0x0D]
+    if bps not in (256, 512, 1024, 2048, 4096):
+        return None
+    # Cluster sizes above 64 KiB: sectors_per_cluster holds a negative shift (256 - n) (ntfs-3g bootsect.c).
+    if spc > 0x80:
+        spc = 1 << (256 - spc)
+    if spc == 0 or spc & (spc - 1):
+        return None
+    cs = bps * spc
+    total = struct.unpack_from("<q", sector, 0x28)[0]
+    mft_lcn = struct.unpack_from("<q", sector, 0x30)[0]
+    cpmr = struct.unpack_from("<b", sector, 0x40)[0]
+    # clusters_per_mft_record: > 0 counts clusters, < 0 means 2^-n bytes.
+    rec = cpmr * cs if cpmr > 0 else 1 << -cpmr if cpmr < 0 else 0
+    if total <= 0 or mft_lcn <= 0 or not 256 <= rec <= 65536 or rec & (rec - 1):
+        return None
+    if mft_lcn * cs >= total * bps:
+        return None
+    serial = struct.unpack_from("<Q", sector, 0x48)[0]
+    return NtfsBoot(bps, cs, total, mft_lcn, rec, serial)
+
+
+def apply_fixups(rec: bytearray, where: str) -> None:
+    """Undo the update sequence array of a multi-sector record (strides of 512 bytes)."""
+    usa_ofs, usa_count = struct.unpack_from("<HH", rec, 4)
+    if usa_count == 0 or usa_ofs + 2 * usa_count > len(rec) or (usa_count - 1) * 512 > len(rec):
+        raise RescueError(f"bad update sequence array in {where}")
+    usn = rec[usa_ofs:usa_ofs + 2]
+    for i in range(1, usa_count):
+        pos = i * 512 - 2
+        if rec[pos:pos + 2] != usn:
+            raise RescueError(f"update sequence mismatch (torn write) in {where}")
+        rec[pos:pos + 2] = rec[usa_ofs + 2 * i:usa_ofs + 2 * i + 2]
+
+
+def read_mft_record(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) -> bytearray:
+    """MFT record ``number`` (only records 0-15 are reliably in the first $MFT extent)."""
+    pos = offset + boot.mft_lcn * boot.cluster_size + number * boot.mft_record_size
+    where = f"NTFS MFT record {number} at byte {pos} of {dev.path}"
+    rec = bytearray(dev.read(pos, boot.mft_record_size))
+    if rec[:4] != b"FILE":
+        raise RescueError(f"no FILE signature in {where}")
+    apply_fixups(rec, where)
+    return rec
+
+
+def iter_attributes(rec: bytes):
+    """Yield (type, offset) of each attribute in an MFT record."""
+    pos = struct.unpack_from("<H", rec, 20)[0]
+    used = min(struct.unpack_from("<I", rec, 24)[0], len(rec))
+    while pos + 16 <= used:
+        atype, alen = struct.unpack_from("<II", rec, pos)
+        if atype == AT_END or alen < 16 or pos + alen > used:
+            return
+        yield atype, pos
+        pos += alen
+
+
+def decode_runs(buf: bytes, pos: int, end: int) -> list[tuple[int | None, int]]:
+    """Mapping pairs -> [(lcn or None for sparse, length in clusters)]."""
+    runs: list[tuple[int | None, int]] = []
+    lcn = 0
+    while pos < end and buf[pos]:
+        hdr = buf[pos]
+        lsz, osz = hdr & 0x0F, hdr >> 4
+        pos += 1
+        if lsz == 0 or pos + lsz + osz > end:
+            raise RescueError("corrupt NTFS data runs")
+        length = int.from_bytes(buf[pos:pos + lsz], "little")
+        pos += lsz
+        if osz:
+            lcn += int.from_bytes(buf[pos:pos + osz], "little", signed=True)
+            runs.append((lcn, length))
+        else:
+            runs.append((None, length))
+        pos += osz
+    return runs
+
+
+def _unnamed(rec: bytes, apos: int) -> bool:
+    return rec[apos + 9] == 0
+
+
+def volume_label(dev: BlockDevice, offset: int, boot: NtfsBoot) -> str | None:
+    try:
+        rec = read_mft_record(dev, offset, boot, FILE_VOLUME)
+    except RescueError:
+        return None
+    for atype, apos in iter_attributes(rec):
+        if atype == AT_VOLUME_NAME and rec[apos + 8] == 0:
+            vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
+            return bytes(rec[apos + voff:apos + voff + vlen]).decode("utf-16-le", "replace")
+    return None
+
+
+def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tuple[list[tuple[int, int]], int]:
+    """(ranges relative to the partition start, number of used clusters) from $Bitmap.
+
+    Adds the boot sector and everything after the last cluster (backup boot sector, tail).
+    """
+    cs = boot.cluster_size
+    nr = boot.nr_clusters
+    rec = read_mft_record(dev, offset, boot, FILE_BITMAP)
+    data = None
+    for atype, apos in iter_attributes(rec):
+        if atype == AT_DATA and _unnamed(rec, apos):
+            data = apos
+            break
+        if atype == AT_ATTRIBUTE_LIST:
+            raise RescueError(f"NTFS $Bitmap on {dev.path} at {offset} uses an attribute list (not supported)")
+    if data is None:
+        raise RescueError(f"NTFS $Bitmap on {dev.path} at {offset} has no $DATA attribute")
+    need = (nr + 7) // 8
+    rb = RangeBuilder()
+    rb.add(0, boot.bytes_per_sector)
+    used = 0
+    alen = struct.unpack_from("<I", rec, data + 4)[0]
+    if rec[data + 8] == 0:  # resident
+        vlen, voff = struct.unpack_from("<IH", rec, data + 16)
+        used = rb.add_bitmap(bytes(rec[data + voff:data + voff + min(vlen, need)]), 0, cs, 0, nr)
+    else:
+        mp_off = struct.unpack_from("<H", rec, data + 32)[0]
+        data_size = struct.unpack_from("<q", rec, data + 48)[0]
+        need = min(need, data_size)
+        byte_pos = 0  # position in the bitmap stream
+        for lcn, length in decode_runs(rec, data + mp_off, data + alen):
+            if byte_pos >= need:
+                break
+            nbytes = min(length * cs, need - byte_pos)
+            if lcn is not None:
+                if (lcn + length) > nr:
+                    raise RescueError(f"NTFS $Bitmap run beyond the volume on {dev.path} at {offset}")
+                done = 0
+                while done < nbytes:
+                    n = min(READ_CHUNK, nbytes - done)
+                    chunk = dev.read(offset + lcn * cs + done, n)
+                    used += rb.add_bitmap(chunk, (byte_pos + done) * 8, cs, 0, nr)
+                    done += n
+            byte_pos += nbytes
+    rb.add(nr * cs, size - nr * cs)  # backup boot sector + any tail the clusters don't cover
+    return rb.result(clip=size), used
