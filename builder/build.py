@@ -1,0 +1,164 @@
+"""The ``rescuekit build`` pipeline: source -> staged boot.wim -> (overlay) -> ISO.
+
+The user's source is only read.  Everything temporary lives in a staging folder next to
+the output (same file system, so the final rename is atomic) and is removed on success
+and on failure.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder import iso, sources, wim
+from rescuekit import __version__
+from rescuekit.errors import RescueError, UsageError
+
+# An overlay step gets the staged single-image boot.wim (image 1, writable) and a scratch folder.
+BootWimStep = Callable[[Path, Path], None]
+BUILD_INFO_PATH = "rescuekit/build.json"
+
+
+@dataclass
+class BuildOptions:
+    source: Path | None
+    output: Path
+    label: str = iso.DEFAULT_LABEL
+    no_prompt: bool = False
+    uefi_ca: str = "2011"
+    boot_files: Path | None = None  # boot files for a WinRE (.wim) source
+    image: int | None = None  # force this boot.wim image index
+    boot_wim_steps: Sequence[BootWimStep] = ()  # e.g. builder.overlay's step (issue 3)
+    progress: bool | None = None  # None: a bar when stderr is a terminal
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    size: int
+    source_kind: str
+    source_path: Path
+    boot_image: tuple[int, str]
+    boot_entries: list[str]
+    boot_wim_sha256: str
+    files: int
+    uefi_ca: str
+    no_prompt: bool
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "output": str(self.output),
+            "size": self.size,
+            "source_kind": self.source_kind,
+            "source": str(self.source_path),
+            "boot_image": {"index": self.boot_image[0], "name": self.boot_image[1]},
+            "boot_entries": self.boot_entries,
+            "boot_wim_sha256": self.boot_wim_sha256,
+            "files": self.files,
+            "uefi_ca": self.uefi_ca,
+            "no_prompt": self.no_prompt,
+            "notes": self.notes,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_output(output: Path) -> Path:
+    output = Path(output)
+    if output.is_dir():
+        raise UsageError(f"output is a folder, give a file name: {output}")
+    if not output.parent.is_dir():
+        raise UsageError(f"output folder does not exist: {output.parent}")
+    return output
+
+
+def build_info(src: sources.BaseSource, boot_sha: str, label: str, epoch: int | None) -> dict:
+    """What ``rescuekit inspect`` reads back from ``/rescuekit/build.json``."""
+    when = _dt.datetime.fromtimestamp(epoch, _dt.UTC) if epoch is not None else _dt.datetime.now(_dt.UTC)
+    return {
+        "tool": "rescuekit",
+        "version": __version__,
+        "built": when.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "source_kind": src.kind,
+        "boot_image": {"index": src.boot_index, "name": src.boot_image_name},
+        "uefi_ca": src.uefi_ca,
+        "no_prompt": src.no_prompt,
+        "label": label,
+        "bios": src.etfsboot is not None,
+        "boot_wim_sha256": boot_sha,
+    }
+
+
+def build_iso(opts: BuildOptions) -> BuildResult:
+    output = _check_output(opts.output)
+    label = iso.normalize_label(opts.label)
+    epoch = iso.source_date_epoch()
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
+    try:
+        src = sources.resolve_source(
+            opts.source,
+            workdir=staging / "source",
+            uefi_ca=opts.uefi_ca,
+            no_prompt=opts.no_prompt,
+            boot_files=opts.boot_files,
+            image=opts.image,
+        )
+        sources.check_output_outside(src, output, *([opts.boot_files] if opts.boot_files else []))
+
+        boot_wim = staging / "boot.wim"
+        wim.export_image(src.boot_wim, src.boot_index, boot_wim, boot=True)
+        for n, step in enumerate(opts.boot_wim_steps):
+            step_dir = staging / f"step-{n}"
+            step_dir.mkdir()
+            step(boot_wim, step_dir)
+        count, boot_index = wim.check_wim(boot_wim)
+        if count != 1 or boot_index != 1:
+            raise RescueError(f"staged boot.wim must hold one bootable image, has {count} (boot index {boot_index})")
+        if epoch is not None:
+            # wimlib stamps a random GUID (and the overlay new times): pin both for reproducible bytes.
+            wim.set_image_times(boot_wim, 1, epoch)
+            wim.set_guid(boot_wim, wim.deterministic_guid(boot_wim))
+        boot_sha = sha256_file(boot_wim)
+
+        files = dict(src.media)
+        files[src.boot_wim_key] = boot_wim
+        if any(k.lower() == BUILD_INFO_PATH for k in files):
+            raise RescueError(f"source already has {BUILD_INFO_PATH}: {src.path} (is it a rescuekit ISO?)")
+        info = build_info(src, boot_sha, label, epoch)
+        extra = {BUILD_INFO_PATH: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()}
+        result = iso.master_iso(
+            files,
+            output,
+            bios_image=src.etfsboot,
+            efi_image=src.efisys,
+            label=label,
+            extra=extra,
+            progress=opts.progress,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult(
+        output=output,
+        size=result.size,
+        source_kind=src.kind,
+        source_path=src.path,
+        boot_image=(src.boot_index, src.boot_image_name),
+        boot_entries=result.boot_entries,
+        boot_wim_sha256=boot_sha,
+        files=result.files,
+        uefi_ca=src.uefi_ca,
+        no_prompt=src.no_prompt,
+        notes=src.notes,
+    )

@@ -1,0 +1,58 @@
+"""``rescuekit build``: make a bootable rescue ISO from a WinPE base."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from builder import iso
+from builder.build import BuildOptions, build_iso
+from builder.sources import UEFI_CAS
+
+# Boot.wim steps that other modules contribute (issue 3's overlay); each is ``(opts) -> step | None``.
+STEP_FACTORIES: list = []
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.command("build")
+@click.option("--source", type=click.Path(path_type=Path), default=None,
+              help="copype folder, ADK root, Windows ISO/folder, or winre.wim (default on Windows: the installed ADK).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="ISO file to write.")
+@click.option("--no-prompt", is_flag=True, help='UEFI: no "Press any key to boot from CD" (efisys_noprompt).')
+@click.option("--label", default=iso.DEFAULT_LABEL, show_default=True, help="Volume label (A-Z 0-9 _, max 32).")
+@click.option("--uefi-ca", type=click.Choice(UEFI_CAS), default="2011", show_default=True,
+              help="Secure Boot CA of the UEFI boot manager: 2023 for PCs with the BlackLotus revocation (/bootex).")
+@click.option("--boot-files", type=click.Path(path_type=Path), default=None,
+              help="With a winre.wim --source: where the media and boot images come from.")
+@click.option("--image", type=click.IntRange(min=1), default=None,
+              help="boot.wim image index to boot (default: the WinPE image, never Windows Setup).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build_cmd(source: Path | None, output: Path, no_prompt: bool, label: str, uefi_ca: str,
+              boot_files: Path | None, image: int | None, as_json: bool) -> None:
+    """Build a BIOS+UEFI bootable rescue ISO from a WinPE base."""
+    opts = BuildOptions(source=source, output=output, label=label, no_prompt=no_prompt, uefi_ca=uefi_ca,
+                        boot_files=boot_files, image=image, progress=False if as_json else None)
+    steps = [s for s in (factory(opts) for factory in STEP_FACTORIES) if s is not None]
+    opts.boot_wim_steps = steps
+    res = build_iso(opts)
+    if as_json:
+        click.echo(json.dumps(res.as_dict(), indent=2))
+        return
+    click.echo(f"source:  {res.source_kind} {res.source_path}")
+    click.echo(f"boot.wim image {res.boot_image[0]} {res.boot_image[1]!r}, sha256 {res.boot_wim_sha256[:16]}...")
+    click.echo(f"boot:    {', '.join(res.boot_entries)} (UEFI CA {res.uefi_ca}{', no prompt' if res.no_prompt else ''})")
+    for note in res.notes:
+        click.echo(f"note:    {note}")
+    click.echo(f"wrote:   {res.output} ({_human(res.size)}, {res.files} files)")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(build_cmd)
