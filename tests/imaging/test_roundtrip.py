@@ -1,0 +1,112 @@
+"""Capture real GPT/MBR disks, restore onto blank larger images, check tables, file systems and every file."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import make_test_disks as mtd
+from imaging_helpers import MiB, check_disk_files, check_ntfs, layout, rk, rk_json
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_capture_stores_only_used_data(repo: dict, disks: dict) -> None:
+    t = repo["gpt"]["totals"]
+    assert t["disk_bytes"] == 200 * MiB
+    assert t["stored_bytes"] < 80 * MiB  # FS-aware: not the whole 200 MiB disk
+    parts = {p["number"]: p for p in repo["gpt"]["partitions"]}
+    assert parts[1]["fs"] == "fat32" and parts[3]["fs"] == "ntfs"
+    listing = rk_json("images", repo["path"])
+    assert [i["name"] for i in listing["images"]] == ["gpt", "mbr"]
+    assert listing["unfinished_restores"] == []
+
+
+def test_gpt_restore_to_larger_disk(repo: dict, disks: dict, tmp_path: Path) -> None:
+    target = tmp_path / "big.img"
+    with open(target, "wb") as f:
+        f.truncate(256 * MiB)
+    res = rk_json("restore", repo["path"], target, "--image", "gpt", "--verify", "--yes")
+    assert res["verified"]
+    v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True)
+    assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
+    src, dst = layout(disks["gpt"][0]), layout(target)
+    assert [(p["start"], p["size"], p["type"]) for p in src] == [(p["start"], p["size"], p["type"]) for p in dst]
+    check_disk_files(target, disks["gpt"][1], tmp_path)
+
+
+def test_mbr_restore_to_larger_disk(repo: dict, disks: dict, tmp_path: Path) -> None:
+    target = tmp_path / "big.img"
+    with open(target, "wb") as f:
+        f.truncate(400 * MiB)
+    rk("restore", repo["path"], target, "--image", "mbr", "--yes")
+    v = subprocess.run(["sfdisk", "-V", str(target)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert len(layout(target)) == 5  # 1, 2, extended 3, logical 5 and 6
+    check_disk_files(target, disks["mbr"][1], tmp_path)
+
+
+def test_restore_to_new_file_is_byte_identical_in_stored_ranges(repo: dict, disks: dict, tmp_path: Path) -> None:
+    """A restore into a missing file creates it with the disk's size; the NTFS backup boot sector is there."""
+    target = tmp_path / "new.img"
+    rk("restore", repo["path"], target, "--image", "gpt", "--yes")
+    assert target.stat().st_size == 200 * MiB
+    ntfs = layout(target)[-1]
+    with open(disks["gpt"][0], "rb") as a, open(target, "rb") as b:
+        last = ntfs["start"] + ntfs["size"] - 512
+        a.seek(last), b.seek(last)
+        assert a.read(512) == b.read(512) != bytes(512)  # backup boot sector
+    vol = mtd.extract_partition(target, ntfs["start"], ntfs["size"], tmp_path / "v.img")
+    check_ntfs(vol)
+
+
+def test_single_partition_restore(repo: dict, disks: dict, tmp_path: Path) -> None:
+    gpt, hashes = disks["gpt"]
+    ntfs = layout(gpt)[-1]
+    # into a new partition image file
+    vol = tmp_path / "ntfs.img"
+    rk("restore", repo["path"], vol, "--image", "gpt", "--partition", "3", "--verify", "--yes")
+    assert vol.stat().st_size == ntfs["size"]
+    check_ntfs(vol)
+    assert mtd.file_hashes_ntfs(vol) == hashes[3]
+    # into partition 3 of a disk with the same layout whose partition was wiped
+    disk = tmp_path / "disk.img"
+    rk("restore", repo["path"], disk, "--image", "gpt", "--yes")
+    with open(disk, "r+b") as f:
+        f.seek(ntfs["start"])
+        f.write(bytes(4 * MiB))
+    before_esp = _sha(mtd.extract_partition(disk, layout(disk)[0]["start"], layout(disk)[0]["size"], tmp_path / "e1"))
+    rk("restore", repo["path"], disk, "--image", "gpt", "--partition", "3", "--yes")
+    check_disk_files(disk, hashes, tmp_path)
+    after_esp = _sha(mtd.extract_partition(disk, layout(disk)[0]["start"], layout(disk)[0]["size"], tmp_path / "e2"))
+    assert before_esp == after_esp  # other partitions untouched
+
+
+def test_smaller_target_refused_before_writing(repo: dict, tmp_path: Path) -> None:
+    target = tmp_path / "small.img"
+    target.write_bytes(os.urandom(1 * MiB) * 150)  # 150 MiB < 200 MiB
+    before = _sha(target)
+    res = rk("restore", repo["path"], target, "--image", "gpt", "--yes", check=False)
+    assert res.returncode == 1
+    assert "too small" in res.stderr and str(200 * MiB) in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert _sha(target) == before
+    # a partition that does not fit is refused too
+    res = rk("restore", repo["path"], tmp_path / "tiny.img", "--image", "gpt", "--partition", "9", "--yes", check=False)
+    assert res.returncode == 2 and "no partition 9" in res.stderr
+
+
+def test_confirmation_shows_target_and_no_means_nothing_written(repo: dict, disks: dict, tmp_path: Path) -> None:
+    import sys
+
+    target = tmp_path / "t.img"
+    rk("restore", repo["path"], target, "--image", "mbr", "--yes")  # now it holds the MBR disk's partitions
+    before = _sha(target)
+    res = subprocess.run([sys.executable, "-m", "rescuekit", "restore", str(repo["path"]), str(target),
+                          "--image", "gpt"], input="n\n", capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "MBR" in res.stderr and "NTFS1" in res.stderr and "FAT5" in res.stderr  # current partitions + labels
+    assert _sha(target) == before
