@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ OVMF_DIRS = [Path("/usr/share/OVMF"), Path("/usr/share/edk2/ovmf"), Path("/usr/s
 OVMF_PAIRS = [("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"), ("OVMF_CODE.fd", "OVMF_VARS.fd")]
 EXPECT = {"bios": "RESCUEKIT BIOS OK", "uefi": "RESCUEKIT UEFI OK"}
 FAIL_MARKERS = ("RESCUEKIT BIOS FAIL", "RESCUEKIT UEFI FAIL")
+_ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
 
 
 class QemuBootError(RuntimeError):
@@ -44,6 +46,11 @@ class BootResult:
     seconds: float
     reason: str  # "expected text seen", "failure marker seen", "timeout", "qemu exited (N)"
     command: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The serial log without the firmware console's ANSI escapes and carriage returns."""
+        return _ANSI.sub("", self.log).replace("\r", "")
 
     def __str__(self) -> str:
         return f"{'OK' if self.ok else 'FAILED'}: {self.reason} after {self.seconds:.1f} s"
