@@ -156,15 +156,17 @@ def _read_gpt_at(dev: BlockDevice, lba: int, ss: int) -> tuple[_GptHeader | None
     return hdr, entries, ""
 
 
-def _gpt_partitions(hdr: _GptHeader, entries: bytes, ss: int, dev_size: int) -> list[Partition]:
+def _gpt_partitions(hdr: _GptHeader, entries: bytes, ss: int, dev_size: int,
+                    warnings: list[str]) -> list[Partition]:
     parts = []
     for i in range(hdr.num_entries):
         tguid, pguid, first, last, attrs, name = GPT_ENTRY.unpack_from(entries, i * hdr.entry_size)
         if tguid == b"\0" * 16:
             continue
-        if last < first or (last + 1) * ss > dev_size:
-            raise RescueError(f"GPT entry {i + 1} has an invalid range (LBA {first}-{last}) on a disk of "
-                              f"{dev_size} bytes")
+        if last < first or first < hdr.first_usable:
+            raise RescueError(f"GPT entry {i + 1} has an invalid range (LBA {first}-{last})")
+        if (last + 1) * ss > dev_size:
+            warnings.append(f"GPT partition {i + 1} ends past the end of the disk ({dev_size} bytes)")
         tg = _guid(tguid)
         parts.append(Partition(
             number=i + 1, start=first * ss, size=(last - first + 1) * ss, type=tg,
@@ -205,7 +207,7 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
     table.disk_guid = _guid(use.disk_guid)
     table.first_usable = use.first_usable * ss
     table.last_usable = (use.last_usable + 1) * ss
-    table.partitions = _gpt_partitions(use, uentries, ss, dev.size)
+    table.partitions = _gpt_partitions(use, uentries, ss, dev.size, table.warnings)
     regions = [(0, ss)]
     for h in (prim, back):
         if h is not None:
@@ -352,7 +354,7 @@ def fix_gpt_after_restore(dev: BlockDevice) -> None:
     back_entries_lba = last_lba - esec
     new_last_usable = back_entries_lba - 1
     hdr = prim
-    parts = _gpt_partitions(prim, entries, ss, dev.size)
+    parts = _gpt_partitions(prim, entries, ss, dev.size, [])
     end_lba = max((p.end // ss - 1 for p in parts), default=0)
     if end_lba > new_last_usable or prim.first_usable > new_last_usable:
         raise RescueError(f"{dev.path} is too small for its GPT: a partition ends at LBA {end_lba}, the last "
