@@ -187,8 +187,12 @@ def _placeholder(path: Path, what: str) -> None:
     path.write_text(f"RESCUEKIT STAND-IN placeholder for {what} (NOT a Windows file)\r\n")
 
 
-def make_boot_wim(dest: Path, work: Path, bootmgfw: Path, bootmgfw_ex: Path | None) -> Path:
-    """A real 1-image WIM (wimlib-imagex capture, marked bootable) of a tiny tree shaped like WinPE."""
+def make_boot_wim(dest: Path, work: Path, bootmgfw: Path, bootmgfw_ex: Path | None, fw: Path) -> Path:
+    """A real 1-image WIM (wimlib-imagex capture, marked bootable) of a tiny tree shaped like WinPE.
+
+    Like WinPE's, it carries the boot files under Windows/Boot (EFI, EFI_EX, DVD/PCAT, DVD[_EX]/EFI/en-US):
+    copype and builders that start from a bare WIM (e.g. WinRE) take them from there.
+    """
     tree = work / "wimtree"
     sys32 = tree / "Windows" / "System32"
     sys32.mkdir(parents=True)
@@ -206,6 +210,14 @@ def make_boot_wim(dest: Path, work: Path, bootmgfw: Path, bootmgfw_ex: Path | No
         efi_ex = tree / "Windows" / "Boot" / "EFI_EX"
         efi_ex.mkdir(parents=True)
         shutil.copyfile(bootmgfw_ex, efi_ex / "bootmgfw_EX.efi")
+    pcat = tree / "Windows" / "Boot" / "DVD" / "PCAT"
+    pcat.mkdir(parents=True)
+    shutil.copyfile(fw / "etfsboot.com", pcat / "etfsboot.com")
+    for name in EFISYS:
+        if (fw / name).is_file():
+            dvd = tree / "Windows" / "Boot" / ("DVD_EX" if name.endswith("_EX.bin") else "DVD") / "EFI" / "en-US"
+            dvd.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fw / name, dvd / name)
     (tree / "Program Files").mkdir()
     (tree / "Users").mkdir()
     _run(["wimlib-imagex", "capture", str(tree), str(dest), WIM_NAME, WIM_DESCRIPTION, "--boot"])
@@ -278,7 +290,7 @@ def make_standin_base(outdir: Path, layout: str = "fwfiles", nonce: str | None =
 
         media = base / "media"
         _media(media, bootmgfw, nonce)
-        make_boot_wim(media / "sources" / "boot.wim", work, bootmgfw, bootmgfw_ex)
+        make_boot_wim(media / "sources" / "boot.wim", work, bootmgfw, bootmgfw_ex, fw)
 
         shutil.rmtree(work)
         if outdir.exists():

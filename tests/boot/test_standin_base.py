@@ -72,11 +72,14 @@ def test_boot_wim_is_real_bootable_winpe_shape(standin_fwfiles: Path, tmp_path: 
     assert (tmp_path / "startnet.cmd").read_text().strip() == "wpeinit"
 
 
-def test_bootbins_wim_carries_both_boot_managers(standin_bootbins: Path) -> None:
+def test_bootbins_wim_carries_boot_files_like_winpe(standin_bootbins: Path) -> None:
     listing = subprocess.run(["wimlib-imagex", "dir", str(standin_bootbins / "media" / "sources" / "boot.wim"), "1"],
-                             check=True, capture_output=True, text=True).stdout
-    assert "/Windows/Boot/EFI/bootmgfw.efi" in listing
-    assert "/Windows/Boot/EFI_EX/bootmgfw_EX.efi" in listing
+                             check=True, capture_output=True, text=True).stdout.splitlines()
+    for path in ["/Windows/Boot/EFI/bootmgfw.efi", "/Windows/Boot/EFI_EX/bootmgfw_EX.efi",
+                 "/Windows/Boot/DVD/PCAT/etfsboot.com", "/Windows/Boot/DVD/EFI/en-US/efisys.bin",
+                 "/Windows/Boot/DVD/EFI/en-US/efisys_noprompt.bin", "/Windows/Boot/DVD_EX/EFI/en-US/efisys_EX.bin",
+                 "/Windows/Boot/DVD_EX/EFI/en-US/efisys_noprompt_EX.bin"]:
+        assert path in listing, path
 
 
 @pytest.mark.parametrize("name", ["efisys.bin", "efisys_noprompt.bin", "efisys_EX.bin", "efisys_noprompt_EX.bin"])
