@@ -33,7 +33,7 @@ force_unlock_opt = click.option("--force-unlock", is_flag=True,
 @click.argument("repo")
 @click.option("--name", help="Image name (default: the source's file name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--chunk-size", hidden=True, help="Chunk size for a NEW repository (power of two, default 1M).")
+@click.option("--chunk-size", hidden=True, help="Chunk size for a NEW repository (power of two, default 256K).")
 @click.option("--pack-size", hidden=True, help="Pack size cap for a NEW repository (default 64M).")
 @force_unlock_opt
 def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size: str | None,
@@ -83,7 +83,7 @@ def images(repo: str, as_json: bool) -> None:
         for x in rows:
             parts = " ".join(f"{p['number']}:{p['fs']}" + (f"({p['label']})" if p.get("label") else "")
                              for p in x["partitions"])
-            click.echo(f"{x['id']:<16}  {str(x['name'])[:20]:<20} {x['created']:<20} {human(x['disk_bytes']):>10} "
+            click.echo(f"{x['id']:<16}  {str(x['name'])[:20]:<20} {x['created'][:19]:<20} {human(x['disk_bytes']):>10} "
                        f"{x['table']:<5} {human(x['stored_bytes']):>10} {human(x['new_stored_bytes']):>10}  {parts}")
     for u in unfinished:
         click.echo(f"WARNING: a restore of image {str(u.get('image'))[:16]} onto {u.get('target')} started "

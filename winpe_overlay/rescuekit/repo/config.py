@@ -11,7 +11,7 @@ from rescuekit.errors import RescueError
 
 FORMAT_NAME = "rescuekit-repository"
 FORMAT_VERSION = 1  # bump on any incompatible change; readers refuse newer versions (docs/format.md)
-DEFAULT_CHUNK_SIZE = 1 << 20
+DEFAULT_CHUNK_SIZE = 256 << 10  # measured: 1 MiB chunks store 2.4x more on small changes (docs/imaging.md)
 DEFAULT_PACK_SIZE = 64 << 20  # packs stay far below FAT32's 4 GiB file limit
 HASH_NAME = "blake3-256"
 COMPRESSION = "zstd"
@@ -19,7 +19,8 @@ SUBDIRS = ("data", "index", "images", "locks", "restores")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC time with microseconds: images are ordered by it ("latest", newest with a name)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
