@@ -13,11 +13,12 @@ import pytest
 from builder import wim
 from builder.build import BuildOptions, build_iso
 from rescuekit.errors import RescueError
-from rk_build_helpers import el_torito, make_copype, make_iso_udf, make_windows_folder, tree_hash, write
+from rk_build_helpers import el_torito, rk_build, make_copype, make_iso_udf, make_windows_folder, tree_hash, write
 
 
-def rk(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(["rescuekit", *args], capture_output=True, text=True, env=env)
+def rk(cmd: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    assert cmd == "build"
+    return rk_build(*args, env=env)
 
 
 def iso_file(path: Path, udf_path: str) -> bytes:
