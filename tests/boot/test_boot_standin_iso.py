@@ -68,6 +68,18 @@ def test_missing_nonce_fails_boot(firmware: str, standin_fwfiles: Path, tmp_path
     assert f"RESCUEKIT {firmware.upper()} FAIL NONCE.TXT not found" in res.log
 
 
+def test_bios_walks_multi_sector_root_directory(standin_fwfiles: Path, tmp_path: Path, qemu_tools: None) -> None:
+    """NONCE.TXT sorted after hundreds of entries: the BIOS program must read further root directory sectors."""
+    media = tmp_path / "media"
+    subprocess.run(["cp", "-a", str(standin_fwfiles / "media"), str(media)], check=True)
+    for i in range(300):
+        (media / f"FILLER{i:03d}.TXT").write_text("x")
+    iso = xorriso_iso(standin_fwfiles, tmp_path / "big-root.iso", media=media)
+    res = boot(iso, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
+    assert res.ok, res.log
+    assert f"NONCE={read_nonce(standin_fwfiles)}\n" in res.text
+
+
 def test_harness_cli(xorriso_fwfiles_iso: Path, standin_fwfiles: Path, qemu_tools: None) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "qemu_boot.py"), str(xorriso_fwfiles_iso),
                            "--firmware", "bios", "--timeout", str(BOOT_TIMEOUT)], capture_output=True, text=True)
