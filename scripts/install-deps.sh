@@ -20,6 +20,7 @@ APT_PACKAGES=(
   exfatprogs          # mkfs.exfat
   qemu-utils          # qemu-img
   zstd partclone      # benchmark peers
+  python3-pip         # fresh Debian has no pip for the system python3
 )
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -27,4 +28,5 @@ if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
 fi
 
-python3 -m pip install -q -e '.[test]'
+# Debian 12+ marks the system python3 "externally managed" (PEP 668); pips that don't know the variable ignore it.
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
