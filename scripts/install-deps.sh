@@ -14,6 +14,7 @@ APT_PACKAGES=(
   grub-common
   xorriso             # independent check of the El Torito catalog, benchmark peer
   genisoimage         # UDF test ISOs (genisoimage -udf)
+  udftools            # udfinfo: independent check of the UDF revision of built ISOs
   ntfs-3g             # mkntfs, ntfsfix, ntfsclone, ntfscat
   gdisk fdisk         # sgdisk, sfdisk
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
