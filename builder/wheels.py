@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -112,18 +113,26 @@ def download_wheels(xy: str, dest: Path, requirements: list[str] = RUNTIME_REQUI
         return dest
     except UsageError:
         pass
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--only-binary=:all:", "--platform", "win_amd64", "--python-version", xy,
-        "--implementation", "cp", "-d", str(dest), *requirements,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        raise RescueError(
-            f"pip download of win_amd64 wheels for Python {xy} failed: {lines[-1] if lines else proc.returncode}"
-            " (use --wheelhouse DIR offline)"
-        )
+    # pip writes into a private folder; finished wheels are renamed into the shared cache one by one,
+    # so a concurrent build never sees a half-written wheel
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
+    try:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--only-binary=:all:", "--platform", "win_amd64", "--python-version", xy,
+            "--implementation", "cp", "-d", str(tmp), *requirements,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            raise RescueError(
+                f"pip download of win_amd64 wheels for Python {xy} failed: {lines[-1] if lines else proc.returncode}"
+                " (use --wheelhouse DIR offline)"
+            )
+        for whl in tmp.glob("*.whl"):
+            os.replace(whl, dest / whl.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
