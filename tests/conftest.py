@@ -25,3 +25,23 @@ def repo_root() -> Path:
 import sys  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_python_embed(tmp_path_factory):
+    """`rescuekit build` bundles a Windows Python by default (issue 3), downloaded from python.org, which tests must
+    not need: point RESCUEKIT_PYTHON_EMBED at a small zip shaped like the embeddable package (the stand-in base never
+    runs it). Runtime wheels still come from PyPI into the per-user cache, once per machine."""
+    if os.environ.get("RESCUEKIT_PYTHON_EMBED"):
+        yield
+        return
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.overlay.conftest import make_embed_zip
+
+    zip_path = make_embed_zip(tmp_path_factory.mktemp("python-embed") / "python-3.12.10-embed-amd64.zip")
+    os.environ["RESCUEKIT_PYTHON_EMBED"] = str(zip_path)
+    try:
+        yield
+    finally:
+        os.environ.pop("RESCUEKIT_PYTHON_EMBED", None)
