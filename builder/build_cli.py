@@ -8,10 +8,11 @@ import click
 
 from builder import iso
 from builder.build import BuildOptions, build_iso
+from builder.overlay_cli import overlay_factory, overlay_options
 from builder.sources import UEFI_CAS
 
 # Boot.wim steps that other modules contribute (issue 3's overlay); each is ``(opts) -> step | None``.
-STEP_FACTORIES: list = []
+STEP_FACTORIES: list = [overlay_factory]
 
 
 def _human(n: int) -> str:
@@ -35,6 +36,7 @@ def _human(n: int) -> str:
 @click.option("--image", type=click.IntRange(min=1), default=None,
               help="boot.wim image index to boot (default: the WinPE image, never Windows Setup).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@overlay_options  # issue 3: the runtime overlay (builder/overlay_cli.py)
 def build_cmd(source: Path | None, output: Path, no_prompt: bool, label: str, uefi_ca: str,
               boot_files: Path | None, image: int | None, as_json: bool) -> None:
     """Build a BIOS+UEFI bootable rescue ISO from a WinPE base."""
