@@ -1,0 +1,148 @@
+"""End to end: `rescuekit build` from the stand-in base with the runtime, then prove what is in the ISO's boot.wim."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pycdlib
+import pytest
+
+from builder import wim
+from make_standin_base import make_standin_base
+from tests.conftest import require_tools
+from tests.overlay.conftest import make_embed_zip
+
+
+def rk(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["rescuekit", *args], capture_output=True, text=True, env=env)
+
+
+def boot_wim_from_iso(iso_path: Path, dest: Path) -> Path:
+    iso = pycdlib.PyCdlib()
+    iso.open(str(iso_path))
+    try:
+        with open(dest, "wb") as out:
+            iso.get_file_from_iso_fp(out, udf_path="/sources/boot.wim")
+    finally:
+        iso.close()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory) -> Path:
+    require_tools("wimlib-imagex", "nasm", "grub-mkstandalone", "mkfs.vfat", "mcopy")
+    return make_standin_base(tmp_path_factory.mktemp("standin") / "base")
+
+
+@pytest.fixture(scope="session")
+def built(standin, embed_zip, wheelhouse, tmp_path_factory):
+    """One ISO with the runtime, a driver folder and a capture default action (built once per session)."""
+    root = tmp_path_factory.mktemp("built")
+    drv = root / "drivers" / "nic"
+    drv.mkdir(parents=True)
+    (drv / "netkvm.inf").write_text("[Version]\r\n")
+    (drv / "netkvm.sys").write_bytes(b"MZ")
+    iso = root / "rescue.iso"
+    r = rk("build", "--source", str(standin), "--output", str(iso), "--python-embed", str(embed_zip),
+           "--wheelhouse", str(wheelhouse), "--driver", str(root / "drivers"), "--default-action", "capture",
+           "--repository", "D:\\Rescue Images", "--target", "\\\\.\\PhysicalDrive0", "--image-name", "office pc",
+           "--locale", "en-US", "--network")
+    assert r.returncode == 0, r.stderr
+    boot = boot_wim_from_iso(iso, root / "boot.wim")
+    return iso, boot, r
+
+
+def test_runtime_is_at_the_documented_paths(built, tmp_path):
+    iso, boot, r = built
+    assert "runtime: Python 3.12.10, " in r.stderr and "boot.wim " in r.stderr and " -> " in r.stderr
+    wim.verify(boot)
+    listing = wim.dir_listing(boot, 1, "/")
+    lower = {p.lower() for p in listing}
+    for p in ["/rescuekit/python/python.exe", "/rescuekit/python/python312._pth", "/rescuekit/python/python312.zip",
+              "/rescuekit/launch.cmd", "/rescuekit/config.toml", "/rescuekit/manifest.json",
+              "/rescuekit/lib/rescuekit/__init__.py", "/rescuekit/lib/rescuekit/__main__.py",
+              "/rescuekit/lib/rescuekit/cli.py", "/rescuekit/drivers/1/nic/netkvm.inf"]:
+        assert p in lower, p
+    for pkg in ("zstandard", "blake3"):
+        pyds = [p for p in listing if p.lower().startswith(f"/rescuekit/python/lib/site-packages/{pkg}/")
+                and p.endswith(".cp312-win_amd64.pyd")]
+        assert pyds, pkg
+    assert not any("__pycache__" in p for p in listing)
+
+    wim.extract(boot, 1, ["/Windows/System32/startnet.cmd", "/rescuekit/launch.cmd",
+                          "/rescuekit/python/python312._pth"], tmp_path)
+    startnet = (tmp_path / "startnet.cmd").read_bytes().decode().split("\r\n")
+    assert startnet[3:8] == ["wpeinit", "powercfg /s 8c5e7fda-e8bf-4a96-9a85-a6e23a8c635c",
+                             "wpeutil InitializeNetwork", "wpeutil SetUserLocale en-US",
+                             "drvload X:\\rescuekit\\drivers\\1\\nic\\netkvm.inf"]
+    assert "call X:\\rescuekit\\launch.cmd" in startnet
+    launch = (tmp_path / "launch.cmd").read_bytes().decode().split("\r\n")
+    assert launch[3] == ('X:\\rescuekit\\python\\python.exe -B -m rescuekit capture \\\\.\\PhysicalDrive0 '
+                         '"D:\\Rescue Images" --name "office pc"')
+    pth = (tmp_path / "python312._pth").read_bytes().decode().split("\r\n")
+    assert pth[:4] == ["python312.zip", ".", "Lib\\site-packages", "..\\lib"] and "#import site" in pth
+
+
+def test_inspect_iso(built):
+    iso, _, _ = built
+    r = rk("inspect", str(iso), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["kind"] == "iso" and info["build"]["source_kind"] == "copype-fwfiles"
+    assert info["manifest"]["python"]["version"] == "3.12.10"
+    assert info["manifest"]["drivers"][0]["infs"] == ["nic/netkvm.inf"]
+    assert {w.split("-")[0] for w in info["manifest"]["wheels"]} >= {"click", "rich", "zstandard", "blake3"}
+    assert info["config"]["default_action"] == "capture" and info["config"]["repository"] == "D:\\Rescue Images"
+    text = rk("inspect", str(iso))
+    assert text.returncode == 0 and "copype-fwfiles" in text.stdout and "3.12.10" in text.stdout
+
+
+def test_no_runtime_builds_plain_winpe(standin, tmp_path):
+    iso = tmp_path / "plain.iso"
+    r = rk("build", "--source", str(standin), "--output", str(iso), "--no-runtime")
+    assert r.returncode == 0, r.stderr
+    boot = boot_wim_from_iso(iso, tmp_path / "boot.wim")
+    assert not any(p.lower().startswith("/rescuekit") for p in wim.dir_listing(boot, 1, "/"))
+    r = rk("inspect", str(iso))
+    assert r.returncode == 1 and r.stderr.startswith("rescuekit: error: no rescuekit runtime in boot.wim")
+    r = rk("build", "--source", str(standin), "--output", str(iso), "--no-runtime", "--driver", str(tmp_path))
+    assert r.returncode == 2 and "--no-runtime cannot be combined with --driver" in r.stderr
+
+
+@pytest.mark.parametrize("args,want", [
+    (["--repository", "D:\\x & format C:"], "invalid --repository"),
+    (["--image-name", "a|b"], "invalid --image-name"),
+    (["--target", "C:"], "invalid --target"),
+    (["--default-action", "restore", "--target", "\\\\.\\PhysicalDrive0"], "needs --repository"),
+    (["--python-version", "3"], "invalid --python-version"),
+])
+def test_bad_build_options_are_one_line_errors(standin, tmp_path, args, want):
+    out = tmp_path / "x.iso"
+    r = rk("build", "--source", str(standin), "--output", str(out), *args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("rescuekit: error: ") and want in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_checksum_fails_the_build(standin, http_dir, tmp_path, wheelhouse):
+    root, url, hits = http_dir
+    (root / "3.12.10").mkdir()
+    make_embed_zip(root / "3.12.10" / "python-3.12.10-embed-amd64.zip")
+    env = {k: v for k, v in os.environ.items() if k != "RESCUEKIT_PYTHON_EMBED"}
+    env.update(RESCUEKIT_PYTHON_MIRROR=url, RESCUEKIT_CACHE_DIR=str(tmp_path / "cache"))
+    out = tmp_path / "out" / "x.iso"
+    out.parent.mkdir()
+    r = rk("build", "--source", str(standin), "--output", str(out), "--wheelhouse", str(wheelhouse), env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith(f"rescuekit: error: checksum mismatch for {url}/3.12.10/python-3.12.10-embed-amd64.zip")
+    assert list(out.parent.iterdir()) == [] and list((tmp_path / "cache" / "python").iterdir()) == []
+    # with the fixture's hash given explicitly the same download is accepted and cached
+    sha = hashlib.sha256((root / "3.12.10" / "python-3.12.10-embed-amd64.zip").read_bytes()).hexdigest()
+    r = rk("build", "--source", str(standin), "--output", str(out), "--wheelhouse", str(wheelhouse),
+           "--python-sha256", sha, env=env)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (tmp_path / "cache" / "python").iterdir()] == ["python-3.12.10-embed-amd64.zip"]
