@@ -1,0 +1,114 @@
+"""Faults: kill -9 during capture, flipped bytes in a pack, disk full (real ENOSPC on a tiny tmpfs)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import make_test_disks as mtd
+from imaging_helpers import MiB, rk, rk_json
+
+from rescuekit.repo.packs import read_pack_header
+
+
+def _random_volume(path: Path, size: int, seed: int = 5) -> Path:
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(rng.randbytes(MiB))
+    return path
+
+
+def test_kill9_during_capture_leaves_valid_repository(tmp_path: Path) -> None:
+    src = _random_volume(tmp_path / "vol.img", 256 * MiB)
+    repo = tmp_path / "repo"
+    proc = subprocess.Popen([sys.executable, "-m", "rescuekit", "capture", str(src), str(repo), "--pack-size", "1M"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(repo.glob("data/*/*.pack")):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(repo.glob("images/*.json"))  # killed mid-way
+    assert list(repo.glob("locks/*.json"))  # its lock is left behind...
+    rep = rk_json("verify", repo, "--read-data")
+    assert rep["ok"] and rep["images"] == 0
+    # ...and is recognised as stale (same host, process gone): a later capture completes
+    doc = rk_json("capture", src, repo)
+    assert doc["totals"]["stored_bytes"] == 256 * MiB
+    rk("verify", repo, "--read-data")
+    out = tmp_path / "out.img"
+    rk("restore", repo, out, "--yes")
+    assert out.read_bytes() == src.read_bytes()
+    pr = rk_json("prune", repo)  # packs of the killed run that no index lists are garbage
+    assert pr["packs_kept"] >= 1
+    rk("verify", repo, "--read-data")
+
+
+def test_flipped_bytes_in_pack_are_found(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    gpt = repo["gpt"]
+    man = json.loads((repo_copy / "images" / f"{gpt['id']}.json").read_text())
+    # a chunk that only the gpt image uses (the partition table chunk at disk offset 0)
+    cid = man["extents"][0]["chunks"][0]
+    for pack in repo_copy.glob("data/*/*.pack"):
+        rows = {r[0]: r for r in read_pack_header(pack)}
+        if cid in rows:
+            break
+    _, off, clen, _, _ = rows[cid]
+    data = bytearray(pack.read_bytes())
+    for i in range(off + clen // 2, off + clen // 2 + 4):
+        data[i] ^= 0xFF
+    pack.write_bytes(bytes(data))
+
+    assert rk("verify", repo_copy).returncode == 0  # structure is fine; only reading the data shows it
+    res = rk("verify", repo_copy, "--read-data", check=False)
+    assert res.returncode == 1, res.stdout
+    assert f"damaged: image {gpt['id']} (gpt): bytes 0+" in res.stdout
+    assert "mbr" not in res.stdout.split("damaged:", 1)[1]  # the other image is not affected
+    rep = json.loads(rk("verify", repo_copy, "--read-data", "--json", check=False).stdout)
+    assert rep["damaged"] == [{"image": gpt["id"], "name": "gpt", "ranges": [[0, 256 << 10]]}]
+
+    # a restore of the damaged image stops with a clear error; the unfinished restore is reported
+    target = tmp_path / "t.img"
+    with open(target, "wb") as f:
+        f.truncate(200 * MiB)
+    res = rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False)
+    assert res.returncode == 1 and "corrupt" in res.stderr and "Traceback" not in res.stderr
+    res = rk("images", repo_copy)
+    assert f"did not finish" in res.stderr and str(target) in res.stderr
+    assert rk_json("images", repo_copy)["unfinished_restores"][0]["target"] == str(target)
+    # the other image still restores
+    rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr", "--yes", "--verify")
+
+
+def test_disk_full_during_capture(disks: dict, tmp_path: Path) -> None:
+    """Real ENOSPC: the repository lives on a 4 MiB tmpfs mounted in a private user+mount namespace."""
+    small, _ = mtd.make_fat_volume(tmp_path / "small.img", 16 * MiB, bits=16, tree_bytes=256 << 10)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    py = sys.executable
+    script = f"""
+set -u
+mount -t tmpfs -o size=4m tmpfs {mnt} || exit 99
+{py} -m rescuekit capture {disks['gpt'][0]} {mnt}/repo --pack-size 1M; echo "rc1=$?"
+{py} -m rescuekit verify {mnt}/repo --read-data; echo "rc2=$?"
+{py} -m rescuekit prune {mnt}/repo; echo "rc3=$?"
+{py} -m rescuekit capture {small} {mnt}/repo; echo "rc4=$?"
+{py} -m rescuekit verify {mnt}/repo --read-data; echo "rc5=$?"
+"""
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out, err = res.stdout, res.stderr
+    assert res.returncode != 99, err
+    assert "rc1=1" in out, out + err
+    errs = [l for l in err.splitlines() if l.startswith("rescuekit:")]
+    assert errs and "no space left on device" in errs[0], err
+    assert "Traceback" not in err
+    assert "rc2=0" in out and "rc3=0" in out and "rc4=0" in out and "rc5=0" in out, out + err

@@ -1,0 +1,83 @@
+"""One-line errors for bad repositories, version checks, corrupt manifests and locks."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from imaging_helpers import rk, rk_json
+
+
+def _err(res) -> str:
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
+    return lines[0]
+
+
+def test_missing_and_not_a_repository(tmp_path: Path, disks: dict) -> None:
+    assert "does not exist" in _err(rk("images", tmp_path / "nope", check=False))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("x")
+    assert "not a rescuekit repository" in _err(rk("verify", tmp_path / "other", check=False))
+    # capture refuses to turn a non-empty foreign folder into a repository
+    assert "non-empty folder" in _err(rk("capture", disks["gpt"][0], tmp_path / "other", check=False))
+    assert (tmp_path / "other").iterdir().__next__().name == "file.txt"
+    assert "no such disk" in _err(rk("capture", tmp_path / "missing.img", tmp_path / "r", check=False))
+
+
+def test_newer_format_versions_are_refused(repo_copy: Path) -> None:
+    cfg = json.loads((repo_copy / "config").read_text())
+    cfg["version"] = 99
+    (repo_copy / "config").write_text(json.dumps(cfg))
+    for cmd in (["images"], ["verify"], ["prune"]):
+        msg = _err(rk(*cmd, repo_copy, check=False))
+        assert "format version 99 is newer" in msg
+
+
+def test_newer_manifest_version_refused(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    from rescuekit.repo.manifest import checksum
+
+    path = repo_copy / "images" / f"{repo['gpt']['id']}.json"
+    doc = json.loads(path.read_text())
+    doc["version"] = 2
+    doc["checksum"] = checksum(doc)
+    path.write_text(json.dumps(doc))
+    msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--image", repo["gpt"]["id"], "--yes", check=False))
+    assert "format version 2 is newer" in msg
+    assert not (tmp_path / "x.img").exists()
+
+
+def test_corrupt_manifest(repo: dict, repo_copy: Path) -> None:
+    path = repo_copy / "images" / f"{repo['mbr']['id']}.json"
+    path.write_text(path.read_text().replace('"name":"mbr"', '"name":"mbX"'))
+    assert "checksum mismatch" in _err(rk("images", repo_copy, check=False))
+    res = rk("verify", repo_copy, check=False)
+    assert res.returncode == 1 and "checksum mismatch" in res.stdout
+    # the intact image is still checked and restorable by id
+    assert "corrupt image manifest" in _err(rk("prune", repo_copy, check=False))
+    path.write_text("{not json")
+    assert "not JSON" in _err(rk("images", repo_copy, check=False))
+
+
+def test_locks(repo_copy: Path, disks: dict, tmp_path: Path) -> None:
+    lock = repo_copy / "locks" / "0123456789abcdef.json"
+    lock.write_text(json.dumps({"exclusive": True, "pid": 1, "host": "otherhost", "time": "2026-01-01T00:00:00Z",
+                                "command": "capture"}))
+    msg = _err(rk("capture", disks["gpt"][0], repo_copy, check=False))
+    assert "is locked" in msg and "otherhost" in msg and "--force-unlock" in msg
+    msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--yes", check=False))  # readers wait for writers
+    assert "is locked" in msg
+    rk("capture", disks["gpt"][0], repo_copy, "--force-unlock")
+    assert not lock.exists() and not list((repo_copy / "locks").iterdir())
+    # a shared (reader) lock of a live process on this host blocks a writer but not another reader
+    lock.write_text(json.dumps({"exclusive": False, "pid": os.getpid(), "host": socket.gethostname(),
+                                "time": "2026-01-01T00:00:00Z", "command": "restore"}))
+    assert "shared lock by restore" in _err(rk("prune", repo_copy, check=False))
+    assert rk_json("verify", repo_copy)["ok"]
+    # the same lock from a process that is gone is stale and removed
+    lock.write_text(json.dumps({"exclusive": True, "pid": 2 ** 22 + 12345, "host": socket.gethostname(),
+                                "time": "2026-01-01T00:00:00Z", "command": "capture"}))
+    rk("prune", repo_copy)
+    assert not lock.exists()
