@@ -4,8 +4,10 @@
 an El Torito catalog whose default entry is BIOS (platform 0x00, no emulation, 8 x 512-byte
 sectors loaded, no boot info table) plus a section for UEFI (platform 0xEF, no emulation,
 the FAT image efisys.bin), and ISO 9660 + UDF file systems.  We add Joliet too (long names
-for tools that ignore UDF).  pycdlib only writes UDF 2.60 (oscdimg writes 1.02); Windows
-reads both.  Files are streamed from their host paths at write time (pycdlib opens each one
+for tools that ignore UDF).  pycdlib's only UDF option is called ``"2.60"``, but the structures
+it writes are UDF 1.02 (revision fields 0x0102, plain File Entries, no metadata partition; udfinfo
+reports ``udfrev=1.02``), i.e. what ``-udfver102`` asks of oscdimg.  Files over 4 GiB become
+ISO 9660 multi-extent files (level 3) and single UDF files.  Files are streamed from their host paths at write time (pycdlib opens each one
 only while copying it), and the result is written to ``<output>.tmp`` then renamed.
 """
 from __future__ import annotations

@@ -126,3 +126,16 @@ def test_failure_leaves_nothing(kit, tree, tmp_path):
     with pytest.raises((RescueError, OSError)):
         master_iso(missing, out, efi_image=kit.efi["efisys.bin"])
     assert out.read_bytes() == b"old" and not out.with_name("fail.iso.tmp").exists()
+
+
+def test_udf_is_1_02_like_oscdimg(kit, tree, tmp_path):
+    """pycdlib's ``udf="2.60"`` writes UDF 1.02 structures (what oscdimg -udfver102 makes): check with udfinfo."""
+    from rk_build_helpers import require_tools, run
+
+    require_tools("udfinfo")
+    out = tmp_path / "udf.iso"
+    master_iso(tree, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"], label="RK_UDF")
+    info = dict(line.split("=", 1) for line in run(["udfinfo", str(out)]).stdout.splitlines() if "=" in line)
+    assert info["udfrev"] == "1.02" and info["udfwriterev"] == "1.02"
+    assert info["label"] == "RK_UDF" and info["integrity"] == "closed"
+    assert int(info["numfiles"]) == len(tree)
