@@ -14,7 +14,24 @@ rm -rf out/standin
 python3 scripts/make_standin_base.py out/standin
 nonce=$(tr -d '\r\n' < out/standin/media/NONCE.TXT)
 
-rescuekit build --source out/standin --output out/rescue.iso
+# The console script may land outside PATH (pip --user): fall back to the same entry point via python3.
+rescuekit() {
+  if command -v rescuekit >/dev/null 2>&1; then command rescuekit "$@"
+  else python3 -c 'from builder.cli import main; main()' "$@"; fi
+}
+# The build bundles the rescuekit runtime (embeddable CPython from python.org + win_amd64 wheels). Offline, and
+# without RESCUEKIT_PYTHON_EMBED pointing at a local python-X.Y.Z-embed-amd64.zip, build plain media and say so.
+build_opts=()
+if [ -z "${RESCUEKIT_PYTHON_EMBED:-}" ] && ! python3 -c '
+import sys, urllib.request
+try:
+    urllib.request.urlopen(urllib.request.Request("https://www.python.org/ftp/python/", method="HEAD"), timeout=10)
+except Exception:
+    sys.exit(1)'; then
+  echo "demo: python.org is unreachable: building WITHOUT the rescuekit runtime (--no-runtime)"
+  build_opts+=(--no-runtime)
+fi
+rescuekit build --source out/standin --output out/rescue.iso "${build_opts[@]}"
 
 status=0
 for fw in bios uefi; do
