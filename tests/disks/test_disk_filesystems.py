@@ -259,5 +259,5 @@ def test_bitmap_scanner_large_is_linear():
     data = b"".join(parts)[: 32 * MiB]
     rb = RangeBuilder()
     count = rb.add_bitmap(data, 0, 4096, 0, len(data) * 8)
-    assert count == sum(data.count(bytes([v])) * bin(v).count("1") for v in range(256))
+    assert count == int.from_bytes(data, "little").bit_count()
     assert total(rb.result()) == count * 4096
