@@ -287,7 +287,7 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
             dst = out / src.lstrip("/")
             dst.parent.mkdir(parents=True, exist_ok=True)
             with open(dst, "wb") as f:  # streamed by pycdlib, not read whole into memory
-                iso.get_file_from_iso_fp(f, **{facade: src})
+                iso.get_file_from_iso_fp(f, blocksize=1 << 20, **{facade: src})
         return out
     finally:
         iso.close()
@@ -295,9 +295,13 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
 
 # ---------------------------------------------------------------- public
 
+def _on_windows() -> bool:
+    return sys.platform == "win32"
+
+
 def default_adk_root() -> Path | None:
     """The standard ADK install location on Windows (None elsewhere or when absent)."""
-    if sys.platform != "win32":
+    if not _on_windows():
         return None
     base = os.environ.get("ProgramFiles(x86)") or os.environ.get("ProgramFiles")
     if not base:

@@ -181,3 +181,9 @@ def test_cli_one_line_errors(kit, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("rescuekit: error: ") and want in lines[0], r.stderr
     assert not out.exists()
     assert not any(".build-" in p.name for p in out.parent.iterdir()) if out.parent.exists() else True
+
+
+def test_cli_no_source_off_windows(tmp_path):
+    r = rk("build", "--output", str(tmp_path / "o.iso"))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "rescuekit: error: no --source given and no Windows ADK with the WinPE add-on found at its standard path")

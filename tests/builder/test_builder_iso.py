@@ -139,3 +139,21 @@ def test_udf_is_1_02_like_oscdimg(kit, tree, tmp_path):
     assert info["udfrev"] == "1.02" and info["udfwriterev"] == "1.02"
     assert info["label"] == "RK_UDF" and info["integrity"] == "closed"
     assert int(info["numfiles"]) == len(tree)
+
+
+def test_progress_bar_counts_every_byte(kit, tree, tmp_path, monkeypatch):
+    seen = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def fake_progress(desc, total, *, enabled=None):
+        seen.append((desc, total, enabled))
+        yield lambda n: seen.append(n)
+
+    monkeypatch.setattr(isomod, "byte_progress", fake_progress)
+    out = tmp_path / "p.iso"
+    master_iso(tree, out, efi_image=kit.efi["efisys.bin"], progress=True)
+    (desc, total, enabled), *steps = seen
+    assert desc == "writing p.iso" and enabled is True
+    assert total == out.stat().st_size == sum(steps)

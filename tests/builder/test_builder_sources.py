@@ -209,3 +209,16 @@ def test_output_inside_source_refused(kit, tmp_path):
     with pytest.raises(UsageError, match="inside the source folder"):
         sources.check_output_outside(src, base / "media" / "x.iso")
     sources.check_output_outside(src, tmp_path / "x.iso")
+
+
+def test_installed_adk_found_on_windows(kit, tmp_path, monkeypatch):
+    # Only the lookup is Windows-specific: point %ProgramFiles(x86)% at a fake install.
+    make_adk(kit, tmp_path / "Program Files (x86)")
+    monkeypatch.setattr(sources, "_on_windows", lambda: True)
+    monkeypatch.setenv("ProgramFiles(x86)", str(tmp_path / "Program Files (x86)"))
+    src = resolve_source(None, workdir=tmp_path / "w")
+    assert src.kind == "adk-install"
+    assert src.path == tmp_path / "Program Files (x86)/Windows Kits/10/Assessment and Deployment Kit"
+    monkeypatch.setenv("ProgramFiles(x86)", str(tmp_path / "nowhere"))
+    with pytest.raises(UsageError, match="no --source given and no Windows ADK"):
+        resolve_source(None, workdir=tmp_path / "w")
