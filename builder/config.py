@@ -132,20 +132,19 @@ class RuntimeConfig:
         return self
 
     def launcher_args(self) -> list[str]:
-        """Arguments after ``python -m rescuekit`` for the default action (each one cmd-safe)."""
+        """Arguments after ``python -B -m`` for the default action (each one validated, cmd-safe).
+
+        ``menu`` is the runtime's text menu module (it reads config.toml itself); capture/restore call the
+        runtime CLI directly (restore still asks for confirmation before overwriting the target).
+        """
         if self.default_action == "capture":
-            args = ["capture", self.target or "", self.repository or ""]
+            args = ["rescuekit", "capture", self.target or "", self.repository or ""]
             if self.image:
                 args += ["--name", self.image]
             return args
         if self.default_action == "restore":
-            args = ["restore", self.repository or "", self.target or ""]
-            args += ["--image", self.image or "latest"]
-            return args
-        args = ["menu"]
-        if self.repository:
-            args += ["--repository", self.repository]
-        return args
+            return ["rescuekit", "restore", self.repository or "", self.target or "", "--image", self.image or "latest"]
+        return ["rescuekit.menu"]
 
     def as_toml_table(self) -> dict[str, object]:
         """Key/value pairs for config.toml (None values left out)."""

@@ -47,7 +47,7 @@ def render_overlay_files(config: RuntimeConfig, driver_infs: list[str]) -> dict[
     config.validated()
     common = {"tool_version": config.tool_version}
     python_cmd = " ".join(
-        [cmd_quote(layout.X_PYTHON_EXE), "-B", "-m", "rescuekit", *map(cmd_quote, config.launcher_args())]
+        [cmd_quote(layout.X_PYTHON_EXE), "-B", "-m", *map(cmd_quote, config.launcher_args())]
     )
     files = {
         layout.REL_STARTNET: render(

@@ -64,7 +64,8 @@ def test_runtime_is_at_the_documented_paths(built, tmp_path):
     for p in ["/rescuekit/python/python.exe", "/rescuekit/python/python312._pth", "/rescuekit/python/python312.zip",
               "/rescuekit/launch.cmd", "/rescuekit/config.toml", "/rescuekit/manifest.json",
               "/rescuekit/lib/rescuekit/__init__.py", "/rescuekit/lib/rescuekit/__main__.py",
-              "/rescuekit/lib/rescuekit/cli.py", "/rescuekit/drivers/1/nic/netkvm.inf"]:
+              "/rescuekit/lib/rescuekit/cli.py", "/rescuekit/lib/rescuekit/menu.py",
+              "/rescuekit/lib/rescuekit/config.py", "/rescuekit/drivers/1/nic/netkvm.inf"]:
         assert p in lower, p
     for pkg in ("zstandard", "blake3"):
         pyds = [p for p in listing if p.lower().startswith(f"/rescuekit/python/lib/site-packages/{pkg}/")

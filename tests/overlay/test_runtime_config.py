@@ -1,0 +1,65 @@
+"""The runtime side: config.toml read back at boot, and the launcher's text menu."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.config import RuntimeConfig
+from builder.render import render_overlay_files
+from rescuekit.config import Settings, load_settings
+from rescuekit.errors import RescueError
+
+RUNTIME = Path(__file__).resolve().parents[2] / "winpe_overlay" / "rescuekit"
+
+
+def test_settings_round_trip_from_rendered_config(tmp_path):
+    cfg = RuntimeConfig(default_action="restore", repository="\\\\nas\\img", target="\\\\.\\PhysicalDrive2",
+                        image="golden", locale="fr-FR", network=True, build_time="2026-01-01T00:00:00Z")
+    path = tmp_path / "config.toml"
+    path.write_text(render_overlay_files(cfg, [])["rescuekit/config.toml"])
+    s = load_settings(path)
+    assert s == Settings(default_action="restore", repository="\\\\nas\\img", image="golden",
+                         target="\\\\.\\PhysicalDrive2", locale="fr-FR", shell="startnet", network=True,
+                         tool_version=cfg.tool_version, build_time="2026-01-01T00:00:00Z")
+
+
+def test_config_file_problems(tmp_path, monkeypatch):
+    assert load_settings(tmp_path / "missing.toml") == Settings()
+    bad = tmp_path / "c.toml"
+    for text, msg in [("[rescuekit\n", "bad config file"),
+                      ("[rescuekit]\nnetwork = 'yes'\n", "network must be a bool"),
+                      ("[rescuekit]\ndefault_action = 'wipe'\n", "default_action 'wipe'")]:
+        bad.write_text(text)
+        with pytest.raises(RescueError, match=msg):
+            load_settings(bad)
+    bad.write_text("[rescuekit]\nrepository = 'E:\\x'\nfuture_key = 1\n")
+    monkeypatch.setenv("RESCUEKIT_CONFIG", str(bad))
+    assert load_settings().repository == "E:\\x"
+
+
+def test_menu_runs_commands_and_exits_to_the_prompt(tmp_path):
+    repo = tmp_path / "no repo here"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"[rescuekit]\nrepository = {str(repo)!r}\n")
+    env = {**os.environ, "RESCUEKIT_CONFIG": str(cfg)}
+    r = subprocess.run([sys.executable, "-B", "-m", "rescuekit.menu"], input="2\n9\n0\n", capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0
+    assert f"repository: {repo}" in r.stdout
+    assert f"> rescuekit images {repo}" in r.stdout and "(exit code 1)" in r.stdout
+    assert "unknown choice '9'" in r.stdout
+    assert r.stderr.startswith("rescuekit: error: ") and "Traceback" not in r.stderr
+    # end of input (no console) also returns to the prompt
+    r = subprocess.run([sys.executable, "-B", "-m", "rescuekit.menu"], input="", capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0
+
+
+def test_runtime_package_never_imports_builder():
+    for py in RUNTIME.rglob("*.py"):
+        text = py.read_text(encoding="utf-8")
+        assert "import builder" not in text and "from builder" not in text, py
