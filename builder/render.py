@@ -9,10 +9,11 @@ from pathlib import Path
 
 import jinja2
 
+import winpe_overlay
 from builder import layout
 from builder.config import RuntimeConfig, cmd_quote, toml_key, toml_value
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "winpe_overlay" / "templates"
+TEMPLATES = winpe_overlay.TEMPLATES_DIR
 CRLF_SUFFIXES = (".cmd", ".ini", ".bat")
 
 
