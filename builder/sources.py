@@ -7,6 +7,7 @@ to export.  Anything missing or wrong is named in a one-line :class:`RescueError
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ EFI_FALLBACK_LOADER = "EFI/Boot/bootx64.efi"
 _WIM_BOOT_DIRS = {"2011": "/Windows/Boot/DVD/EFI/en-US", "2023": "/Windows/Boot/DVD_EX/EFI/en-US"}
 _WIM_ETFSBOOT = "/Windows/Boot/DVD/PCAT/etfsboot.com"
 _WIM_BOOTMGFW_EX = "/Windows/Boot/EFI_EX/bootmgfw_EX.efi"
+_WIM_BOOTMGR_EX = "/Windows/Boot/EFI_EX/bootmgr_EX.efi"
+_WIM_FONTS_EX = "/Windows/Boot/Fonts_EX"
+_FONT_DIRS = ("boot/fonts", "EFI/Microsoft/Boot/Fonts")
 # Windows install media: only these top-level entries are needed to boot (install.wim/esd are not).
 _WINDOWS_BOOT_ENTRIES = ("bootmgr", "bootmgr.efi", "boot", "efi", BOOT_WIM)
 
@@ -293,6 +297,35 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
         iso.close()
 
 
+def _swap_2023_extras(media: dict[str, Path], boot_wim: Path, index: int, workdir: Path) -> list[str]:
+    """The rest of Make2023BootableMedia.ps1, when the image carries the files: ``bootmgr_EX.efi`` as
+    ``\\bootmgr.efi`` and ``Fonts_EX\\*_EX.ttf`` as ``boot\\fonts`` / ``EFI\\Microsoft\\Boot\\Fonts`` (without _EX)."""
+    notes = []
+    mgr = _from_wim(boot_wim, index, _WIM_BOOTMGR_EX, workdir)
+    if mgr is not None:
+        media[_key_ci(media, "bootmgr.efi") or "bootmgr.efi"] = mgr
+    else:
+        notes.append(f"no {_WIM_BOOTMGR_EX} in boot image {index}: bootmgr.efi left as is")
+    fonts_dir = workdir / "fonts-ex"
+    try:
+        wim.extract(boot_wim, index, [_WIM_FONTS_EX], fonts_dir)
+    except RescueError:
+        notes.append(f"no {_WIM_FONTS_EX} in boot image {index}: boot fonts left as is")
+        return notes
+    for font in sorted(p for d in fonts_dir.iterdir() for p in d.iterdir()):
+        if not font.is_file():
+            continue
+        name = re.sub(r"_EX(\.[^.]*)$", r"\1", font.name, flags=re.IGNORECASE)
+        for folder in _FONT_DIRS:
+            existing = _key_ci(media, f"{folder}/{name}")
+            if existing is None:
+                # keep the media's own spelling of the folder if it has one
+                prefix = next((k[: len(folder)] for k in media if k.lower().startswith(folder.lower() + "/")), folder)
+                existing = f"{prefix}/{name}"
+            media[existing] = font
+    return notes
+
+
 # ---------------------------------------------------------------- public
 
 def _on_windows() -> bool:
@@ -410,6 +443,7 @@ def resolve_source(
         if loader is None:
             raise RescueError(f"--uefi-ca 2023 needs bootmgfw_EX.efi: not in {layout.path} nor in {boot_wim} image {index}")
         media[_key_ci(media, EFI_FALLBACK_LOADER) or EFI_FALLBACK_LOADER] = loader
+        notes += _swap_2023_extras(media, boot_wim, index, workdir)
 
     return BaseSource(
         kind="winre" if winre else layout.kind,

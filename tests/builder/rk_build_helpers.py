@@ -192,6 +192,9 @@ def make_kit(root: Path) -> Kit:
     write(pe / "Windows/Boot/EFI/bootmgfw.efi", "bootmgfw 2011\n")
     write(pe / "Windows/Boot/EFI_EX/bootmgfw_EX.efi", "bootmgfw 2023 (from wim)\n")
     write(pe / "Windows/Boot/PCAT/bootmgr", "bootmgr\n")
+    write(pe / "Windows/Boot/EFI_EX/bootmgr_EX.efi", "bootmgr 2023 (from wim)\n")
+    write(pe / "Windows/Boot/Fonts_EX/wgl4_boot_EX.ttf", "font wgl4 2023\n")
+    write(pe / "Windows/Boot/Fonts_EX/segoe_slboot_EX.ttf", "font segoe 2023\n")
     for name, img in efi.items():
         sub = "DVD_EX" if "_EX" in name else "DVD"
         dst = pe / f"Windows/Boot/{sub}/EFI/en-US/{name}"

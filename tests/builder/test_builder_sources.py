@@ -40,8 +40,17 @@ def test_bootbins_2023_uses_ex_files(kit, tmp_path):
     src = resolve_source(base, workdir=tmp_path / "w", uefi_ca="2023")
     assert src.efisys == base / "bootbins/efisys_EX.bin"
     assert src.media["EFI/Boot/bootx64.efi"] == base / "bootbins/bootmgfw_EX.efi"
+    # and the rest of Make2023BootableMedia: bootmgr_EX.efi as bootmgr.efi, Fonts_EX without _EX, from the image
+    assert src.media["bootmgr.efi"].read_text() == "bootmgr 2023 (from wim)\n"
+    for folder in ("boot/fonts", "EFI/Microsoft/Boot/Fonts"):
+        assert src.media[f"{folder}/wgl4_boot.ttf"].read_text() == "font wgl4 2023\n"
+        assert src.media[f"{folder}/segoe_slboot.ttf"].read_text() == "font segoe 2023\n"
+    assert not any(k.lower().endswith("_ex.ttf") for k in src.media)
     src = resolve_source(base, workdir=tmp_path / "w2", uefi_ca="2023", no_prompt=True)
     assert src.efisys == base / "bootbins/efisys_noprompt_EX.bin"
+    plain = resolve_source(base, workdir=tmp_path / "w3")
+    assert plain.media["bootmgr.efi"] == base / "media/bootmgr.efi"
+    assert plain.media["boot/fonts/wgl4_boot.ttf"] == base / "media/boot/fonts/wgl4_boot.ttf"
 
 
 def test_fwfiles_2023_falls_back_to_boot_wim(kit, tmp_path):
