@@ -46,10 +46,12 @@ def test_ovmf_boots_ca2023_noprompt_cd(standin_bootbins: Path, tmp_path: Path, q
     assert f"NONCE={read_nonce(standin_bootbins)}" in res.log
 
 
-def test_ovmf_boots_usb_stick_from_media(standin_fwfiles: Path, tmp_path: Path, qemu_tools: None) -> None:
-    """media/EFI/Boot/bootx64.efi on a FAT32 stick (MakeWinPEMedia /UFD shape) UEFI-boots and finds the nonce."""
+@pytest.mark.parametrize("media", ["usb", "disk"])
+def test_ovmf_boots_usb_stick_from_media(media: str, standin_fwfiles: Path, tmp_path: Path, qemu_tools: None) -> None:
+    """media/EFI/Boot/bootx64.efi on a FAT32 stick (MakeWinPEMedia /UFD shape) UEFI-boots and finds the nonce,
+    attached as a USB stick or as an IDE disk."""
     img = usb_image(standin_fwfiles / "media", tmp_path / "usb.img")
-    res = boot(img, "uefi", "usb", expect="RESCUEKIT UEFI OK", timeout=BOOT_TIMEOUT)
+    res = boot(img, "uefi", media, expect="RESCUEKIT UEFI OK", timeout=BOOT_TIMEOUT)
     assert res.ok, res.log
     assert "VARIANT=bootmgfw.efi CA2011" in res.log
     assert f"NONCE={read_nonce(standin_fwfiles)}" in res.log
