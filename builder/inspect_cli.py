@@ -105,13 +105,15 @@ def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
     tmpdir = Path(tempfile.mkdtemp(prefix="rescuekit-inspect-"))
     try:
         target = tmpdir / "boot.wim"
-        with open(target, "w+b") as out:
-            if not _iso_get(iso, "sources/boot.wim", out):
-                raise RescueError(f"no sources/boot.wim in ISO: {medium} (not a WinPE/rescuekit disc)")
-        with open(tmpdir / "build.json", "w+b") as out:
-            have_build = _iso_get(iso, BUILD_INFO, out)
+        try:
+            with open(target, "w+b") as out:
+                if not _iso_get(iso, "sources/boot.wim", out):
+                    raise RescueError(f"no sources/boot.wim in ISO: {medium} (not a WinPE/rescuekit disc)")
+            with open(tmpdir / "build.json", "w+b") as out:
+                have_build = _iso_get(iso, BUILD_INFO, out)
+        finally:
+            iso.close()
         build = json.loads((tmpdir / "build.json").read_text()) if have_build else None
-        iso.close()
         yield target, "iso", build
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
