@@ -47,9 +47,10 @@ def embed_zip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def wheelhouse(request) -> Path:
     """Real cp312 win_amd64 wheels of the runtime's deps, downloaded from PyPI once (kept in the pytest cache)."""
-    from builder.wheels import download_wheels
+    from builder.wheels import download_wheels, wheel_cache_dir
 
-    dest = Path(request.config.cache.mkdir("rescuekit-wheels-cp312-win_amd64"))
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    dest = Path(cache.mkdir("rescuekit-wheels-cp312-win_amd64")) if cache else wheel_cache_dir("3.12")
     return download_wheels("3.12", dest)
 
 
