@@ -121,7 +121,9 @@ def fetch_embed(version: str, sha256: str | None = None) -> Path:
                             advance(len(chunk))
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", None) or exc
-                raise RescueError(f"cannot download {url}: {reason}") from None
+                raise RescueError(
+                    f"cannot download {url}: {reason} (offline: --python-embed ZIP, or --no-runtime for plain WinPE)"
+                ) from None
             out.flush()
             os.fsync(out.fileno())
         got = h.hexdigest()
