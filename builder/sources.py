@@ -249,7 +249,7 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(iso_path))
-    except PyCdlibException as exc:
+    except (PyCdlibException, struct.error, ValueError, EOFError) as exc:
         raise RescueError(f"cannot read ISO {iso_path}: {exc}") from None
     try:
         if iso.has_udf():
@@ -293,6 +293,9 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
             with open(dst, "wb") as f:  # streamed by pycdlib, not read whole into memory
                 iso.get_file_from_iso_fp(f, blocksize=1 << 20, **{facade: src})
         return out
+    except (PyCdlibException, struct.error, ValueError, EOFError) as exc:
+        # pycdlib raises struct.error/ValueError on truncated or corrupt structures
+        raise RescueError(f"cannot read ISO {iso_path}: {exc or type(exc).__name__}") from None
     finally:
         iso.close()
 

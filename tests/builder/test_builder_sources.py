@@ -231,3 +231,14 @@ def test_installed_adk_found_on_windows(kit, tmp_path, monkeypatch):
     monkeypatch.setenv("ProgramFiles(x86)", str(tmp_path / "nowhere"))
     with pytest.raises(UsageError, match="no --source given and no Windows ADK"):
         resolve_source(None, workdir=tmp_path / "w")
+
+
+def test_truncated_iso(kit, tmp_path):
+    folder = make_windows_folder(kit, tmp_path / "win")
+    iso = make_iso_udf(folder, tmp_path / "win.iso")
+    data = iso.read_bytes()
+    for n in (20, 40, 300, len(data) // 2048 - 100):
+        cut = tmp_path / f"cut{n}.iso"
+        cut.write_bytes(data[: n * 2048])
+        with pytest.raises(RescueError, match=f"cannot read ISO {cut}"):
+            resolve_source(cut, workdir=tmp_path / f"w{n}")
