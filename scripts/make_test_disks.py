@@ -249,8 +249,7 @@ def make_mbr_disk(path: str | Path, size: int = 320 * MiB, *, seed: int = 3,
     hashes: dict[int, Hashes] = {}
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         for p in _layout(path):
-            num = int(p["node"].rsplit("img", 1)[-1]) if p["node"].endswith(tuple("0123456789")) else 0
-            num = int("".join(ch for ch in p["node"][len(str(path)):] if ch.isdigit()))
+            num = int(p["node"][len(str(path)):].lstrip("p"))  # sfdisk names partitions <disk><n>
             start, psize, ptype = p["start"] * 512, p["size"] * 512, p["type"]
             vol = Path(tmp, f"p{num}.img")
             if ptype == "7":

@@ -164,7 +164,7 @@ def _linux_block_geometry(fd: int) -> tuple[int, int]:
 
 
 def is_windows_device(path: str) -> bool:
-    return path.startswith(("\\\\.\\", "//./"))
+    return path.startswith(("\\\\.\\", "\\\\?\\", "//./"))
 
 
 def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDevice:

@@ -1,0 +1,104 @@
+"""`rescuekit disks` on image files, the device layer on files, and the Linux inventory."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from disk_helpers import MiB
+
+from rescuekit.disk import device, inventory, linux
+from rescuekit.errors import RescueError, UsageError
+
+
+def rk(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rescuekit", *map(str, args)], capture_output=True, text=True)
+
+
+def test_disks_json_on_images(gpt_disk, mbr_disk):
+    r = rk("disks", "--json", gpt_disk[0], mbr_disk[0])
+    assert r.returncode == 0, r.stderr
+    gpt, mbr = json.loads(r.stdout)
+    assert gpt["table"] == "gpt" and gpt["size"] == 320 * MiB
+    assert [(p["number"], p["type_name"], p["fs"], p["label"]) for p in gpt["partitions"]] == [
+        (1, "EFI System", "fat32", "ESP"), (2, "Microsoft reserved", "zero", None), (3, "Basic data", "ntfs", "Windows")]
+    assert gpt["partitions"][2]["used_bytes"] > 6 * MiB
+    assert mbr["table"] == "mbr"
+    assert [(p["number"], p["type"], p["fs"], p["bootable"], p["extended"]) for p in mbr["partitions"]] == [
+        (1, "0x07", "ntfs", True, False), (2, "0x0C", "fat32", False, False), (3, "0x05", None, False, True),
+        (5, "0x06", "fat16", False, False), (6, "0x07", "ntfs", False, False)]
+
+
+def test_disks_table_on_images(gpt_disk, stale_ntfs):
+    r = rk("disks", gpt_disk[0], stale_ntfs[0])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "table: gpt" in out and "EFI System" in out and "Basic data partition" in out and "Windows" in out
+    assert "table: none" in out and "volume: ntfs label=Windows" in out
+
+
+def test_disks_errors_are_one_line(tmp_path):
+    r = rk("disks", tmp_path / "missing.img")
+    assert r.returncode == 1 and r.stderr.startswith("rescuekit: error: no such disk") and "Traceback" not in r.stderr
+    r = rk("disks", tmp_path)
+    assert r.returncode == 2 and "is a directory" in r.stderr
+    bad = tmp_path / "garbage.img"
+    data = bytearray(b"\x5a" * MiB)
+    data[510:512] = b"\x55\xaa"
+    bad.write_bytes(bytes(data))
+    r = rk("disks", "--json", bad)
+    assert r.returncode == 0 and "garbage" in json.loads(r.stdout)[0]["error"]
+
+
+def test_disks_without_arguments_lists_this_machine():
+    r = rk("disks", "--json")
+    assert r.returncode == 0, r.stderr
+    for d in json.loads(r.stdout):
+        assert d["path"].startswith("/dev/") and d["size"] > 0
+
+
+def test_file_device(tmp_path):
+    p = tmp_path / "new.img"
+    with device.open_target(p, create_size=10 * MiB) as t:
+        assert t.size == 10 * MiB and t.writable
+        t.write(10 * MiB - 3, b"end")
+        with pytest.raises(RescueError, match="past the end"):
+            t.write(10 * MiB - 2, b"end")
+    assert p.stat().st_size == 10 * MiB and p.stat().st_blocks * 512 < MiB  # sparse
+    with device.open_source(p) as s:
+        assert isinstance(s, device.BlockDevice)
+        assert s.read(10 * MiB - 4, 4) == b"\0end"
+        buf = bytearray(8)
+        assert s.readinto(10 * MiB - 8, memoryview(buf)) == 8
+        with pytest.raises(RescueError, match="read-only"):
+            s.write(0, b"x")
+        with pytest.raises(RescueError, match="past the end"):
+            s.read(10 * MiB - 1, 2)
+    with device.open_target(p, create_size=1) as t:  # an existing file keeps its size
+        assert t.size == 10 * MiB
+    with pytest.raises(UsageError, match="directory"):
+        device.open_source(tmp_path)
+    with pytest.raises(RescueError, match="no such"):
+        device.open_target(tmp_path / "nope.img")
+
+
+def test_linux_inventory():
+    disks = inventory.list_disks()
+    system = inventory.system_disk_paths()
+    for d in disks:
+        assert d.kind == "disk" and d.size > 0 and d.path.startswith("/dev/")
+        assert d.is_system == (d.path in system)
+    holder = inventory.disk_holding("/")
+    assert holder is None or holder in system
+    # A path that does not exist yet resolves through its existing parent.
+    assert inventory.disk_holding("/no/such/dir/repo") == holder
+    assert inventory.disk_holding("/proc") is None  # not on a block device
+
+
+def test_linux_disk_of_dev_partitions():
+    """sysfs partition -> whole disk mapping, whatever disks this machine has."""
+    for name in os.listdir("/sys/class/block"):
+        disk = linux.whole_disk_name(name)
+        assert os.path.exists(f"/sys/block/{disk}")
