@@ -252,6 +252,11 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
     except (PyCdlibException, struct.error, ValueError, EOFError) as exc:
         raise RescueError(f"cannot read ISO {iso_path}: {exc}") from None
     try:
+        # pycdlib reads past the end of a truncated image quietly (short files): compare with the PVD's size.
+        declared = iso.pvd.space_size * iso.logical_block_size
+        actual = iso_path.stat().st_size
+        if actual < declared:
+            raise RescueError(f"truncated ISO {iso_path}: {actual} of {declared} bytes")
         if iso.has_udf():
             facade = "udf_path"
         elif iso.has_joliet():

@@ -233,12 +233,13 @@ def test_installed_adk_found_on_windows(kit, tmp_path, monkeypatch):
         resolve_source(None, workdir=tmp_path / "w")
 
 
-def test_truncated_iso(kit, tmp_path):
+@pytest.mark.parametrize("maker", [make_iso_udf, make_iso_plain])
+def test_truncated_iso(kit, tmp_path, maker):
     folder = make_windows_folder(kit, tmp_path / "win")
-    iso = make_iso_udf(folder, tmp_path / "win.iso")
+    iso = maker(folder, tmp_path / "win.iso")
     data = iso.read_bytes()
-    for n in (20, 40, 300, len(data) // 2048 - 100):
+    for n in (20, 40, 300, len(data) // 2048 - 200, len(data) // 2048 - 2):
         cut = tmp_path / f"cut{n}.iso"
         cut.write_bytes(data[: n * 2048])
-        with pytest.raises(RescueError, match=f"cannot read ISO {cut}"):
+        with pytest.raises(RescueError, match=f"(cannot read|truncated) ISO {cut}"):
             resolve_source(cut, workdir=tmp_path / f"w{n}")
