@@ -261,3 +261,35 @@ def test_bitmap_scanner_large_is_linear():
     count = rb.add_bitmap(data, 0, 4096, 0, len(data) * 8)
     assert count == int.from_bytes(data, "little").bit_count()
     assert total(rb.result()) == count * 4096
+
+
+@pytest.mark.parametrize("mkntfs_args", [["-c", "512"], ["-c", "65536"], ["-c", "2097152"], ["-s", "4096"]],
+                         ids=["512B-clusters", "64K-clusters", "2M-clusters", "4K-sectors"])
+def test_ntfs_geometries_equal_ntfsclone(tmp_path, mtd, mkntfs_args):
+    """Cluster sizes above 64 KiB use the negative sectors-per-cluster encoding; 4 KiB sectors too."""
+    vol = tmp_path / "v.img"
+    vol.write_bytes(random.Random(7).randbytes(40 * MiB))  # stale data everywhere
+    run("mkntfs", "-F", "-Q", "-q", *mkntfs_args, vol)
+    ours = tmp_path / "ours.img"
+    ranges, fs = copy_used(vol, ours)
+    assert fs.kind == "ntfs" and not fs.warnings
+    ref = tmp_path / "ref.img"
+    run("ntfsclone", "-f", "-q", "-o", ref, vol)
+    assert sha(ours) == sha(ref)
+
+
+def test_ntfs_smaller_than_partition_keeps_tail(tmp_path):
+    """A volume shrunk inside its partition: everything after the last cluster is stored (backup boot
+    sector at the volume's end, and the rest of the partition)."""
+    vol = tmp_path / "v.img"
+    with open(vol, "wb") as f:
+        f.truncate(48 * MiB)
+    run("mkntfs", "-F", "-Q", "-q", vol, str(32 * MiB // 512 - 1))  # NTFS of 32 MiB - 1 sector
+    with device.open_source(vol) as d:
+        fs = filesystems.detect(d, 0, d.size)
+        ranges = filesystems.used_ranges(d, 0, d.size, fs)
+        total_sectors = struct.unpack_from("<q", d.read(0, 512), 0x28)[0]
+        backup = total_sectors * 512  # the backup boot sector follows the volume's last sector
+        assert d.read(backup, 512) == d.read(0, 512)
+    assert ranges[-1][0] + ranges[-1][1] == 48 * MiB
+    assert ranges[-1][0] <= backup
