@@ -416,7 +416,12 @@ def resolve_source(
     boot_wim = winre or layout.media.get(key)
     if boot_wim is None:
         raise RescueError(f"{layout.kind} {layout.path}: missing {BOOT_WIM}")
-    index, name = choose_boot_image(boot_wim, image)
+    try:
+        index, name = choose_boot_image(boot_wim, image)
+    except RescueError as exc:
+        if layout.kind == "windows-iso" and winre is None:  # the WIM path is a temp copy: say where it came from
+            raise RescueError(f"{exc} (extracted from {layout.path})") from None
+        raise
     notes: list[str] = []
     if "setup" in name.lower():
         notes.append(f"booting image {index} {name!r}: it may start Windows Setup")
