@@ -18,6 +18,9 @@ class Plan:
     table: PartitionTable
     partitions: list[dict] = field(default_factory=list)
     extents: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), chunk-aligned
+    # The exact byte ranges to keep; parts of an extent's chunks outside them are stored as zeros
+    # (stale free space then costs nothing and does not break dedup).
+    used: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def stored_bytes(self) -> int:
@@ -67,7 +70,8 @@ def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
     if table.kind == "none":
         # A partition/volume image (or an unpartitioned disk): one "partition" covering all of it.
         fs, used = _fs_of(dev, 0, size)
-        plan.extents = align(used, chunk_size, size)
+        plan.used = merge(used)
+        plan.extents = align(plan.used, chunk_size, size)
         plan.partitions = [_part_doc(1, 0, size, fs, plan.stored_bytes, type=None, type_name="whole volume")]
         return plan
     ranges: list[tuple[int, int]] = [(0, min(FIRST_REGION, size))] + list(table.header_regions)
@@ -87,10 +91,37 @@ def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
         fs, used = _fs_of(dev, p.start, psize)
         ranges += used
         per_part.append((p, psize, fs, used))
-    plan.extents = align(merge(ranges), chunk_size, size)
+    plan.used = merge(ranges)
+    plan.extents = align(plan.used, chunk_size, size)
     for p, psize, fs, used in per_part:
         plan.partitions.append(_part_doc(
             p.number, p.start, psize, fs, _in(plan.extents, p.start, p.start + psize),
             type=p.type if isinstance(p.type, (str, int)) else str(p.type), type_name=p.type_name, name=p.name,
             guid=p.guid, bootable=p.bootable, logical=p.logical))
     return plan
+
+
+def holes(plan: Plan, chunk_size: int):
+    """Yield (extent index, chunk offset, chunk length, [(hole offset in chunk, hole length)]) in disk order."""
+    used = plan.used
+    j = 0
+    for ei, (off, n) in enumerate(plan.extents):
+        end = off + n
+        while off < end:
+            m = min(chunk_size, end - off)
+            cend = off + m
+            while j < len(used) and used[j][0] + used[j][1] <= off:
+                j += 1
+            gaps, pos, k = [], off, j
+            while k < len(used) and used[k][0] < cend:
+                us, ue = used[k][0], used[k][0] + used[k][1]
+                if us > pos:
+                    gaps.append((pos - off, us - pos))
+                pos = max(pos, min(ue, cend))
+                if ue > cend:
+                    break
+                k += 1
+            if pos < cend:
+                gaps.append((pos - off, cend - pos))
+            yield ei, off, m, gaps
+            off = cend

@@ -31,7 +31,7 @@ from rescuekit.repo.config import utc_now
 from rescuekit.repo.fsutil import atomic_write
 from rescuekit.repo.manifest import iter_chunks
 from rescuekit.repo.packs import PackReader
-from rescuekit.repo.repository import Repository, decode
+from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 
 HEAD = 1 << 20
 
@@ -89,6 +89,27 @@ def _pieces(doc: dict, lo: int, hi: int, base: int) -> list[Piece]:
         if a < b:
             out.append(Piece(base + a - lo, b - a, cid, a - off, a == off and b == off + n))
     return out
+
+
+def _units(pieces: list[Piece], index, head_end: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Group consecutive pieces by the blob that holds them (zero pieces in runs); body and head apart."""
+    body: list[list[int]] = []
+    head: list[list[int]] = []
+    last_key = None
+    for i, pc in enumerate(pieces):
+        in_head = pc.target < head_end
+        if pc.cid is None:
+            key = ("zero", in_head)
+        else:
+            e = index.entries[pc.cid]
+            key = (e.pack, e.offset, in_head)
+        dest = head if in_head else body
+        if key == last_key and dest and len(dest[-1]) < 64:
+            dest[-1].append(i)
+        else:
+            dest.append([i])
+        last_key = key
+    return body, head
 
 
 def _pick_partition(doc: dict, number: int) -> dict:
@@ -189,25 +210,33 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                     dev.write(base, bytes(head_end - base))
                     dev.flush()
 
-                def put(i: int) -> None:
-                    pc = pieces[i]
-                    if pc.cid is None:
+                def put(unit: list[int]) -> int:
+                    """Write pieces that share one stored blob (decompressed once)."""
+                    first = pieces[unit[0]]
+                    if first.cid is None:
                         if not fresh:
-                            dev.write(pc.target, memoryview(zero)[:pc.length])
-                        return
-                    data = decode(reader.read_blob(index.entries[pc.cid]), index.entries[pc.cid], pc.cid)
-                    view = memoryview(data)[pc.skip:pc.skip + pc.length]
-                    dev.write(pc.target, view)
-                    if verify and not pc.full:
-                        digests[i] = blake3.blake3(view).digest()
+                            for i in unit:
+                                dev.write(pieces[i].target, memoryview(zero)[:pieces[i].length])
+                        return sum(pieces[i].length for i in unit)
+                    entry = index.entries[first.cid]
+                    group = decode_blob(reader.read_blob(entry), entry)
+                    done = 0
+                    for i in unit:
+                        pc = pieces[i]
+                        data = chunk_of(group, index.entries[pc.cid], pc.cid)
+                        view = data[pc.skip:pc.skip + pc.length]
+                        dev.write(pc.target, view)
+                        if verify and not pc.full:
+                            digests[i] = blake3.blake3(view).digest()
+                        done += pc.length
+                    return done
 
-                body = [i for i, pc in enumerate(pieces) if pc.target >= head_end]
-                head = [i for i, pc in enumerate(pieces) if pc.target < head_end]
+                body, head = _units(pieces, index, head_end)
                 with ThreadPoolExecutor(workers()) as pool, \
                         byte_progress(f"restore {doc.get('name') or doc['id'][:12]}", total, enabled=progress) as adv:
                     for order in (body, head):  # the first MiB last
-                        for i, _ in zip(order, pool.map(put, order)):
-                            adv(pieces[i].length)
+                        for n in pool.map(put, order):
+                            adv(n)
                 dev.flush()
                 # verify what came from the image before the GPT fix-up legitimately changes the head
                 bad = _verify_written(dev, pieces, digests, progress) if verify else []

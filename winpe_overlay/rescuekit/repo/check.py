@@ -15,7 +15,7 @@ from rescuekit.progress import byte_progress
 from rescuekit.repo.index import index_files, read_index_file
 from rescuekit.repo.manifest import iter_chunks, manifest_paths, read_manifest
 from rescuekit.repo.packs import Entry, pack_path
-from rescuekit.repo.repository import Repository, decode
+from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 
 
 def pack_files(root: Path) -> dict[str, Path]:
@@ -49,8 +49,8 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
             problems.append(f"{p}: index file content does not match its name (corrupt)")
         for pack_id, rows in packs.items():
             packs_indexed.setdefault(pack_id, rows)
-            for cid, off, clen, ulen, z in rows:
-                entries.setdefault(cid, []).append(Entry(pack_id, off, clen, ulen, bool(z)))
+            for row in rows:
+                entries.setdefault(row[0], []).append(Entry.from_row(pack_id, row))
     # Packs present and big enough for what the index says
     on_disk = pack_files(root)
     bad: set[str] = set()
@@ -90,12 +90,21 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
             if blake3.blake3(data).hexdigest() != pack_id:
                 notes.append(f"pack {pack_id} content does not match its name (corrupt)")
             damaged = []
-            for cid, off, clen, ulen, z in packs_indexed[pack_id]:
-                e = Entry(pack_id, off, clen, ulen, bool(z))
+            groups: dict[int, bytes | None] = {}
+            for row in packs_indexed[pack_id]:
+                e = Entry.from_row(pack_id, row)
+                if e.offset not in groups:
+                    try:
+                        groups.clear()  # rows of one blob are adjacent: keep one decoded group at a time
+                        groups[e.offset] = decode_blob(data[e.offset:e.offset + e.clen], e)
+                    except RescueError:
+                        groups[e.offset] = None
                 try:
-                    decode(data[off:off + clen], e, cid)
+                    if groups[e.offset] is None:
+                        raise RescueError("undecodable")
+                    chunk_of(groups[e.offset], e, row[0])
                 except RescueError:
-                    damaged.append(cid)
+                    damaged.append(row[0])
             return pack_id, damaged, len(data), notes
 
         with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool, \

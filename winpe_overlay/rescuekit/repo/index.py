@@ -1,6 +1,6 @@
-"""Index files: which pack holds each chunk. ``index/<blake3 of the file>.idx`` (JSON).
+"""Index files: which pack holds each chunk. ``index/<blake3 of the file>.idx`` (zstd-compressed JSON).
 
-    {"version": 1, "packs": {"<pack id>": [[chunk_id, offset, clen, ulen, zstd], ...], ...}}
+    {"version": 1, "packs": {"<pack id>": [[chunk_id, offset, clen, ulen, zstd, skip], ...], ...}}
 
 An index file is only written after all packs it names are durable; a chunk listed by several index files
 (after an interrupted prune) is valid in each, so readers take any entry whose pack exists.
@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import blake3
+import zstandard
 
 from rescuekit.errors import RescueError
 from rescuekit.repo.config import FORMAT_VERSION, check_version
@@ -26,8 +27,8 @@ class Index:
 
     def add_pack(self, pack_id: str, rows: list[list]) -> None:
         self.packs[pack_id] = rows
-        for cid, off, clen, ulen, z in rows:
-            self.entries.setdefault(cid, Entry(pack_id, off, clen, ulen, bool(z)))
+        for row in rows:
+            self.entries.setdefault(row[0], Entry.from_row(pack_id, row))
 
     def __contains__(self, chunk_id: str) -> bool:
         return chunk_id in self.entries
@@ -42,12 +43,11 @@ def index_files(root: Path) -> list[Path]:
 
 def read_index_file(path: Path) -> dict[str, list[list]]:
     try:
-        raw = path.read_bytes()
-        doc = json.loads(raw)
+        doc = json.loads(zstandard.ZstdDecompressor().decompress(path.read_bytes()))
         packs = doc["packs"]
         if not isinstance(packs, dict):
             raise TypeError
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, zstandard.ZstdError):
         raise RescueError(f"{path}: corrupt index file") from None
     check_version(doc.get("version"), str(path))
     return packs
@@ -64,7 +64,8 @@ def load_index(root: Path) -> Index:
 
 def write_index_file(root: Path, packs: dict[str, list[list]]) -> str:
     """Atomically write one index file covering ``packs``; returns its id."""
-    data = json.dumps({"version": FORMAT_VERSION, "packs": packs}, separators=(",", ":")).encode()
+    data = zstandard.ZstdCompressor(level=3).compress(
+        json.dumps({"version": FORMAT_VERSION, "packs": packs}, separators=(",", ":")).encode())
     idx_id = blake3.blake3(data).hexdigest()
     atomic_write(root / "index" / f"{idx_id}.idx", data)
     return idx_id

@@ -1,6 +1,10 @@
-"""Pack files: compressed chunks appended one after another, then a JSON header, its length and a magic.
+"""Pack files: blobs appended one after another, then a header, its length and a magic.
 
-    blob_0 || blob_1 || ... || header_json || u32le(len(header_json)) || b"RKPACK01"
+    blob_0 || blob_1 || ... || zstd(header_json) || u32le(len(zstd(header_json))) || b"RKPACK01"
+
+A blob is a group of up to 8 consecutive new chunks (2 MiB), compressed together with zstd (or stored as is
+when that does not make it smaller): dedup works per chunk, compression sees 2 MiB of context.
+Header rows: [chunk id, blob offset, blob length, chunk length, zstd 0/1, chunk offset inside the group].
 
 A pack is written to a temp name, fsynced and renamed to ``data/<xx>/<blake3 of the whole file>.pack``,
 so its name verifies its content and a crash never leaves a half pack under a real name.
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
+import zstandard
 
 from rescuekit.errors import RescueError
 from rescuekit.repo.config import FORMAT_VERSION, check_version
@@ -29,16 +34,22 @@ _FAULT_ENV = "RESCUEKIT_TEST_PACK_ENOSPC_AFTER"
 
 @dataclass(frozen=True)
 class Entry:
-    """Where a chunk lives: pack id, byte offset and stored length in the pack, plaintext length, codec."""
+    """Where a chunk lives: pack, offset + length of its blob in the pack, chunk length, codec, and the
+    chunk's offset inside the (decompressed) blob."""
 
     pack: str
     offset: int
     clen: int
     ulen: int
     zstd: bool
+    skip: int = 0
 
     def row(self, chunk_id: str) -> list:
-        return [chunk_id, self.offset, self.clen, self.ulen, 1 if self.zstd else 0]
+        return [chunk_id, self.offset, self.clen, self.ulen, 1 if self.zstd else 0, self.skip]
+
+    @classmethod
+    def from_row(cls, pack: str, row: list) -> "Entry":
+        return cls(pack, row[1], row[2], row[3], bool(row[4]), row[5])
 
 
 def pack_path(root: Path, pack_id: str) -> Path:
@@ -58,20 +69,22 @@ class PackWriter:
         limit = os.environ.get(_FAULT_ENV)
         self._fault_after = int(limit) if limit else None
 
-    def add(self, chunk_id: str, blob: bytes, ulen: int, zstd: bool) -> Entry:
+    def add(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> list[list]:
+        """Append one blob holding ``members`` = [(chunk id, offset in the group, length)]; returns rows."""
         if self._fault_after is not None and self.size + len(blob) > self._fault_after:
             import errno
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.tmp))
         self._f.write(blob)
         self._hash.update(blob)
-        entry = Entry("", self.size, len(blob), ulen, zstd)
-        self.rows.append(entry.row(chunk_id))
+        rows = [Entry("", self.size, len(blob), ulen, zstd, skip).row(cid) for cid, skip, ulen in members]
+        self.rows.extend(rows)
         self.size += len(blob)
-        return entry
+        return rows
 
     def finish(self) -> tuple[str, list[list]]:
         """Write header + trailer, fsync, rename; return (pack id, rows)."""
-        header = json.dumps({"version": FORMAT_VERSION, "chunks": self.rows}, separators=(",", ":")).encode()
+        header = zstandard.ZstdCompressor(level=3).compress(
+            json.dumps({"version": FORMAT_VERSION, "chunks": self.rows}, separators=(",", ":")).encode())
         tail = header + TRAILER.pack(len(header), PACK_MAGIC)
         self._f.write(tail)
         self._hash.update(tail)
@@ -109,8 +122,8 @@ def read_pack_header(path: Path) -> list[list]:
             if magic != PACK_MAGIC or hlen > size - TRAILER.size:
                 raise RescueError(f"{path}: not a pack file (bad trailer)")
             f.seek(size - TRAILER.size - hlen)
-            doc = json.loads(f.read(hlen))
-    except (ValueError, UnicodeDecodeError):
+            doc = json.loads(zstandard.ZstdDecompressor().decompress(f.read(hlen)))
+    except (ValueError, UnicodeDecodeError, zstandard.ZstdError):
         raise RescueError(f"{path}: corrupt pack header") from None
     check_version(doc.get("version"), str(path))
     return doc["chunks"]

@@ -16,7 +16,8 @@ from rescuekit.repo.fsutil import fsync_dir
 from rescuekit.repo.index import load_index, write_index_file
 from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
 from rescuekit.repo.packs import PackReader, PackWriter
-from rescuekit.repo.repository import Repository, decode
+from rescuekit.repo.packs import Entry
+from rescuekit.repo.repository import Repository, chunk_of, compress, decode_blob
 
 
 def resolve_images(repo: Repository, selectors: list[str]) -> list[dict]:
@@ -59,12 +60,17 @@ def prune(repo: Repository) -> dict:
     if missing:
         raise RescueError(f"prune refused: {len(missing)} chunk(s) used by images are missing; "
                           f"run `rescuekit verify {root}`")
+
+    def is_live(row: list, pack_id: str) -> bool:
+        e = index.entries.get(row[0])
+        return row[0] in used and e is not None and e.pack == pack_id and e.offset == row[1]
+
     keep: dict[str, list[list]] = {}
     rewrite: list[str] = []
     for pack_id, rows in index.packs.items():
         if pack_id not in on_disk:
             continue
-        live = [r for r in rows if r[0] in used and index.entries[r[0]].pack == pack_id]
+        live = [r for r in rows if is_live(r, pack_id)]
         if len(live) == len(rows):
             keep[pack_id] = rows
         elif live:
@@ -75,15 +81,28 @@ def prune(repo: Repository) -> dict:
     writer: PackWriter | None = None
     try:
         for pack_id in rewrite:
-            for cid, off, clen, ulen, z in index.packs[pack_id]:
-                e = index.entries[cid]
-                if cid not in used or e.pack != pack_id:
+            blobs: dict[int, list[list]] = {}
+            for row in index.packs[pack_id]:
+                blobs.setdefault(row[1], []).append(row)
+            for rows in blobs.values():
+                live = [r for r in rows if is_live(r, pack_id)]
+                if not live:
                     continue
-                blob = reader.read_blob(e)
-                decode(blob, e, cid)  # never copy a corrupt chunk silently
+                e0 = Entry.from_row(pack_id, rows[0])
+                raw = reader.read_blob(e0)
+                group = decode_blob(raw, e0)
+                parts = [bytes(chunk_of(group, Entry.from_row(pack_id, r), r[0])) for r in live]  # never copy
+                if len(live) == len(rows):  # a corrupt chunk silently; whole blob live: copy it as is
+                    blob, z, members = raw, e0.zstd, [(r[0], r[5], r[3]) for r in live]
+                else:
+                    members, skip = [], 0
+                    for r, part in zip(live, parts):
+                        members.append((r[0], skip, len(part)))
+                        skip += len(part)
+                    blob, z = compress(b"".join(parts))
                 if writer is None:
                     writer = PackWriter(root)
-                writer.add(cid, blob, ulen, bool(z))
+                writer.add(blob, z, members)
                 if writer.size >= repo.config.pack_size:
                     pid, prows = writer.finish()
                     new_packs[pid] = prows

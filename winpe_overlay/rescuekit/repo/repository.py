@@ -111,15 +111,19 @@ class ChunkStore:
         self._writer: PackWriter | None = None
         self._unindexed: dict[str, list[list]] = {}
 
-    def add(self, chunk_id: str, blob: bytes, ulen: int, zstd: bool) -> None:
-        if chunk_id in self.index:
-            return
+    def add_group(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> None:
+        """Store one compressed group of new chunks [(chunk id, offset in group, length)]."""
+        if all(cid in self.index for cid, _, _ in members):
+            return  # a concurrent batch stored them meanwhile
         if self._writer is None:
             self._writer = PackWriter(self.repo.root)
-        entry = self._writer.add(chunk_id, blob, ulen, zstd)
-        self.index.entries[chunk_id] = entry  # pack id unknown until finish; only used for dedup meanwhile
-        self.stats.new_chunks += 1
-        self.stats.new_bytes += ulen
+        rows = self._writer.add(blob, zstd, members)
+        for row in rows:
+            if row[0] not in self.index:
+                # pack id unknown until the pack is finished; meanwhile the entry only serves dedup
+                self.index.entries[row[0]] = Entry.from_row("", row)
+                self.stats.new_chunks += 1
+                self.stats.new_bytes += row[3]
         self.stats.new_stored_bytes += len(blob)
         if self._writer.size >= self.repo.config.pack_size:
             self._finish_pack()
@@ -128,9 +132,11 @@ class ChunkStore:
         assert self._writer is not None
         pack_id, rows = self._writer.finish()
         self._writer = None
+        for row in rows:
+            e = self.index.entries.get(row[0])
+            if e is not None and not e.pack:  # the placeholder from add_group
+                del self.index.entries[row[0]]
         self.index.add_pack(pack_id, rows)
-        for cid, off, clen, ulen, z in rows:
-            self.index.entries[cid] = Entry(pack_id, off, clen, ulen, bool(z))
         self._unindexed[pack_id] = rows
         self.stats.packs.append(pack_id)
         if len(self._unindexed) >= INDEX_EVERY_PACKS:
@@ -175,27 +181,36 @@ def compress(data: bytes | bytearray | memoryview) -> tuple[bytes, bool]:
     return out, True
 
 
-def decode(blob: bytes, entry: Entry, chunk_id: str, *, check: bool = True) -> bytes:
-    """Decompress a stored blob and (by default) check its BLAKE3 against the chunk id."""
-    if entry.zstd:
-        dctx = getattr(_tls, "dctx", None)
-        if dctx is None:
-            dctx = _tls.dctx = zstandard.ZstdDecompressor()
-        try:
-            data = dctx.decompress(blob, max_output_size=entry.ulen)
-        except zstandard.ZstdError:
-            raise RescueError(f"chunk {chunk_id[:16]} in pack {entry.pack[:16]} at offset {entry.offset} "
-                              "does not decompress (corrupt pack)") from None
-    else:
-        data = blob
+def decode_blob(blob: bytes, entry: Entry) -> bytes:
+    """The plaintext of a stored blob (a group of chunks)."""
+    if not entry.zstd:
+        return blob
+    dctx = getattr(_tls, "dctx", None)
+    if dctx is None:
+        dctx = _tls.dctx = zstandard.ZstdDecompressor()
+    try:
+        return dctx.decompress(blob)
+    except zstandard.ZstdError:
+        raise RescueError(f"blob at offset {entry.offset} of pack {entry.pack[:16]} does not decompress "
+                          "(corrupt pack)") from None
+
+
+def chunk_of(group: bytes, entry: Entry, chunk_id: str, *, check: bool = True) -> memoryview:
+    """A chunk's bytes inside its decoded group, checked against its BLAKE3 id."""
+    data = memoryview(group)[entry.skip:entry.skip + entry.ulen]
     if len(data) != entry.ulen or (check and blake3.blake3(data).hexdigest() != chunk_id):
         raise RescueError(f"chunk {chunk_id[:16]} in pack {entry.pack[:16]} at offset {entry.offset} "
                           "is corrupt (hash mismatch)")
     return data
 
 
+def decode(blob: bytes, entry: Entry, chunk_id: str, *, check: bool = True) -> memoryview:
+    """Decompress a stored blob and return (and by default check) one chunk of it."""
+    return chunk_of(decode_blob(blob, entry), entry, chunk_id, check=check)
+
+
 def chunk_hash(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-__all__ = ["Repository", "ChunkStore", "PackReader", "compress", "decode", "chunk_hash"]
+__all__ = ["Repository", "ChunkStore", "PackReader", "compress", "decode", "decode_blob", "chunk_of", "chunk_hash"]
