@@ -6,11 +6,13 @@
 ; Descriptor at LBA 16 with int 13h extensions (2048-byte sectors), walks the root directory, reads
 ; NONCE.TXT and prints markers to COM1 (UART programmed directly) and to the screen (int 10h):
 ;   RESCUEKIT STAND-IN BIOS / NONCE=<content> / RESCUEKIT BIOS OK     or   RESCUEKIT BIOS FAIL <reason>
-; then halts.  Build: nasm -f bin -o etfsboot.com biosboot.asm
+; then halts.  It also fails when it was loaded short (< 8 x 512 bytes) or with a boot info table patched in,
+; the two ways an ISO writer can break the real etfsboot.com.  Build: nasm -f bin -o etfsboot.com biosboot.asm
 
 bits 16
 org 0x7C00
 
+%define INFO_FILL "RESCUEKIT: no boot info table may be patched over this!!"  ; 56 bytes: offsets 8-63
 COM1      equ 0x3F8
 SECTOR    equ 2048
 PVD_BUF   equ 0x9000          ; 2 KiB buffers above our 4 KiB image (0x7C00-0x8BFF)
@@ -20,6 +22,18 @@ MAX_NONCE equ 200             ; print at most this many bytes of NONCE.TXT
 
 start:
     cli
+    jmp short setup
+
+; Offsets 8-63 are where a boot info table would be patched in (mkisofs -boot-info-table). etfsboot.com gets none,
+; so this filler must arrive intact; main checks it against the copy at the end of the image.
+    times 8 - ($ - $$) db 0x90
+info_table_slot:
+    db INFO_FILL
+
+%if $ - $$ != 64
+%error "boot info table slot must end at offset 64"
+%endif
+setup:
     xor ax, ax
     mov ds, ax
     mov es, ax
@@ -40,6 +54,16 @@ main:
     call print_hex8
     mov si, crlf
     call print
+
+    ; All 8 x 512 bytes loaded?  The last 4 bytes of the image are a signature.
+    cmp dword [tail_sig], TAIL_SIG
+    jne .short_load
+    ; Offsets 8-63 unpatched?
+    mov si, info_table_slot
+    mov di, info_table_copy
+    mov cx, 56
+    repe cmpsb
+    jne .patched
 
     ; int 13h extensions present for this drive?
     mov ah, 0x41
@@ -128,6 +152,12 @@ main:
     call print
     jmp halt
 
+.short_load:
+    mov si, err_short
+    jmp fail
+.patched:
+    mov si, err_patched
+    jmp fail
 .no_ext:
     mov si, err_ext
     jmp fail
@@ -296,6 +326,8 @@ msg_drive db "boot drive 0x", 0
 msg_nonce db "NONCE=", 0
 msg_ok    db "RESCUEKIT BIOS OK", 13, 10, 0
 msg_fail  db "RESCUEKIT BIOS FAIL ", 0
+err_short db "only part of the 4 KiB boot image was loaded (El Torito load size must be 8 x 512 bytes)", 0
+err_patched db "bytes 8-63 of the boot image were overwritten (a boot info table was patched in)", 0
 err_ext   db "no int 13h extensions for the boot drive", 0
 err_pvd   db "no ISO 9660 primary volume descriptor at LBA 16", 0
 err_nf    db "NONCE.TXT not found in the ISO 9660 root directory", 0
@@ -320,5 +352,11 @@ nonce_len dw 0
 dir_lba   dd 0
 dir_left  dd 0
 
-; Pad to 4096 bytes: the size of etfsboot.com, loaded by El Torito as 8 x 512-byte sectors.
-times 4096 - ($ - $$) db 0
+; Pad to 4096 bytes: the size of etfsboot.com, loaded by El Torito as 8 x 512-byte sectors.  The second half
+; holds the reference copy of offsets 8-63 and, in the last 4 bytes, the "all loaded" signature.
+TAIL_SIG equ 0x444E4B52       ; "RKND"
+times 2048 - ($ - $$) db 0
+info_table_copy:
+    db INFO_FILL
+times 4092 - ($ - $$) db 0
+tail_sig dd TAIL_SIG

@@ -18,16 +18,19 @@ def fw_dir(base: Path) -> Path:
     return next(d for d in (base / "fwfiles", base / "bootbins") if d.is_dir())
 
 
-def xorriso_iso(base: Path, out: Path, efisys: str = "efisys.bin", *, media: Path | None = None) -> Path:
+def xorriso_iso(base: Path, out: Path, efisys: str = "efisys.bin", *, media: Path | None = None,
+                load_size: int = 8, boot_info_table: bool = False) -> Path:
     """An ISO shaped like ``MakeWinPEMedia /ISO`` (oscdimg -bootdata:2#p0,e,b<etfsboot.com>#pEF,e,b<efisys.bin>),
     made with xorriso: BIOS no-emulation entry loading 8 x 512 bytes with NO boot info table, UEFI no-emulation
-    entry, ISO 9660 level 3 + Joliet.  Boot images and catalog are hidden from the directory tree, like oscdimg."""
+    entry, ISO 9660 level 3 + Joliet.  Boot images and catalog are hidden from the directory tree, like oscdimg.
+    ``load_size``/``boot_info_table`` make it wrong on purpose (what etfsboot.com must not get)."""
     require_tools("xorriso")
     fw = fw_dir(base)
     media = media or base / "media"
     cmd = ["xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", "-J", "-joliet-long", "-V", "STANDIN",
            "-o", str(out), "-graft-points",
-           "-b", "/.bootimg/etfsboot.com", "-no-emul-boot", "-boot-load-size", "8", "-c", "/.bootimg/boot.cat",
+           "-b", "/.bootimg/etfsboot.com", "-no-emul-boot", "-boot-load-size", str(load_size),
+           *(["-boot-info-table"] if boot_info_table else []), "-c", "/.bootimg/boot.cat",
            "-eltorito-alt-boot", "-e", f"/.bootimg/{efisys}", "-no-emul-boot",
            "-hide", "/.bootimg", "-hide-joliet", "/.bootimg",
            f"/={media}", f"/.bootimg/etfsboot.com={fw / 'etfsboot.com'}", f"/.bootimg/{efisys}={fw / efisys}"]

@@ -70,6 +70,22 @@ def test_missing_nonce_fails_boot(firmware: str, standin_fwfiles: Path, tmp_path
     assert f"RESCUEKIT {firmware.upper()} FAIL NONCE.TXT not found" in res.log
 
 
+@pytest.mark.parametrize("wrong", ["load_size", "boot_info_table"])
+def test_bios_detects_etfsboot_loaded_wrong(wrong: str, standin_fwfiles: Path, tmp_path: Path,
+                                            qemu_tools: None) -> None:
+    """Loaded as 4 sectors instead of 8, or with a boot info table patched in, the stand-in refuses to pass."""
+    etfsboot = standin_fwfiles / "fwfiles" / "etfsboot.com"
+    before = etfsboot.read_bytes()
+    kw = {"load_size": 4} if wrong == "load_size" else {"boot_info_table": True}
+    iso = xorriso_iso(standin_fwfiles, tmp_path / f"{wrong}.iso", **kw)
+    assert etfsboot.read_bytes() == before
+    res = boot(iso, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
+    assert not res.ok
+    assert res.reason == "failure marker seen", res.log
+    reason = "only part of the 4 KiB boot image was loaded" if wrong == "load_size" else "a boot info table was patched in"
+    assert "RESCUEKIT BIOS FAIL" in res.text and reason in res.text
+
+
 def test_bios_walks_multi_sector_root_directory(standin_fwfiles: Path, tmp_path: Path, qemu_tools: None) -> None:
     """NONCE.TXT sorted after hundreds of entries: the BIOS program must read further root directory sectors."""
     media = tmp_path / "media"
