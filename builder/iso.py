@@ -169,6 +169,7 @@ class IsoTree:
         # udf path (lower-cased) -> (iso path, joliet path, udf path)
         self.dirs: dict[str, tuple[str, str, str]] = {"": ("", "", "")}
         self.files = 0
+        self.claimed: dict[str, str] = {}
 
     def _dir(self, rel: PurePosixPath) -> tuple[str, str, str]:
         key = rel.as_posix().lower() if rel.parts else ""
@@ -187,7 +188,15 @@ class IsoTree:
         self.dirs[key] = d
         return d
 
+    def _claim(self, rel: str) -> None:
+        # Windows (and UDF/Joliet readers on it) match names case-insensitively: two such files would clash.
+        key = rel.lower()
+        if key in self.claimed:
+            raise RescueError(f"two files differ only in case: {self.claimed[key]} and {rel}")
+        self.claimed[key] = rel
+
     def add_file(self, rel: str, host: Path) -> None:
+        self._claim(rel)
         p = PurePosixPath(rel)
         piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]
         self.iso.add_file(
@@ -199,6 +208,7 @@ class IsoTree:
         self.files += 1
 
     def add_bytes(self, rel: str, data: bytes) -> None:
+        self._claim(rel)
         p = PurePosixPath(rel)
         piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]
         self.iso.add_fp(

@@ -126,6 +126,11 @@ def test_failure_leaves_nothing(kit, tree, tmp_path):
     with pytest.raises((RescueError, OSError)):
         master_iso(missing, out, efi_image=kit.efi["efisys.bin"])
     assert out.read_bytes() == b"old" and not out.with_name("fail.iso.tmp").exists()
+    clash = dict(tree)
+    clash["BOOTMGR"] = tree["bootmgr"]
+    with pytest.raises(RescueError, match="two files differ only in case: BOOTMGR and bootmgr"):
+        master_iso(clash, out, efi_image=kit.efi["efisys.bin"])
+    assert out.read_bytes() == b"old"
 
 
 def test_udf_is_1_02_like_oscdimg(kit, tree, tmp_path):
