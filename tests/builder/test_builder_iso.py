@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from pathlib import Path
 
 import pycdlib
 import pytest

@@ -1,7 +1,6 @@
 """builder.wim against real WIMs made by wimlib-imagex."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
