@@ -293,3 +293,26 @@ def test_ntfs_smaller_than_partition_keeps_tail(tmp_path):
         assert d.read(backup, 512) == d.read(0, 512)
     assert ranges[-1][0] + ranges[-1][1] == 48 * MiB
     assert ranges[-1][0] <= backup
+
+
+def test_ntfs_dirty_flag(tmp_path):
+    vol = tmp_path / "v.img"
+    with open(vol, "wb") as f:
+        f.truncate(24 * MiB)
+    run("mkntfs", "-F", "-Q", "-q", "-L", "Dirty", vol)
+    from rescuekit.disk import ntfs
+
+    with device.open_source(vol) as d:
+        fs = filesystems.detect(d, 0, d.size)
+        nb = ntfs.parse_boot(d.read(0, 512))
+        rec = ntfs.read_mft_record(d, 0, nb, ntfs.FILE_VOLUME)
+    assert (fs.label, fs.dirty) == ("Dirty", False)
+    pos = next(p for t, p in ntfs.iter_attributes(rec) if t == ntfs.AT_VOLUME_INFORMATION)
+    voff = struct.unpack_from("<H", rec, pos + 20)[0]
+    flags_at = nb.mft_lcn * nb.cluster_size + 3 * nb.mft_record_size + pos + voff + 10
+    assert flags_at % 512 < 510  # not an update-sequence slot
+    with open(vol, "r+b") as f:
+        f.seek(flags_at)
+        f.write(b"\x01\x00")
+    with device.open_source(vol) as d:
+        assert filesystems.detect(d, 0, d.size).dirty is True

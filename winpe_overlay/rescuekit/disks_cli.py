@@ -64,7 +64,8 @@ def _print(disks: list[dict]) -> None:
                 t.add_column(col, justify="right" if col in ("#", "start", "size", "used") else "left", no_wrap=True)
             for p in d["partitions"]:
                 kind = p["type_name"] + (" *" if p.get("bootable") else "")
-                t.add_row(str(p["number"]), _size(p["start"]), _size(p["size"]), kind, p.get("fs") or "",
+                fs = (p.get("fs") or "") + (" (dirty)" if p.get("dirty") else "")
+                t.add_row(str(p["number"]), _size(p["start"]), _size(p["size"]), kind, fs,
                           p.get("label") or "", _size(p.get("used_bytes")) if p.get("used_bytes") is not None else "",
                           p.get("name") or "")
             console.print(t)

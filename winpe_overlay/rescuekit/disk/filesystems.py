@@ -26,6 +26,7 @@ class FsInfo:
     total_bytes: int = 0  # the partition/volume size examined
     used_bytes: int | None = None  # bytes in used clusters (None when unknown)
     serial: str | None = None
+    dirty: bool | None = None  # NTFS: marked dirty (unclean shutdown / chkdsk pending); None if unknown
     # Problems found while reading the allocation map (then the whole partition is stored).
     warnings: list[str] = field(default_factory=list)
     _ranges: list[tuple[int, int]] | None = field(default=None, repr=False, compare=False)
@@ -76,8 +77,9 @@ def detect(dev: BlockDevice, offset: int, size: int) -> FsInfo:
     if is_bitlocker(boot):
         return FsInfo("bitlocker", total_bytes=size)
     if (nb := ntfs.parse_boot(boot)) is not None:
+        label, dirty = ntfs.volume_state(dev, offset, nb) if nb.mft_lcn * nb.cluster_size < size else (None, None)
         info = FsInfo("ntfs", cluster_size=nb.cluster_size, total_bytes=size, serial=f"{nb.serial:016X}",
-                      label=ntfs.volume_label(dev, offset, nb) if nb.mft_lcn * nb.cluster_size < size else None)
+                      label=label, dirty=dirty)
     elif (eb := fat.parse_exfat_boot(boot)) is not None:
         label = None
         try:

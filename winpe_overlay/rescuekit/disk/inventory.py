@@ -78,7 +78,8 @@ def describe(dev, *, with_fs: bool = True) -> dict:
         except RescueError as exc:
             return {"fs": "error", "fs_error": str(exc)}
         out["warnings"].extend(fs.warnings)
-        return {"fs": fs.kind, "label": fs.label, "cluster_size": fs.cluster_size, "used_bytes": fs.used_bytes}
+        return {"fs": fs.kind, "label": fs.label, "cluster_size": fs.cluster_size, "used_bytes": fs.used_bytes,
+                "dirty": fs.dirty}
 
     for p in table.partitions:
         entry = {"number": p.number, "start": p.start, "size": p.size,

@@ -16,6 +16,8 @@ FILE_BITMAP = 6  # MFT record of $Bitmap
 FILE_VOLUME = 3  # MFT record of $Volume
 AT_ATTRIBUTE_LIST = 0x20
 AT_VOLUME_NAME = 0x60
+AT_VOLUME_INFORMATION = 0x70
+VOLUME_IS_DIRTY = 0x0001
 AT_DATA = 0x80
 AT_END = 0xFFFFFFFF
 READ_CHUNK = 8 << 20
@@ -123,16 +125,24 @@ def _unnamed(rec: bytes, apos: int) -> bool:
     return rec[apos + 9] == 0
 
 
-def volume_label(dev: BlockDevice, offset: int, boot: NtfsBoot) -> str | None:
+def volume_state(dev: BlockDevice, offset: int, boot: NtfsBoot) -> tuple[str | None, bool | None]:
+    """(label, dirty flag) from $Volume's $VOLUME_NAME and $VOLUME_INFORMATION; None when unreadable."""
     try:
         rec = read_mft_record(dev, offset, boot, FILE_VOLUME)
     except RescueError:
-        return None
+        return None, None
+    label, dirty = None, None
     for atype, apos in iter_attributes(rec):
-        if atype == AT_VOLUME_NAME and rec[apos + 8] == 0:
-            vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
-            return bytes(rec[apos + voff:apos + voff + vlen]).decode("utf-16-le", "replace")
-    return None
+        if rec[apos + 8] != 0:  # both are always resident
+            continue
+        vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
+        value = bytes(rec[apos + voff:apos + voff + vlen])
+        if atype == AT_VOLUME_NAME:
+            label = value.decode("utf-16-le", "replace")
+        elif atype == AT_VOLUME_INFORMATION and len(value) >= 12:
+            # VOLUME_INFORMATION: reserved (8), major (1), minor (1), flags (2)
+            dirty = bool(struct.unpack_from("<H", value, 10)[0] & VOLUME_IS_DIRTY)
+    return label, dirty
 
 
 def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tuple[list[tuple[int, int]], int]:
