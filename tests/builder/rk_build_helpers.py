@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -161,6 +162,25 @@ def make_windows_folder(kit: Kit, dest: Path) -> Path:
 def make_iso_udf(tree: Path, iso: Path) -> Path:
     """A UDF+ISO 9660 ISO like Windows install media (ISO 9660 names are 8.3-ish, real names only in UDF)."""
     run(["genisoimage", "-quiet", "-udf", "-V", "WINTEST", "-o", str(iso), str(tree)])
+    return iso
+
+
+def make_iso_udf_only(tree: Path, iso: Path) -> Path:
+    """Like a real Windows install ISO: every file only in UDF; the ISO 9660 tree holds a README stub."""
+    import pycdlib
+
+    out = pycdlib.PyCdlib()
+    out.new(interchange_level=3, udf="2.60", vol_ident="CCCOMA_X64FRE")
+    readme = b"This disc contains a \"UDF\" file system and requires an operating system that supports it.\r\n"
+    out.add_fp(io.BytesIO(readme), len(readme), iso_path="/README.TXT;1")
+    for p in sorted(tree.rglob("*")):
+        rel = "/" + p.relative_to(tree).as_posix()
+        if p.is_dir():
+            out.add_directory(udf_path=rel)
+        else:
+            out.add_file(str(p), udf_path=rel)
+    out.write(str(iso))
+    out.close()
     return iso
 
 

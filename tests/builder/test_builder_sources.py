@@ -10,7 +10,8 @@ from builder import sources
 from builder.sources import resolve_source
 from rescuekit.errors import RescueError, UsageError
 from rk_build_helpers import (
-    etfsboot, make_adk, make_copype, make_iso_plain, make_iso_udf, make_windows_folder, tree_hash, write,
+    etfsboot, make_adk, make_copype, make_iso_plain, make_iso_udf, make_iso_udf_only, make_windows_folder,
+    tree_hash, write,
 )
 
 
@@ -116,6 +117,16 @@ def test_windows_iso_udf(kit, tmp_path):
     assert _same(src.efisys, kit.efi["efisys.bin"]) and _same(src.etfsboot, kit.etfs)
     assert src.boot_index == 1
     assert tree_hash(iso) == before
+
+
+def test_windows_iso_udf_only_like_real_media(kit, tmp_path):
+    folder = make_windows_folder(kit, tmp_path / "win")
+    iso = make_iso_udf_only(folder, tmp_path / "win11.iso")
+    src = resolve_source(iso, workdir=tmp_path / "w", uefi_ca="2023")
+    assert src.kind == "windows-iso"
+    assert _same(src.media["sources/boot.wim"], kit.setup_wim) and _same(src.etfsboot, kit.etfs)
+    # install media have no efisys_EX.bin on disc: it comes from the WinPE image
+    assert _same(src.efisys, kit.efi["efisys_EX.bin"])
 
 
 def test_windows_iso_without_udf(kit, tmp_path):
