@@ -316,3 +316,41 @@ def test_ntfs_dirty_flag(tmp_path):
         f.write(b"\x01\x00")
     with device.open_source(vol) as d:
         assert filesystems.detect(d, 0, d.size).dirty is True
+
+
+def _ntfsclone_clusters(img: bytes) -> tuple[int, list[tuple[int, int]]]:
+    """Walk an ntfsclone --save-image stream (ntfsclone.c: 0x00 + s64 = skip clusters, 0x01 + data = one
+    used cluster) into (cluster size, merged cluster ranges)."""
+    assert img[:16] == b"\0ntfsclone-image"
+    cs = struct.unpack_from("<I", img, 18)[0]
+    pos = struct.unpack_from("<I", img, 46)[0]  # offset_to_image_data (image format 10.x)
+    rb, lcn = RangeBuilder(), 0
+    while pos < len(img):
+        cmd = img[pos]
+        if cmd == 0:
+            lcn += struct.unpack_from("<q", img, pos + 1)[0]
+            pos += 9
+        elif cmd == 1:
+            rb.add(lcn, 1)
+            lcn += 1
+            pos += 1 + cs
+        else:
+            raise AssertionError(f"unknown ntfsclone command {cmd} at {pos}")
+    return cs, rb.result()
+
+
+def test_ntfs_clusters_equal_ntfsclone_image_stream(stale_ntfs, tmp_path):
+    """The clusters ntfsclone's own image stores are exactly the clusters our ranges cover."""
+    vol, _h = stale_ntfs
+    img = tmp_path / "vol.ntfsclone"
+    run("ntfsclone", "-f", "-q", "--save-image", "-o", img, vol)
+    cs, theirs = _ntfsclone_clusters(img.read_bytes())
+    with device.open_source(vol) as d:
+        fs = filesystems.detect(d, 0, d.size)
+        ranges = filesystems.used_ranges(d, 0, d.size, fs)
+        nr = struct.unpack_from("<q", d.read(0, 512), 0x28)[0] * 512 // cs
+    # ntfsclone saves the partial "cluster" after the last one (holding the backup boot sector) as LCN nr;
+    # our tail range is that same area.
+    assert ranges[-1] == (nr * cs, d.size - nr * cs) and 0 < d.size - nr * cs <= cs
+    ours = merge([(s // cs, -(-(s + n) // cs) - s // cs) for s, n in ranges])
+    assert ours == theirs
