@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,33 @@ def test_dism_overlay_skips_drvload(tiny_wim, tmp_path, embed_zip, wheelhouse, d
     startnet = (tmp_path / "work" / "mount" / "Windows" / "System32" / "startnet.cmd").read_bytes().decode()
     assert "drvload" not in startnet and "call X:\\rescuekit\\launch.cmd" in startnet
     assert not (tmp_path / "work" / "mount" / "rescuekit" / "drivers").exists()
+
+
+def test_staged_runtime_imports_from_the_pth_paths_alone(overlaid, tmp_path):
+    """Emulate the ._pth: only its entries (resolved from python.exe's folder) on sys.path, no site. The pure
+    wheels and the runtime package must then import from the staged tree; the compiled deps (win_amd64 in the
+    image) are stood in for by the host's builds, the embedded stdlib zip by the host's stdlib."""
+    import importlib
+    import sysconfig
+
+    _, _, root = overlaid
+    pydir = root / "work" / "overlay" / "rescuekit" / "python"
+    entries = [ln.strip() for ln in (pydir / "python312._pth").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
+    assert entries[0] == "python312.zip"
+    staged = [str((pydir / e.replace("\\", "/")).resolve()) for e in entries[1:]]
+    native = tmp_path / "native"
+    for mod in ("zstandard", "blake3"):
+        shutil.copytree(Path(importlib.import_module(mod).__file__).parent, native / mod,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    stdlib = [sysconfig.get_paths()["stdlib"], str(Path(sysconfig.get_paths()["platstdlib"]) / "lib-dynload")]
+    code = (
+        "import sys, runpy; sys.path[:] = {paths!r}; sys.argv = ['rescuekit', '--help'];"
+        "import click, rich, rescuekit; print('FROM', click.__file__, rich.__file__, rescuekit.__file__);"
+        "runpy.run_module('rescuekit', run_name='__main__')"
+    ).format(paths=stdlib + [str(native)] + staged)  # host builds shadow the win_amd64 ones
+    r = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    origin = r.stdout.split("FROM ", 1)[1].splitlines()[0].split()
+    assert all(p.startswith(str(root / "work" / "overlay")) for p in origin), origin
+    assert "capture" in r.stdout and "restore" in r.stdout
