@@ -177,7 +177,7 @@ def apply_overlay(
     drivers = opts.validate()
     boot_wim, workdir = Path(boot_wim), Path(workdir)
     if not opts.config.build_time:
-        opts.config = dataclasses.replace(opts.config, build_time=build_time())
+        opts = dataclasses.replace(opts, config=dataclasses.replace(opts.config, build_time=build_time()))
     tree = workdir / "overlay"
     tree.mkdir(parents=True, exist_ok=False)
     manifest, warnings = stage_tree(opts, drivers, tree)
