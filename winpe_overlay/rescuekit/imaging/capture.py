@@ -40,7 +40,11 @@ class Batch:
 
 
 def workers() -> int:
-    return max(2, os.cpu_count() or 2)
+    """Worker threads: one per core plus one to cover I/O waits (RESCUEKIT_THREADS overrides)."""
+    env = os.environ.get("RESCUEKIT_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return (os.cpu_count() or 2) + 1
 
 
 def _batches(plan: Plan, cs: int):
@@ -120,7 +124,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                 with ThreadPoolExecutor(workers()) as pool, \
                         byte_progress(f"capture {Path(source).name}", plan.stored_bytes, enabled=progress) as adv:
                     inflight: deque[tuple[list, Future[Batch]]] = deque()
-                    depth = workers() + 2
+                    depth = 2 * workers()
 
                     def consume() -> None:
                         batch, fut = inflight.popleft()
