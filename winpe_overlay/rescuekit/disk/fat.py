@@ -65,9 +65,17 @@ def parse_fat_boot(s: bytes) -> FatBoot | None:
     if data_secs <= 0:
         return None
     count = data_secs // spc
-    kind = "fat12" if count < 4085 else "fat16" if count < 65525 else "fat32"
-    if kind == "fat32" and (fat16 != 0 or root_ent != 0):
-        return None
+    # The spec decides by cluster count alone; Linux (mkfs.fat -F 32, the kernel, fsck.fat) also calls a
+    # volume FAT32 when the 16-bit FAT size is 0, whatever its count. Follow the BPB layout: it is what
+    # the FAT entries were written as.
+    if fat16 == 0:
+        kind = "fat32"
+        if root_ent != 0:
+            return None
+    else:
+        kind = "fat12" if count < 4085 else "fat16" if count < 65525 else "fat32"
+        if kind == "fat32":
+            return None  # a FAT32 cluster count needs the FAT32 BPB
     # Extended BPB: FAT32 at 0x40, FAT12/16 at 0x24; signature byte 0x29 means serial + label are valid.
     ebpb = 0x40 if kind == "fat32" else 0x24
     label, serial = None, 0
@@ -123,23 +131,57 @@ def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
     return b.bpb_label
 
 
+_MASK_LOW_NIBBLE = bytes(v & 0x0F for v in range(256))
+FAT_CHUNK_ENTRIES = 1 << 20
+
+
+def _used_flags(raw: bytes, kind: str, n: int) -> bytes:
+    """One byte per FAT16/32 entry, non-zero when the entry is (OR of the entry's bytes, done on whole
+    byte planes as big integers: linear and in C, no Python loop per entry)."""
+    if kind == "fat16":
+        planes = [raw[0::2], raw[1::2]]
+    else:  # FAT32 entries are 28 bits: the top nibble is reserved
+        planes = [raw[0::4], raw[1::4], raw[2::4], raw[3::4].translate(_MASK_LOW_NIBBLE)]
+    acc = 0
+    for p in planes:
+        acc |= int.from_bytes(p, "little")
+    return acc.to_bytes(n, "little")
+
+
+def _drop_bad(raw: bytes, kind: str, flags: bytes) -> bytes:
+    """Clear the flags of bad-cluster marks (0xFFF7 / 0x?FFFFFF7): never stored, often unreadable."""
+    esz, pat = (2, b"\xf7\xff") if kind == "fat16" else (4, b"\xf7\xff\xff")
+    if raw.find(pat) < 0:
+        return flags
+    out = bytearray(flags)
+    pos = raw.find(pat)
+    while pos >= 0:
+        if pos % esz == 0 and (esz == 2 or raw[pos + 3] & 0x0F == 0x0F):
+            out[pos // esz] = 0
+        pos = raw.find(pat, pos + 1)
+    return bytes(out)
+
+
 def fat_used_ranges(dev: BlockDevice, offset: int, size: int, b: FatBoot) -> tuple[list[tuple[int, int]], int]:
     """(ranges relative to the partition, used clusters): reserved + FATs + root dir, clusters with a
-    non-zero FAT entry (bad-cluster marks left out), and everything after the last cluster."""
-    ents = _fat_entries(b, _read_fat(dev, offset, b))[2:b.count + 2]
-    bad = {"fat12": 0xFF7, "fat16": 0xFFF7, "fat32": 0x0FFFFFF7}[b.kind]
-    if b.kind == "fat32":
-        # Only the low 28 bits are the entry; the high 4 are reserved.
-        flags = bytearray(map(lambda v: (v & 0x0FFFFFFF) != 0, ents))
-    else:
-        flags = bytearray(map(bool, ents))
-    if bad in ents or (b.kind == "fat32" and 0xFFFFFFF7 in ents):
-        for i, v in enumerate(ents):
-            if v & 0x0FFFFFFF == bad:
-                flags[i] = 0
+    non-zero FAT entry (bad-cluster marks left out), and everything after the last cluster.
+
+    FAT16/32 are streamed in chunks of 1 Mi entries (a 2 TB FAT32 has a 256 MiB FAT)."""
     rb = RangeBuilder()
     rb.add(0, b.data_start)
-    used = rb.add_flags(bytes(flags), 0, b.cluster_size, b.data_start)
+    used = 0
+    if b.kind == "fat12":
+        ents = _fat_entries(b, _read_fat(dev, offset, b))[2:b.count + 2]
+        flags = bytes(1 if v and v != 0xFF7 else 0 for v in ents)
+        used = rb.add_flags(flags, 0, b.cluster_size, b.data_start)
+    else:
+        esz = 2 if b.kind == "fat16" else 4
+        fat_pos = offset + b.reserved * b.bytes_per_sector
+        for first in range(2, b.count + 2, FAT_CHUNK_ENTRIES):
+            n = min(FAT_CHUNK_ENTRIES, b.count + 2 - first)
+            raw = dev.read(fat_pos + first * esz, n * esz)
+            flags = _drop_bad(raw, b.kind, _used_flags(raw, b.kind, n))
+            used += rb.add_flags(flags, first - 2, b.cluster_size, b.data_start)
     end = b.data_start + b.count * b.cluster_size
     rb.add(end, size - end)
     return rb.result(clip=size), used

@@ -121,12 +121,17 @@ class RangeBuilder:
         return count
 
     def add_flags(self, flags: bytes, first_unit: int, unit_size: int, base: int) -> int:
-        """Add the units whose flag byte is non-zero (one byte per unit)."""
+        """Add the units whose flag byte is non-zero (one byte per unit); all-zero blocks skipped by memcmp."""
         count = 0
-        for m in _NONZERO.finditer(flags):
-            s, e = m.span()
-            count += e - s
-            self.add(base + (first_unit + s) * unit_size, (e - s) * unit_size)
+        mv = memoryview(flags)
+        for b0 in range(0, len(mv), _BLOCK):
+            blk = mv[b0:b0 + _BLOCK]
+            if blk == _ZEROS[:len(blk)]:
+                continue
+            for m in _NONZERO.finditer(blk):
+                s, e = m.span()
+                count += e - s
+                self.add(base + (first_unit + b0 + s) * unit_size, (e - s) * unit_size)
         return count
 
     def result(self, clip: int | None = None) -> list[tuple[int, int]]:
