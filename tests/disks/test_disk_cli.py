@@ -102,3 +102,14 @@ def test_linux_disk_of_dev_partitions():
     for name in os.listdir("/sys/class/block"):
         disk = linux.whole_disk_name(name)
         assert os.path.exists(f"/sys/block/{disk}")
+
+
+def test_disks_table_shows_names_literally(gpt_disk, tmp_path):
+    """Names from the disk are data, not rich markup."""
+    from disk_helpers import copy_sparse, run
+
+    d = tmp_path / "named.img"
+    copy_sparse(gpt_disk[0], d)
+    run("sgdisk", "-c", "3:[red]Data[/red]", d)
+    r = rk("disks", d)
+    assert r.returncode == 0 and "[red]Data[/red]" in r.stdout

@@ -40,6 +40,7 @@ def _collect(paths: tuple[str, ...]) -> list[dict]:
 
 def _print(disks: list[dict]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     import sys
@@ -52,12 +53,13 @@ def _print(disks: list[dict]) -> None:
         flags = [f for f, on in (("removable", d.get("removable")), ("SYSTEM", d.get("is_system"))) if on]
         title = " ".join(x for x in (d["path"], _size(d.get("size")), d.get("vendor") or "", d.get("model") or "",
                                       f"[{d.get('bus')}]" if d.get("bus") else "",
-                                      f"table: {d.get('table') or '?'}", " ".join(flags)) if x)
-        console.print(f"[bold]{title}[/bold]")
+                                      f"table: {d.get('table') or '?'}", " ".join(flags),
+                                      f"mounted: {', '.join(d['mounts'])}" if d.get("mounts") else "") if x)
+        console.print(f"[bold]{escape(title)}[/bold]")
         if d.get("error"):
-            console.print(f"  [red]{d['error']}[/red]")
+            console.print(f"  [red]{escape(d['error'])}[/red]")
         for w in d.get("warnings", []):
-            console.print(f"  [yellow]warning:[/yellow] {w}")
+            console.print(f"  [yellow]warning:[/yellow] {escape(w)}")
         if d.get("partitions"):
             t = Table(box=None, padding=(0, 2))
             for col in ("#", "start", "size", "type", "fs", "label", "used", "name"):
@@ -65,13 +67,14 @@ def _print(disks: list[dict]) -> None:
             for p in d["partitions"]:
                 kind = p["type_name"] + (" *" if p.get("bootable") else "")
                 fs = (p.get("fs") or "") + (" (dirty)" if p.get("dirty") else "")
-                t.add_row(str(p["number"]), _size(p["start"]), _size(p["size"]), kind, fs,
-                          p.get("label") or "", _size(p.get("used_bytes")) if p.get("used_bytes") is not None else "",
-                          p.get("name") or "")
+                cells = (str(p["number"]), _size(p["start"]), _size(p["size"]), kind, fs, p.get("label") or "",
+                         _size(p.get("used_bytes")) if p.get("used_bytes") is not None else "", p.get("name") or "")
+                t.add_row(*map(escape, cells))
             console.print(t)
         elif d.get("volume"):
             v = d["volume"]
-            console.print(f"  volume: {v.get('fs')} label={v.get('label') or '-'} used={_size(v.get('used_bytes'))}")
+            console.print(escape(f"  volume: {v.get('fs')} label={v.get('label') or '-'} "
+                                 f"used={_size(v.get('used_bytes'))}"))
 
 
 def register(group: click.Group) -> None:

@@ -1,6 +1,7 @@
 """Block devices: disk image files, Linux block devices and Windows raw disks behind one interface."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -184,12 +185,17 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
         return _create_file(spath, create_size)
     if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{spath} is a directory, not a disk, partition or image file")
+    if writable and stat.S_ISBLK(st.st_mode):
+        # Exclusive open: Linux refuses it (EBUSY) while the device or one of its partitions is mounted.
+        flags |= os.O_EXCL
     try:
         fd = os.open(spath, flags)
-    except PermissionError:
-        raise RescueError(f"permission denied opening {spath} ({'read-write' if writable else 'read'});"
-                          " run as root/administrator") from None
     except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise RescueError(f"{spath} is in use (mounted or held by another program); unmount it first") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise RescueError(f"permission denied opening {spath} ({'read-write' if writable else 'read'});"
+                              " run as root/administrator") from None
         raise RescueError(f"cannot open {spath}: {exc.strerror}") from None
     try:
         if stat.S_ISBLK(st.st_mode):
