@@ -106,14 +106,17 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
             chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False) -> dict:
     """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest."""
     cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
-    repo = Repository.open_or_create(repo_path, **cfg_args)
     source = str(source)
+    existing = Path(repo_path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if same_disk(source, existing):
+        raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}); "
+                          "store it on another disk")
+    repo = Repository.open_or_create(repo_path, **cfg_args)
     t0 = time.monotonic()
     with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
         with open_source(source) as dev:
-            if same_disk(source, repo.root):
-                raise RescueError(f"the repository {repo.root} is on the disk being captured ({source}); "
-                                  "store it on another disk")
             cs = repo.config.chunk_size
             plan = make_plan(dev, cs)
             index = repo.load_index()

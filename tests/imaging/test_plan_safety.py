@@ -1,0 +1,49 @@
+"""Capture-plan arithmetic and the refusals that protect the repository disk and the system disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rescuekit.disk import inventory
+from rescuekit.disk.partitions import PartitionTable
+from rescuekit.imaging.plan import Plan, align, holes, merge
+from rescuekit.imaging.safety import is_system_disk, same_disk
+from imaging_helpers import rk
+
+K = 1024
+
+
+def test_merge_and_align() -> None:
+    assert merge([(10, 5), (0, 10), (30, 0), (20, 5), (24, 10)]) == [(0, 15), (20, 14)]
+    assert align([(5, 10), (300, 1)], 256, 1000) == [(0, 512)]  # touching grid cells merge
+    assert align([(5, 10), (600, 1)], 256, 1000) == [(0, 256), (512, 256)]
+    assert align([(990, 5)], 256, 1000) == [(768, 232)]  # clipped at the disk end
+
+
+def test_holes_mark_unused_bytes_inside_chunks() -> None:
+    used = [(0, 1 * K), (3 * K, 2 * K), (9 * K, 7 * K)]
+    plan = Plan(disk_size=20 * K, sector_size=512, table=PartitionTable(kind="none"), used=used,
+                extents=align(used, 4 * K, 20 * K))
+    assert plan.extents == [(0, 16 * K)]
+    got = [(off, m, gaps) for _ei, off, m, gaps in holes(plan, 4 * K)]
+    assert got == [
+        (0, 4 * K, [(1 * K, 2 * K)]),
+        (4 * K, 4 * K, [(1 * K, 3 * K)]),
+        (8 * K, 4 * K, [(0, 1 * K)]),
+        (12 * K, 4 * K, []),
+    ]
+
+
+def test_system_and_repository_disk_detected(tmp_path: Path) -> None:
+    holder = inventory.disk_holding(tmp_path)
+    if holder is None:
+        pytest.skip("tmp_path is not on a local disk here (tmpfs/overlay)")
+    assert same_disk(holder, tmp_path)
+    image = tmp_path / "x.img"
+    image.write_bytes(b"\0" * 4096)
+    assert not same_disk(str(image), tmp_path) and not is_system_disk(str(image))
+    # capture only reads: safe to check the refusal end to end on the real disk
+    res = rk("capture", holder, tmp_path / "repo", check=False, timeout=120)
+    assert res.returncode == 1 and "is on the disk being captured" in res.stderr, res.stderr
+    assert not (tmp_path / "repo").exists()
