@@ -163,8 +163,10 @@ def _gpt_partitions(hdr: _GptHeader, entries: bytes, ss: int, dev_size: int,
         tguid, pguid, first, last, attrs, name = GPT_ENTRY.unpack_from(entries, i * hdr.entry_size)
         if tguid == b"\0" * 16:
             continue
-        if last < first or first < hdr.first_usable:
+        if last < first:
             raise RescueError(f"GPT entry {i + 1} has an invalid range (LBA {first}-{last})")
+        if first < hdr.first_usable or last > hdr.last_usable:
+            warnings.append(f"GPT partition {i + 1} lies outside the usable area (LBA {first}-{last})")
         if (last + 1) * ss > dev_size:
             warnings.append(f"GPT partition {i + 1} ends past the end of the disk ({dev_size} bytes)")
         tg = _guid(tguid)
