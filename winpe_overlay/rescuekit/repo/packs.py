@@ -82,7 +82,14 @@ class PackWriter:
         return rows
 
     def finish(self) -> tuple[str, list[list]]:
-        """Write header + trailer, fsync, rename; return (pack id, rows)."""
+        """Write header + trailer, fsync, rename; return (pack id, rows). On error the temp file goes."""
+        try:
+            return self._finish()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _finish(self) -> tuple[str, list[list]]:
         header = zstandard.ZstdCompressor(level=3).compress(
             json.dumps({"version": FORMAT_VERSION, "chunks": self.rows}, separators=(",", ":")).encode())
         tail = header + TRAILER.pack(len(header), PACK_MAGIC)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +104,11 @@ class StoreStats:
 
 
 class ChunkStore:
-    """Writes new chunks into packs (size-capped), flushing index files after the packs are durable."""
+    """Writes new chunks into packs (size-capped), flushing index files after the packs are durable.
+
+    A full pack is finished (fsync + rename) by a background thread while the next one fills; finished
+    packs are registered in order, and index files only ever name registered (durable) packs.
+    """
 
     def __init__(self, repo: Repository, index: Index) -> None:
         self.repo = repo
@@ -110,6 +116,8 @@ class ChunkStore:
         self.stats = StoreStats()
         self._writer: PackWriter | None = None
         self._unindexed: dict[str, list[list]] = {}
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="pack-finish")
+        self._finishing: deque[Future[tuple[str, list[list]]]] = deque()
 
     def add_group(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> None:
         """Store one compressed group of new chunks [(chunk id, offset in group, length)]."""
@@ -126,21 +134,23 @@ class ChunkStore:
                 self.stats.new_bytes += row[3]
         self.stats.new_stored_bytes += len(blob)
         if self._writer.size >= self.repo.config.pack_size:
-            self._finish_pack()
+            self._finishing.append(self._finisher.submit(self._writer.finish))
+            self._writer = None
+        self._collect(wait=len(self._finishing) > 1)  # at most one pack being finished behind us
 
-    def _finish_pack(self) -> None:
-        assert self._writer is not None
-        pack_id, rows = self._writer.finish()
-        self._writer = None
-        for row in rows:
-            e = self.index.entries.get(row[0])
-            if e is not None and not e.pack:  # the placeholder from add_group
-                del self.index.entries[row[0]]
-        self.index.add_pack(pack_id, rows)
-        self._unindexed[pack_id] = rows
-        self.stats.packs.append(pack_id)
-        if len(self._unindexed) >= INDEX_EVERY_PACKS:
-            self._flush_index()
+    def _collect(self, *, wait: bool) -> None:
+        while self._finishing and (wait or self._finishing[0].done()):
+            pack_id, rows = self._finishing.popleft().result()
+            wait = False
+            for row in rows:
+                e = self.index.entries.get(row[0])
+                if e is not None and not e.pack:  # the placeholder from add_group
+                    del self.index.entries[row[0]]
+            self.index.add_pack(pack_id, rows)
+            self._unindexed[pack_id] = rows
+            self.stats.packs.append(pack_id)
+            if len(self._unindexed) >= INDEX_EVERY_PACKS:
+                self._flush_index()
 
     def _flush_index(self) -> None:
         if self._unindexed:
@@ -150,10 +160,13 @@ class ChunkStore:
     def close(self) -> None:
         """Finish the open pack and write the index: after this every new chunk is durable and indexed."""
         if self._writer is not None and self._writer.rows:
-            self._finish_pack()
+            self._finishing.append(self._finisher.submit(self._writer.finish))
         elif self._writer is not None:
             self._writer.abort()
-            self._writer = None
+        self._writer = None
+        while self._finishing:
+            self._collect(wait=True)
+        self._finisher.shutdown()
         self._flush_index()
 
     def abort(self) -> None:
@@ -161,6 +174,12 @@ class ChunkStore:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+        while self._finishing:
+            try:
+                self._collect(wait=True)
+            except OSError:
+                pass  # that pack failed (its temp file is left for prune)
+        self._finisher.shutdown()
         try:
             self._flush_index()
         except OSError:
