@@ -145,6 +145,97 @@ def volume_state(dev: BlockDevice, offset: int, boot: NtfsBoot) -> tuple[str | N
     return label, dirty
 
 
+def read_stream(dev: BlockDevice, offset: int, runs: list[tuple[int | None, int]], cs: int, pos: int,
+                n: int) -> bytes:
+    """``n`` bytes at byte ``pos`` of a non-resident stream described by ``runs`` (sparse runs read as zeros)."""
+    out = bytearray()
+    vcn0 = 0
+    for lcn, length in runs:
+        run_start, run_end = vcn0 * cs, (vcn0 + length) * cs
+        vcn0 += length
+        if run_end <= pos:
+            continue
+        take = min(run_end, pos + n) - pos
+        if lcn is None:
+            out += bytes(take)
+        else:
+            out += dev.read(offset + lcn * cs + (pos - run_start), take)
+        pos += take
+        n -= take
+        if n == 0:
+            return bytes(out)
+    raise RescueError(f"NTFS stream on {dev.path} at {offset} is shorter than needed")
+
+
+def _find_unnamed(rec: bytes, atype: int, lowest_vcn: int | None = None) -> int | None:
+    for t, apos in iter_attributes(rec):
+        if t == atype and _unnamed(rec, apos):
+            if lowest_vcn is None or rec[apos + 8] == 0 or struct.unpack_from("<q", rec, apos + 16)[0] == lowest_vcn:
+                return apos
+    return None
+
+
+def _mapping_pairs(rec: bytes, apos: int) -> list[tuple[int | None, int]]:
+    alen = struct.unpack_from("<I", rec, apos + 4)[0]
+    mp_off = struct.unpack_from("<H", rec, apos + 32)[0]
+    return decode_runs(rec, apos + mp_off, apos + alen)
+
+
+def _attr_value(dev: BlockDevice, offset: int, boot: NtfsBoot, rec: bytes, apos: int) -> bytes:
+    if rec[apos + 8] == 0:
+        vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
+        return bytes(rec[apos + voff:apos + voff + vlen])
+    size = struct.unpack_from("<q", rec, apos + 48)[0]
+    return read_stream(dev, offset, _mapping_pairs(rec, apos), boot.cluster_size, 0, size)
+
+
+def read_mft_record_any(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) -> bytearray:
+    """Any MFT record, located through $MFT's own data runs (record 0)."""
+    if number < 16:
+        return read_mft_record(dev, offset, boot, number)
+    mft = read_mft_record(dev, offset, boot, 0)
+    apos = _find_unnamed(mft, AT_DATA, 0)
+    if apos is None or mft[apos + 8] == 0:
+        raise RescueError(f"NTFS $MFT on {dev.path} at {offset} has no usable $DATA")
+    where = f"NTFS MFT record {number} of {dev.path} at {offset}"
+    rec = bytearray(read_stream(dev, offset, _mapping_pairs(mft, apos), boot.cluster_size,
+                                number * boot.mft_record_size, boot.mft_record_size))
+    if rec[:4] != b"FILE":
+        raise RescueError(f"no FILE signature in {where}")
+    apply_fixups(rec, where)
+    return rec
+
+
+def _data_extents(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) -> list[tuple[bytes, int]]:
+    """The unnamed $DATA attribute records of file ``number``, in VCN order, following an $ATTRIBUTE_LIST
+    into extension records when the base record has one."""
+    rec = read_mft_record(dev, offset, boot, number)
+    alist = _find_unnamed(rec, AT_ATTRIBUTE_LIST)
+    if alist is None:
+        apos = _find_unnamed(rec, AT_DATA)
+        return [] if apos is None else [(bytes(rec), apos)]
+    value = _attr_value(dev, offset, boot, rec, alist)
+    refs: list[tuple[int, int]] = []
+    pos = 0
+    while pos + 26 <= len(value):
+        atype, rlen, name_len = struct.unpack_from("<IHB", value, pos)
+        if rlen < 26:
+            break
+        if atype == AT_DATA and name_len == 0:
+            lowest_vcn, mref = struct.unpack_from("<qQ", value, pos + 8)
+            refs.append((lowest_vcn, mref & 0xFFFFFFFFFFFF))
+        pos += rlen
+    out = []
+    for lowest_vcn, num in sorted(refs):
+        r = rec if num == number else read_mft_record_any(dev, offset, boot, num)
+        apos = _find_unnamed(r, AT_DATA, lowest_vcn)
+        if apos is None:
+            raise RescueError(f"NTFS attribute list of record {number} on {dev.path} at {offset} points to "
+                              f"record {num} without the $DATA extent")
+        out.append((bytes(r), apos))
+    return out
+
+
 def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tuple[list[tuple[int, int]], int]:
     """(ranges relative to the partition start, number of used clusters) from $Bitmap.
 
@@ -152,30 +243,23 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
     """
     cs = boot.cluster_size
     nr = boot.nr_clusters
-    rec = read_mft_record(dev, offset, boot, FILE_BITMAP)
-    data = None
-    for atype, apos in iter_attributes(rec):
-        if atype == AT_DATA and _unnamed(rec, apos):
-            data = apos
-            break
-        if atype == AT_ATTRIBUTE_LIST:
-            raise RescueError(f"NTFS $Bitmap on {dev.path} at {offset} uses an attribute list (not supported)")
-    if data is None:
+    extents = _data_extents(dev, offset, boot, FILE_BITMAP)
+    if not extents:
         raise RescueError(f"NTFS $Bitmap on {dev.path} at {offset} has no $DATA attribute")
     need = (nr + 7) // 8
     rb = RangeBuilder()
     rb.add(0, boot.bytes_per_sector)
     used = 0
-    alen = struct.unpack_from("<I", rec, data + 4)[0]
+    rec, data = extents[0]
     if rec[data + 8] == 0:  # resident
         vlen, voff = struct.unpack_from("<IH", rec, data + 16)
         used = rb.add_bitmap(bytes(rec[data + voff:data + voff + min(vlen, need)]), 0, cs, 0, nr)
     else:
-        mp_off = struct.unpack_from("<H", rec, data + 32)[0]
         data_size = struct.unpack_from("<q", rec, data + 48)[0]
         need = min(need, data_size)
+        runs = [r for erec, epos in extents for r in _mapping_pairs(erec, epos)]
         byte_pos = 0  # position in the bitmap stream
-        for lcn, length in decode_runs(rec, data + mp_off, data + alen):
+        for lcn, length in runs:
             if byte_pos >= need:
                 break
             nbytes = min(length * cs, need - byte_pos)
