@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path

@@ -23,7 +23,8 @@ def test_disks_json_on_images(gpt_disk, mbr_disk):
     gpt, mbr = json.loads(r.stdout)
     assert gpt["table"] == "gpt" and gpt["size"] == 320 * MiB
     assert [(p["number"], p["type_name"], p["fs"], p["label"]) for p in gpt["partitions"]] == [
-        (1, "EFI System", "fat32", "ESP"), (2, "Microsoft reserved", "zero", None), (3, "Basic data", "ntfs", "Windows")]
+        (1, "EFI System", "fat32", "ESP"), (2, "Microsoft reserved", "zero", None),
+        (3, "Basic data", "ntfs", "Windows")]
     assert gpt["partitions"][2]["used_bytes"] > 6 * MiB
     assert mbr["table"] == "mbr"
     assert [(p["number"], p["type"], p["fs"], p["bootable"], p["extended"]) for p in mbr["partitions"]] == [

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 
 import pytest
@@ -57,11 +56,14 @@ def test_mbr_with_logicals_matches_sfdisk(mbr_disk):
     ext = [p for p in t.partitions if p.extended]
     assert len(ext) == 1 and [p.number for p in t.partitions if p.logical] == [5, 6]
     assert [p.number for p in t.data_partitions] == [1, 2, 5, 6]
-    # MBR + one EBR per logical partition.
-    ebrs = [p.start - 2048 * 512 if p.number == 5 else None for p in t.partitions]
+    # MBR + one EBR per logical partition; each EBR's first entry points at its logical partition.
     assert t.header_regions[0] == (0, 512) and len(t.header_regions) == 3
     assert t.header_regions[1] == (ext[0].start, 512)
-    assert ebrs  # (logical 6's EBR lies in the gap before it)
+    with device.open_source(path) as dev:
+        for (ebr, n), logical in zip(t.header_regions[1:], [p for p in t.partitions if p.logical]):
+            sector = dev.read(ebr, n)
+            assert sector[510:] == b"\x55\xaa"
+            assert struct.unpack_from("<I", sector, 446 + 8)[0] * 512 == logical.start - ebr
 
 
 def test_blank_and_partitionless(tmp_path, stale_ntfs):
