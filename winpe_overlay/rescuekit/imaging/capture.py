@@ -6,6 +6,7 @@ appends new chunks to packs in disk order. Order of durability: packs, then inde
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import time
@@ -152,6 +153,14 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                         for _, fut in inflight:
                             fut.cancel()
                 store.close()
+            except OSError as exc:
+                store.abort()
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    what = "no space left on device" if exc.errno != errno.EFBIG else "file too large"
+                    raise RescueError(f"{what} writing the repository {repo.root}; the capture was stopped and the "
+                                      "repository is still valid (free space, or `rescuekit prune` to drop the "
+                                      "partial data)") from None
+                raise
             except BaseException:
                 store.abort()
                 raise
