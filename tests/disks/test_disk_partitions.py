@@ -192,3 +192,12 @@ def test_4k_sector_gpt(tmp_path):
         t = partitions.read_table(dev)
     assert t.kind == "gpt" and t.sector_size == 4096 and not t.warnings
     assert [(p.start, p.size) for p in t.partitions] == [(256 * ss, (16000 - 256) * ss)]
+    # Relocation works in 4 KiB sectors too.
+    with open(disk, "r+b") as f:
+        f.truncate(96 * MiB)
+    with device.open_target(disk) as dev:
+        assert any("not at the end" in w for w in partitions.read_table(dev).warnings)
+        partitions.fix_gpt_after_restore(dev)
+        t2 = partitions.read_table(dev)
+    assert not t2.warnings and t2.partitions == t.partitions
+    assert t2.last_usable == 96 * MiB - (1 + 128 * 128 // 4096) * 4096
