@@ -30,7 +30,8 @@ class FakeKernel32:
         self.err = 0
         self.volumes = {"\\\\?\\Volume{aaaa}": FakeVolume(0, 1 << 19, 1 << 18),
                         "\\\\?\\Volume{bbbb}": FakeVolume(1, 0, 1 << 20),
-                        "\\\\.\\C:": FakeVolume(0, 1 << 19, 1 << 18)}
+                        "\\\\.\\C:": FakeVolume(0, 1 << 19, 1 << 18),
+                        "\\\\.\\E:": FakeVolume(2, 1 << 20, 1 << 30)}
         self.layout_calls = 0
 
     def last_error(self) -> int:
@@ -258,3 +259,17 @@ def test_linux_refuses_windows_paths():
         pytest.skip("Linux/macOS host behaviour")
     with pytest.raises(RescueError, match="not Windows"):
         device.open_source("\\\\.\\PhysicalDrive0")
+
+
+def test_winpe_boot_medium_is_a_system_disk(fake, monkeypatch):
+    """In WinPE (X: RAM disk) the stick we booted from (E:, holding \\rescuekit\\build.json) is protected."""
+    k = W.Kernel32(fake)
+    medium = {"E:\\rescuekit\\build.json", "E:\\sources\\boot.wim"}
+    monkeypatch.setenv("SystemDrive", "X:")
+    monkeypatch.setenv("SystemRoot", "X:\\Windows")
+    assert W.boot_media_roots(exists=medium.__contains__) == ["E:\\"]
+    monkeypatch.setattr(W, "boot_media_roots", lambda: ["E:\\"])
+    assert W.system_disk_paths(k) == {"\\\\.\\PhysicalDrive2"}
+    monkeypatch.undo()
+    monkeypatch.setenv("SystemDrive", "C:")  # a normal Windows: a plugged-in rescue stick is not protected
+    assert W.boot_media_roots(exists=medium.__contains__) == []

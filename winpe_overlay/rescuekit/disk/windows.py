@@ -498,11 +498,26 @@ def disk_holding(path: str, k32: Kernel32 | None = None) -> str | None:
     return None if num is None else f"\\\\.\\PhysicalDrive{num}"
 
 
+def boot_media_roots(exists=os.path.exists) -> list[str]:
+    """In WinPE (system drive X:): drive roots holding a rescuekit medium (``\\rescuekit\\build.json`` next to
+    ``\\sources\\boot.wim``), i.e. what this rescue system booted from."""
+    if os.environ.get("SystemDrive", "").upper() != "X:":
+        return []  # a normal Windows: a rescue stick that is merely plugged in is a fair target
+    out = []
+    for letter in "CDEFGHIJKLMNOPQRSTUVWYZ":  # not X: itself
+        root = f"{letter}:\\"
+        if exists(root + "rescuekit\\build.json") and exists(root + "sources\\boot.wim"):
+            out.append(root)
+    return out
+
+
 def system_disk_paths(k32: Kernel32 | None = None) -> set[str]:
-    """Disks holding the system drive, the Windows directory and the running Python (the WinPE medium
-    when Python runs from it); WinPE's X: is a RAM disk and maps to no disk."""
+    """Disks holding the system drive, the Windows directory, the running Python and the rescuekit medium
+    this WinPE booted from (overwriting it would destroy the running rescue system's medium); WinPE's X:
+    is a RAM disk and maps to no disk."""
     k = k32 or kernel32()
-    places = [os.environ.get("SystemDrive", "C:") + "\\", os.environ.get("SystemRoot", ""), sys.executable]
+    places = [os.environ.get("SystemDrive", "C:") + "\\", os.environ.get("SystemRoot", ""), sys.executable,
+              *boot_media_roots()]
     out = set()
     for p in places:
         if p:
