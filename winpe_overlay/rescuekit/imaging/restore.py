@@ -36,7 +36,7 @@ from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 HEAD = 1 << 20
 
 
-@dataclass
+@dataclass(slots=True)
 class Piece:
     target: int  # destination byte offset
     length: int

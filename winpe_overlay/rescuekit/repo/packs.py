@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import blake3
@@ -32,10 +32,9 @@ TRAILER = struct.Struct("<I8s")
 _FAULT_ENV = "RESCUEKIT_TEST_PACK_ENOSPC_AFTER"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """Where a chunk lives: pack, offset + length of its blob in the pack, chunk length, codec, and the
-    chunk's offset inside the (decompressed) blob."""
+    chunk's offset inside the (decompressed) blob. A tuple: the index holds one per chunk in memory."""
 
     pack: str
     offset: int
