@@ -81,3 +81,15 @@ def test_locks(repo_copy: Path, disks: dict, tmp_path: Path) -> None:
                                 "time": "2026-01-01T00:00:00Z", "command": "capture"}))
     rk("prune", repo_copy)
     assert not lock.exists()
+
+
+def test_missing_pack_refused_before_writing(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    for p in repo_copy.glob("data/*/*.pack"):
+        p.unlink()
+    target = tmp_path / "t.img"
+    target.write_bytes(b"x" * 4096 * 100_000)
+    msg = _err(rk("restore", repo_copy, target, "--image", "mbr", "--yes", check=False))
+    assert "is missing" in msg and "nothing was written" in msg
+    assert target.read_bytes() == b"x" * 4096 * 100_000
+    res = rk("verify", repo_copy, check=False)
+    assert res.returncode == 1 and "missing" in res.stdout and "damaged: image" in res.stdout
