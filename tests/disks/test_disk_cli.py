@@ -114,3 +114,41 @@ def test_disks_table_shows_names_literally(gpt_disk, tmp_path):
     run("sgdisk", "-c", "3:[red]Data[/red]", d)
     r = rk("disks", d)
     assert r.returncode == 0 and "[red]Data[/red]" in r.stdout
+
+
+@pytest.fixture()
+def loop_disk(gpt_disk, tmp_path):
+    """The GPT test disk (a copy) attached to a loop device: a real Linux block device."""
+    from disk_helpers import copy_sparse
+
+    img = tmp_path / "loop.img"
+    copy_sparse(gpt_disk[0], img)
+    r = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot attach a loop device here (needs root): {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_linux_block_device(loop_disk, gpt_disk):
+    with device.open_source(loop_disk) as d:
+        assert isinstance(d, device.FileDevice)
+        assert d.size == gpt_disk[0].stat().st_size and d.sector_size == 512  # BLKGETSIZE64, BLKSSZGET
+        assert d.info.kind == "disk" and not d.info.is_system
+        from rescuekit.disk import partitions
+
+        assert [p.type_name for p in partitions.read_table(d).partitions] == [
+            "EFI System", "Microsoft reserved", "Basic data"]
+    # A loop device "is on" the disk that holds its backing file (live media: / on a loop-mounted image).
+    backing = open(f"/sys/block/{os.path.basename(loop_disk)}/loop/backing_file").read().strip()
+    assert linux.disk_of_dev(os.stat(loop_disk).st_rdev) == [d for d in [inventory.disk_holding(backing)] if d]
+    # Writable opens are exclusive: a second writer (or a mount) gets a clear error, not a shared disk.
+    with device.open_target(loop_disk) as t:
+        t.write(0, t.read(0, 512))
+        with pytest.raises(RescueError, match="in use"):
+            device.open_target(loop_disk)
+    r = rk("disks", "--json", loop_disk)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["table"] == "gpt"

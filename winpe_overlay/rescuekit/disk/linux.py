@@ -113,6 +113,10 @@ def disk_of_dev(st_dev: int) -> list[str]:
     if not node.exists():
         return []
     name = whole_disk_name(node.resolve().name)
+    backing = _read(SYS_BLOCK / name / "loop/backing_file")
+    if backing and os.path.exists(backing):  # a loop device (live media): the disk under its backing file
+        held = disk_holding(backing)
+        return [held] if held else []
     slaves = SYS_BLOCK / name / "slaves"
     if slaves.is_dir() and any(slaves.iterdir()):
         out: list[str] = []
