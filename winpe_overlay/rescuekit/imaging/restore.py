@@ -242,6 +242,8 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                         for n in pool.map(put, order):
                             adv(n)
                 dev.flush()
+                if verify:
+                    _drop_cache(target)
                 # verify what came from the image before the GPT fix-up legitimately changes the head
                 bad = _verify_written(dev, pieces, digests, progress) if verify else []
                 if not bad and partition is None and doc["table"]["kind"] == "gpt" and dev.size > disk_size:
@@ -256,6 +258,22 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
             journal.unlink()
         return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
                 "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _drop_cache(path: str) -> None:
+    """Evict the (flushed, clean) target pages so --verify reads the medium, not the page cache (Linux)."""
+    if not hasattr(os, "posix_fadvise") or path.startswith(("\\\\.\\", "//./")):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _verify_written(dev: BlockDevice, pieces: list[Piece], digests: dict[int, bytes],
