@@ -306,13 +306,24 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, n) for s, n in out]
 
 
-def read_table(dev: BlockDevice) -> PartitionTable:
+def read_table(dev: BlockDevice, *, strict: bool = True) -> PartitionTable:
     """Read the partition table of ``dev``; RescueError if it is present but garbage.
 
     A GPT (found by its header at LBA 1, 512- or 4096-byte sectors) wins over the MBR; a bad primary GPT
     falls back to the backup with a warning. No 55AA signature, or a file-system boot sector at LBA 0,
-    means kind "none".
+    means kind "none". With ``strict=False`` garbage gives kind "none" plus a warning instead (so a disk
+    whose table is destroyed can still be imaged raw).
     """
+    try:
+        return _read_table(dev)
+    except RescueError as exc:
+        if strict:
+            raise
+        return PartitionTable(kind="none", sector_size=dev.sector_size,
+                              warnings=[f"{exc}; treating the disk as unpartitioned"])
+
+
+def _read_table(dev: BlockDevice) -> PartitionTable:
     table = PartitionTable(kind="none", sector_size=dev.sector_size)
     if dev.size < 512:
         return table
