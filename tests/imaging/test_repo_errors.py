@@ -25,6 +25,7 @@ def test_missing_and_not_a_repository(tmp_path: Path, disks: dict) -> None:
     assert "non-empty folder" in _err(rk("capture", disks["gpt"][0], tmp_path / "other", check=False))
     assert (tmp_path / "other").iterdir().__next__().name == "file.txt"
     assert "no such disk" in _err(rk("capture", tmp_path / "missing.img", tmp_path / "r", check=False))
+    assert not (tmp_path / "r").exists()
 
 
 def test_newer_format_versions_are_refused(repo_copy: Path) -> None:

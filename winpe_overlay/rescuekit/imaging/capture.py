@@ -114,10 +114,10 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
     if same_disk(source, existing):
         raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}); "
                           "store it on another disk")
-    repo = Repository.open_or_create(repo_path, **cfg_args)
     t0 = time.monotonic()
-    with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
-        with open_source(source) as dev:
+    with open_source(source) as dev:  # a bad SOURCE must not leave a new empty repository behind
+        repo = Repository.open_or_create(repo_path, **cfg_args)
+        with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
             cs = repo.config.chunk_size
             plan = make_plan(dev, cs)
             index = repo.load_index()
