@@ -152,3 +152,15 @@ def test_linux_block_device(loop_disk, gpt_disk):
             device.open_target(loop_disk)
     r = rk("disks", "--json", loop_disk)
     assert r.returncode == 0 and json.loads(r.stdout)[0]["table"] == "gpt"
+
+
+def test_file_device_enospc_is_a_clear_error(tmp_path):
+    """A target file on a full file system: RescueError naming the offset and the file."""
+    full = "/dev/full"  # every write fails with ENOSPC
+    fd = os.open(full, os.O_RDWR)
+    dev = device.FileDevice(full, fd, 1 << 20, writable=True)
+    try:
+        with pytest.raises(RescueError, match=r"write error at offset 4096 of /dev/full: no space left on device"):
+            dev.write(4096, b"x" * 512)
+    finally:
+        os.close(fd)

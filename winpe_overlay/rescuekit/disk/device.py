@@ -81,14 +81,17 @@ class FileDevice:
         self._check(offset, n)
         done = 0
         while done < n:
-            if self._lock is None:
-                got = os.preadv(self._fd, [buf[done:]], offset + done)
-            else:
-                with self._lock:
-                    os.lseek(self._fd, offset + done, os.SEEK_SET)
-                    data = os.read(self._fd, n - done)
-                got = len(data)
-                buf[done:done + got] = data
+            try:
+                if self._lock is None:
+                    got = os.preadv(self._fd, [buf[done:]], offset + done)
+                else:
+                    with self._lock:
+                        os.lseek(self._fd, offset + done, os.SEEK_SET)
+                        data = os.read(self._fd, n - done)
+                    got = len(data)
+                    buf[done:done + got] = data
+            except OSError as exc:
+                raise RescueError(f"read error at offset {offset + done} of {self.path}: {exc.strerror}") from exc
             if got <= 0:
                 raise RescueError(f"short read at offset {offset + done} of {self.path}")
             done += got
@@ -97,7 +100,10 @@ class FileDevice:
     def read(self, offset: int, n: int) -> bytes:
         if self._lock is None:
             self._check(offset, n)
-            data = os.pread(self._fd, n, offset)  # one copy; fall back for a short read
+            try:
+                data = os.pread(self._fd, n, offset)  # one copy; fall back for a short read
+            except OSError as exc:
+                raise RescueError(f"read error at offset {offset} of {self.path}: {exc.strerror}") from exc
             if len(data) == n:
                 return data
         buf = bytearray(n)
@@ -111,19 +117,26 @@ class FileDevice:
         self._check(offset, len(mv))
         done = 0
         while done < len(mv):
-            if self._lock is None:
-                got = os.pwritev(self._fd, [mv[done:]], offset + done)
-            else:
-                with self._lock:
-                    os.lseek(self._fd, offset + done, os.SEEK_SET)
-                    got = os.write(self._fd, mv[done:])
+            try:
+                if self._lock is None:
+                    got = os.pwritev(self._fd, [mv[done:]], offset + done)
+                else:
+                    with self._lock:
+                        os.lseek(self._fd, offset + done, os.SEEK_SET)
+                        got = os.write(self._fd, mv[done:])
+            except OSError as exc:
+                what = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
+                raise RescueError(f"write error at offset {offset + done} of {self.path}: {what}") from exc
             if got <= 0:
                 raise RescueError(f"short write at offset {offset + done} of {self.path}")
             done += got
 
     def flush(self) -> None:
         if self.writable:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise RescueError(f"cannot flush {self.path}: {exc.strerror}") from exc
 
     def close(self) -> None:
         if self._fd < 0:
