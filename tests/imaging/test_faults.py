@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import make_test_disks as mtd
 from imaging_helpers import MiB, rk, rk_json
 
+from rescuekit.disk.device import open_source
+from rescuekit.disk.partitions import read_table
 from rescuekit.repo.packs import read_pack_header
 
 
@@ -52,7 +55,7 @@ def test_kill9_during_capture_leaves_valid_repository(tmp_path: Path) -> None:
     rk("verify", repo, "--read-data")
 
 
-def test_flipped_bytes_in_pack_are_found(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+def test_flipped_bytes_in_pack_are_found(repo: dict, repo_copy: Path, disks: dict, tmp_path: Path) -> None:
     gpt = repo["gpt"]
     man = json.loads((repo_copy / "images" / f"{gpt['id']}.json").read_text())
     # a chunk that only the gpt image uses (the partition table chunk at disk offset 0)
@@ -81,17 +84,19 @@ def test_flipped_bytes_in_pack_are_found(repo: dict, repo_copy: Path, tmp_path: 
 
     # a restore of the damaged image stops with a clear error; the unfinished restore is reported
     target = tmp_path / "t.img"
-    rk("restore", repo_copy, target, "--image", "mbr", "--yes")  # the target holds an old partition table
+    shutil.copyfile(disks["gpt"][0], target)  # the target holds a GPT, with its backup at the end
     res = rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False)
     assert res.returncode == 1 and "corrupt" in res.stderr and "Traceback" not in res.stderr
     with open(target, "rb") as f:
         assert f.read(1 << 20) == bytes(1 << 20)  # no partition table: the disk does not pass for restored
+    with open_source(target) as dev:
+        assert read_table(dev).kind == "none"  # not even from the backup GPT
     res = rk("images", repo_copy)
     assert "did not finish" in res.stderr and str(target) in res.stderr
     assert rk_json("images", repo_copy)["unfinished_restores"][0]["target"] == str(target)
     # the other image still restores (and verifies)
-    rk("restore", repo_copy, target, "--image", "mbr", "--yes", "--verify")
-    assert not rk_json("images", repo_copy)["unfinished_restores"][1:]
+    rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr", "--yes", "--verify")
+    assert len(rk_json("images", repo_copy)["unfinished_restores"]) == 1
 
 
 def test_disk_full_during_capture(disks: dict, tmp_path: Path) -> None:

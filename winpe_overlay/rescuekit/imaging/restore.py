@@ -1,9 +1,10 @@
 """Restore an image (whole disk or one partition) onto a disk, partition or image file.
 
 Order (docs/imaging.md): size and safety checks and the confirmation happen before anything is written;
-then a journal file ``restores/<id>.json`` is written in the repository, the first MiB of the destination
-(partition table / boot sector) is zeroed, everything else is written, the first MiB is written last, the
-GPT backup is moved for larger disks, and the journal is removed. An interrupted restore therefore leaves a
+then a journal file ``restores/<id>.json`` is written in the repository, the first and last MiB of the
+destination (partition table and backup GPT / boot sector and backup boot sector) are zeroed, everything
+else is written, those two MiB are written last, the GPT backup is moved for larger disks, and the journal
+is removed. An interrupted restore therefore leaves a
 destination without a valid table or boot sector, and `rescuekit images` reports the unfinished restore.
 """
 from __future__ import annotations
@@ -91,13 +92,14 @@ def _pieces(doc: dict, lo: int, hi: int, base: int) -> list[Piece]:
     return out
 
 
-def _units(pieces: list[Piece], index, head_end: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Group consecutive pieces by the blob that holds them (zero pieces in runs); body and head apart."""
+def _units(pieces: list[Piece], index, protect: list[tuple[int, int]]) -> tuple[list[list[int]], list[list[int]]]:
+    """Group consecutive pieces by the blob that holds them (zero pieces in runs); pieces touching a
+    protected range (written last) apart from the body."""
     body: list[list[int]] = []
     head: list[list[int]] = []
     last_key = None
     for i, pc in enumerate(pieces):
-        in_head = pc.target < head_end
+        in_head = any(pc.target < b and pc.target + pc.length > a for a, b in protect)
         if pc.cid is None:
             key = ("zero", in_head)
         else:
@@ -193,7 +195,10 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                 raise RescueError("restore cancelled; nothing was written")
         fresh = not exists
         pieces = _pieces(doc, lo, hi, base)
-        head_end = base + min(HEAD, needed)
+        # First and last MiB of what is written (partition table + backup GPT, or boot sector + backup boot
+        # sector): zeroed first, written last, so an interrupted restore leaves nothing that looks valid.
+        edge = min(HEAD, needed)
+        protect = [(base, base + edge), (base + needed - edge, base + needed)]
         total = sum(pc.length for pc in pieces)
         reader = PackReader(repo.root)
         index = repo.load_index()
@@ -211,7 +216,9 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
         try:
             with open_target(target, create_size=needed) as dev:
                 if not fresh:  # an interrupted restore must not leave the old table/boot sector in place
-                    dev.write(base, bytes(head_end - base))
+                    wipe = protect + ([(dev.size - min(HEAD, dev.size), dev.size)] if partition is None else [])
+                    for a, b in wipe:  # (a whole disk's old backup GPT sits at the target's end)
+                        dev.write(a, bytes(b - a))
                     dev.flush()
 
                 def put(unit: list[int]) -> int:
@@ -235,7 +242,7 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                         done += pc.length
                     return done
 
-                body, head = _units(pieces, index, head_end)
+                body, head = _units(pieces, index, protect)
                 with ThreadPoolExecutor(workers()) as pool, \
                         byte_progress(f"restore {doc.get('name') or doc['id'][:12]}", total, enabled=progress) as adv:
                     for order in (body, head):  # the first MiB last
