@@ -110,3 +110,27 @@ def test_confirmation_shows_target_and_no_means_nothing_written(repo: dict, disk
     assert res.returncode != 0
     assert "MBR" in res.stderr and "NTFS1" in res.stderr and "FAT5" in res.stderr  # current partitions + labels
     assert _sha(target) == before
+
+
+def test_unknown_partition_copied_whole_with_zero_chunks_elided(tmp_path: Path) -> None:
+    """A partition without a known file system (e.g. BitLocker) is stored whole, all-zero chunks as markers."""
+    disk = tmp_path / "d.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MiB)
+    subprocess.run(["sgdisk", "-n1:2048:+40M", "-t1:0700", str(disk)], check=True, capture_output=True)
+    part = layout(disk)[0]
+    blob = os.urandom(3 * MiB + 1234)
+    with open(disk, "r+b") as f:
+        f.seek(part["start"] + 10 * MiB + 77)
+        f.write(blob)
+        f.seek(part["start"])
+        f.write(b"\xeb\x58\x90-FVE-FS-" + os.urandom(500))  # BitLocker signature at offset 3
+    repo = tmp_path / "repo"
+    doc = rk_json("capture", disk, repo)
+    p1 = doc["partitions"][0]
+    assert p1["fs"] == "bitlocker" and p1["stored_bytes"] == part["size"]
+    assert doc["totals"]["zero_chunks"] >= (40 - 5) * 4  # 256 KiB chunks of the untouched 35+ MiB
+    assert doc["totals"]["new_bytes"] <= 6 * MiB
+    out = tmp_path / "out.img"
+    rk("restore", repo, out, "--yes", "--verify")
+    assert _sha(out) == _sha(disk)
