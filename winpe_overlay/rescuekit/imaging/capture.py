@@ -60,33 +60,39 @@ def _batches(plan: Plan, cs: int):
 
 
 def _work(dev: BlockDevice, index: Index, zero: bytes, batch: list[tuple[int, int, int, list]]) -> Batch:
-    out = Batch([], [])
-    new: list[tuple[str, bytearray]] = []
+    out = Batch([], [m for _ei, _pos, m, _gaps in batch])
+    buf = bytearray(sum(out.lengths))  # the batch's chunks back to back: compressed without another copy
+    view = memoryview(buf)
+    new: list[tuple[str, int, int]] = []  # (chunk id, offset in buf, length)
     seen: set[str] = set()
+    at = 0
     for _ei, pos, m, gaps in batch:
-        out.lengths.append(m)
+        chunk = view[at:at + m]
+        at += m
         if gaps and gaps[0] == (0, m):
             out.ids.append(None)  # nothing used in this chunk (alignment padding only)
             continue
-        buf = bytearray(m)
-        dev.readinto(pos, memoryview(buf))
+        dev.readinto(pos, chunk)
         for g, n in gaps:  # not used by the file system: store zeros, not stale data
-            buf[g:g + n] = memoryview(zero)[:n]
-        if buf == (zero if m == len(zero) else bytes(m)):
+            chunk[g:g + n] = memoryview(zero)[:n]
+        if buf.startswith(zero if m == len(zero) else bytes(m), at - m):  # memcmp, no copy
             out.ids.append(None)
             continue
-        cid = chunk_hash(buf)
+        cid = chunk_hash(chunk)
         out.ids.append(cid)
         if cid not in index and cid not in seen:  # known chunks are not compressed again (fast re-capture)
             seen.add(cid)
-            new.append((cid, buf))
+            new.append((cid, at - m, m))
     if new:
-        members, skip = [], 0
-        for cid, buf in new:
-            members.append((cid, skip, len(buf)))
-            skip += len(buf)
-        out.blob, out.zstd = compress(b"".join(buf for _, buf in new))
-        out.members = members
+        if len(new) == len(batch):
+            data = buf  # the usual first-capture case: all new, contiguous
+        else:
+            data = b"".join(view[o:o + m] for _cid, o, m in new)
+        out.members, skip = [], 0
+        for cid, _o, m in new:
+            out.members.append((cid, skip, m))
+            skip += m
+        out.blob, out.zstd = compress(data)
     return out
 
 

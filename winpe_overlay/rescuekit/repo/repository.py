@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,42 +106,63 @@ class StoreStats:
 class ChunkStore:
     """Writes new chunks into packs (size-capped), flushing index files after the packs are durable.
 
-    A full pack is finished (fsync + rename) by a background thread while the next one fills; finished
-    packs are registered in order, and index files only ever name registered (durable) packs.
+    Dedup bookkeeping happens in the caller's thread; appending blobs to the pack, hashing it and finishing
+    it (fsync + rename) happen in order on one background I/O thread. Finished packs are registered in the
+    index by the caller's thread, and index files only ever name finished (durable) packs.
     """
+
+    MAX_QUEUED = 32  # blobs waiting for the I/O thread (bounds memory: <= 64 MiB of groups)
 
     def __init__(self, repo: Repository, index: Index) -> None:
         self.repo = repo
         self.index = index
         self.stats = StoreStats()
-        self._writer: PackWriter | None = None
+        self._writer: PackWriter | None = None  # used by the I/O thread only
         self._unindexed: dict[str, list[list]] = {}
-        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="pack-finish")
-        self._finishing: deque[Future[tuple[str, list[list]]]] = deque()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="pack-io")
+        self._queued: deque[Future[tuple[str, list[list]] | None]] = deque()
 
     def add_group(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> None:
         """Store one compressed group of new chunks [(chunk id, offset in group, length)]."""
         if all(cid in self.index for cid, _, _ in members):
             return  # a concurrent batch stored them meanwhile
+        for cid, skip, ulen in members:
+            if cid not in self.index:
+                # pack unknown until the pack is finished; meanwhile the entry only serves dedup
+                self.index.entries[cid] = Entry("", 0, 0, ulen, zstd, skip)
+                self.stats.new_chunks += 1
+                self.stats.new_bytes += ulen
+        self.stats.new_stored_bytes += len(blob)
+        self._queued.append(self._io.submit(self._append, blob, zstd, members))
+        self._collect(wait=len(self._queued) > self.MAX_QUEUED)
+
+    def _append(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> tuple[str, list[list]] | None:
+        """(I/O thread) append a blob; returns (pack id, rows) when that filled and finished the pack."""
         if self._writer is None:
             self._writer = PackWriter(self.repo.root)
-        rows = self._writer.add(blob, zstd, members)
-        for row in rows:
-            if row[0] not in self.index:
-                # pack id unknown until the pack is finished; meanwhile the entry only serves dedup
-                self.index.entries[row[0]] = Entry.from_row("", row)
-                self.stats.new_chunks += 1
-                self.stats.new_bytes += row[3]
-        self.stats.new_stored_bytes += len(blob)
+        self._writer.add(blob, zstd, members)
         if self._writer.size >= self.repo.config.pack_size:
-            self._finishing.append(self._finisher.submit(self._writer.finish))
-            self._writer = None
-        self._collect(wait=len(self._finishing) > 1)  # at most one pack being finished behind us
+            return self._finish_writer()
+        return None
+
+    def _finish_writer(self) -> tuple[str, list[list]] | None:
+        """(I/O thread) finish the open pack, or drop it when empty."""
+        w, self._writer = self._writer, None
+        if w is None:
+            return None
+        if not w.rows:
+            w.abort()
+            return None
+        return w.finish()
 
     def _collect(self, *, wait: bool) -> None:
-        while self._finishing and (wait or self._finishing[0].done()):
-            pack_id, rows = self._finishing.popleft().result()
+        """Register packs the I/O thread finished (and surface its errors)."""
+        while self._queued and (wait or self._queued[0].done()):
+            done = self._queued.popleft().result()
             wait = False
+            if done is None:
+                continue
+            pack_id, rows = done
             for row in rows:
                 e = self.index.entries.get(row[0])
                 if e is not None and not e.pack:  # the placeholder from add_group
@@ -159,27 +180,25 @@ class ChunkStore:
 
     def close(self) -> None:
         """Finish the open pack and write the index: after this every new chunk is durable and indexed."""
-        if self._writer is not None and self._writer.rows:
-            self._finishing.append(self._finisher.submit(self._writer.finish))
-        elif self._writer is not None:
-            self._writer.abort()
-        self._writer = None
-        while self._finishing:
+        self._queued.append(self._io.submit(self._finish_writer))
+        while self._queued:
             self._collect(wait=True)
-        self._finisher.shutdown()
+        self._io.shutdown()
         self._flush_index()
 
     def abort(self) -> None:
         """Drop the open pack; index the finished ones so a later capture reuses them (best effort)."""
+        for fut in self._queued:
+            fut.cancel()
+        while self._queued:
+            try:
+                self._collect(wait=True)
+            except (OSError, CancelledError):
+                pass  # that blob/pack failed or never ran; the open pack's temp file is removed below
+        self._io.shutdown()
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
-        while self._finishing:
-            try:
-                self._collect(wait=True)
-            except OSError:
-                pass  # that pack failed (its temp file is left for prune)
-        self._finisher.shutdown()
         try:
             self._flush_index()
         except OSError:
