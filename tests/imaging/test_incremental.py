@@ -58,3 +58,30 @@ def test_forget_unknown_or_ambiguous(repo_copy: Path) -> None:
     assert res.returncode == 1 and "no image 'nosuchimage'" in res.stderr
     res = rk("forget", repo_copy, "", check=False)
     assert res.returncode == 2 and "matches 2 images" in res.stderr
+
+
+def test_prune_interrupted_at_every_step_leaves_valid_repository(repo: dict, disks: dict, tmp_path: Path) -> None:
+    """prune dies (like kill -9) after each of its steps; the repository stays valid and a new prune finishes."""
+    gpt, hashes = disks["gpt"]
+    changed = tmp_path / "changed.img"
+    shutil.copyfile(gpt, changed)
+    esp = layout(changed)[0]
+    mtd.modify_files(changed, "fat", offset=esp["start"], count=2, new_bytes=256 << 10, seed=21)
+    base = tmp_path / "base"
+    shutil.copytree(repo["path"], base)
+    # the first gpt image's pack becomes partly used (rewritten), the mbr image's stays
+    inc = rk_json("capture", changed, base, "--name", "changed")
+    rk("forget", base, repo["gpt"]["id"])
+    for step in ("packs-written", "index-written", "old-index-deleted", "one-pack-deleted"):
+        r = tmp_path / step
+        shutil.copytree(base, r)
+        res = rk("prune", r, check=False, env={"RESCUEKIT_TEST_CRASH_AFTER": step})
+        assert res.returncode == 137, (step, res.stderr)
+        rep = rk_json("verify", r, "--read-data")
+        assert rep["ok"] and rep["images"] == 2, (step, rep)
+        rk("prune", r)
+        rep = rk_json("verify", r, "--read-data")
+        assert rep["ok"] and rep["orphan_packs"] == 0, (step, rep)
+    out = tmp_path / "out.img"
+    rk("restore", r, out, "--image", inc["id"], "--yes", "--verify")
+    check_disk_files(out, {3: hashes[3]}, tmp_path)

@@ -8,6 +8,7 @@ packs, which the next prune deletes.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rescuekit.errors import RescueError, UsageError
@@ -42,6 +43,12 @@ def forget(repo: Repository, selectors: list[str]) -> list[dict]:
         image_path(repo.root, d["id"]).unlink()
     fsync_dir(repo.root / "images")
     return docs
+
+
+def _crash_point(step: str) -> None:
+    """Test hook: die like ``kill -9`` right after ``step`` when RESCUEKIT_TEST_CRASH_AFTER names it."""
+    if os.environ.get("RESCUEKIT_TEST_CRASH_AFTER") == step:
+        os._exit(137)
 
 
 def prune(repo: Repository) -> dict:
@@ -117,12 +124,15 @@ def prune(repo: Repository) -> dict:
         raise
     finally:
         reader.close()
+    _crash_point("packs-written")
     # (2) new index, (3) drop old index files
     new_id = write_index_file(root, {**keep, **new_packs}) if (keep or new_packs) else None
+    _crash_point("index-written")
     for old in index.files:
         if old != new_id:
             (root / "index" / f"{old}.idx").unlink(missing_ok=True)
     fsync_dir(root / "index")
+    _crash_point("old-index-deleted")
     # (4) delete packs nobody lists any more, and temp leftovers
     live_packs = set(keep) | set(new_packs)
     freed = 0
@@ -132,6 +142,7 @@ def prune(repo: Repository) -> dict:
             freed += path.stat().st_size
             path.unlink()
             deleted += 1
+            _crash_point("one-pack-deleted")
     for tmp in [*(root / "data").glob("**/*.tmp"), *(root / "index").glob(".*.tmp"), *(root / "images").glob(".*.tmp")]:
         freed += tmp.stat().st_size
         tmp.unlink(missing_ok=True)
