@@ -72,6 +72,10 @@ def test_prune_interrupted_at_every_step_leaves_valid_repository(repo: dict, dis
     # the first gpt image's pack becomes partly used (rewritten), the mbr image's stays
     inc = rk_json("capture", changed, base, "--name", "changed")
     rk("forget", base, repo["gpt"]["id"])
+    full = tmp_path / "full"
+    shutil.copytree(base, full)
+    pr = rk_json("prune", full)
+    assert pr["packs_rewritten"] >= 1 and pr["packs_deleted"] >= 1, pr  # every step has work to do
     for step in ("packs-written", "index-written", "old-index-deleted", "one-pack-deleted"):
         r = tmp_path / step
         shutil.copytree(base, r)
