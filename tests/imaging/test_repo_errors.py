@@ -63,9 +63,14 @@ def test_corrupt_manifest(repo: dict, repo_copy: Path) -> None:
 
 
 def test_locks(repo_copy: Path, disks: dict, tmp_path: Path) -> None:
-    lock = repo_copy / "locks" / "0123456789abcdef.json"
-    lock.write_text(json.dumps({"exclusive": True, "pid": 1, "host": "otherhost", "time": "2026-01-01T00:00:00Z",
-                                "command": "capture"}))
+    from rescuekit.repo.config import utc_now
+
+    def put_lock(**doc) -> Path:
+        lock = repo_copy / "locks" / "0123456789abcdef.json"
+        lock.write_text(json.dumps({"time": utc_now(), **doc}))
+        return lock
+
+    lock = put_lock(exclusive=True, pid=1, host="otherhost", command="capture")
     msg = _err(rk("capture", disks["gpt"][0], repo_copy, check=False))
     assert "is locked" in msg and "otherhost" in msg and "--force-unlock" in msg
     msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--yes", check=False))  # readers wait for writers
@@ -73,13 +78,15 @@ def test_locks(repo_copy: Path, disks: dict, tmp_path: Path) -> None:
     rk("capture", disks["gpt"][0], repo_copy, "--force-unlock")
     assert not lock.exists() and not list((repo_copy / "locks").iterdir())
     # a shared (reader) lock of a live process on this host blocks a writer but not another reader
-    lock.write_text(json.dumps({"exclusive": False, "pid": os.getpid(), "host": socket.gethostname(),
-                                "time": "2026-01-01T00:00:00Z", "command": "restore"}))
+    lock = put_lock(exclusive=False, pid=os.getpid(), host=socket.gethostname(), command="restore")
     assert "shared lock by restore" in _err(rk("prune", repo_copy, check=False))
     assert rk_json("verify", repo_copy)["ok"]
-    # the same lock from a process that is gone is stale and removed
-    lock.write_text(json.dumps({"exclusive": True, "pid": 2 ** 22 + 12345, "host": socket.gethostname(),
-                                "time": "2026-01-01T00:00:00Z", "command": "capture"}))
+    # stale: this host's process is gone ...
+    lock = put_lock(exclusive=True, pid=2 ** 22 + 12345, host=socket.gethostname(), command="capture")
+    rk("prune", repo_copy)
+    assert not lock.exists()
+    # ... or another host's lock was not refreshed for over 30 minutes (e.g. a WinPE that was switched off)
+    lock = put_lock(exclusive=True, pid=1, host="otherhost", command="capture", time="2026-01-01T00:00:00Z")
     rk("prune", repo_copy)
     assert not lock.exists()
 

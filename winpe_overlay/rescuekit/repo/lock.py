@@ -2,7 +2,9 @@
 
 Writers (capture, forget, prune) take an exclusive lock: no other lock may exist. Readers (restore, verify)
 take a shared lock: no exclusive lock may exist. After writing our lock we list again, so two processes
-racing each see the other and back off. A lock from this host whose process is gone is stale and removed;
+racing each see the other and back off. A holder refreshes its lock's time every REFRESH seconds. A lock is
+stale (and removed) when it is from this host and its process is gone, or when it has not been refreshed for
+STALE_AFTER seconds (e.g. left by a machine that was switched off - WinPE gets a new host name every boot);
 any other conflicting lock stops us with a message naming it (``--force-unlock`` removes it).
 """
 from __future__ import annotations
@@ -13,11 +15,29 @@ import os
 import secrets
 import socket
 import sys
+import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rescuekit.errors import RescueError
 from rescuekit.repo.config import utc_now
 from rescuekit.repo.fsutil import atomic_write
+
+REFRESH = 300
+STALE_AFTER = 1800
+
+
+def _age(stamp: object) -> float | None:
+    """Seconds since a lock's UTC ``time`` (None if unparsable)."""
+    if not isinstance(stamp, str):
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            t = datetime.strptime(stamp, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+        return (datetime.now(timezone.utc) - t).total_seconds()
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -54,6 +74,9 @@ class RepoLock:
         self.command = command
         self.force_unlock = force_unlock
         self.path: Path | None = None
+        self._doc: dict = {}
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
 
     def _others(self) -> list[tuple[Path, dict]]:
         out = []
@@ -75,7 +98,9 @@ class RepoLock:
         for p, doc in self._others():
             if not (self.exclusive or doc.get("exclusive")):
                 continue
-            stale = doc.get("host") == host and isinstance(doc.get("pid"), int) and not _pid_alive(doc["pid"])
+            age = _age(doc.get("time"))
+            stale = (doc.get("host") == host and isinstance(doc.get("pid"), int) and not _pid_alive(doc["pid"])) \
+                or (age is not None and age > STALE_AFTER)
             if stale or self.force_unlock:
                 try:
                     p.unlink()
@@ -104,13 +129,30 @@ class RepoLock:
                 raise
             return self  # read-only medium: a reader cannot lock, and nobody can write there anyway
         self.path = path
+        self._doc = doc
         bad = self._conflicts()  # someone raced us: back off
         if bad:
             self.release()
             self._refuse(bad)
+        self._refresher = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
+        self._refresher.start()
         return self
 
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH):
+            path = self.path
+            if path is None:
+                return
+            try:
+                atomic_write(path, json.dumps({**self._doc, "time": utc_now()}).encode())
+            except OSError:
+                pass  # a full or flaky medium: the operation itself will report it
+
     def release(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join()
+            self._refresher = None
         if self.path is not None:
             try:
                 self.path.unlink()
