@@ -16,7 +16,7 @@ from rescuekit.repo.check import pack_files
 from rescuekit.repo.fsutil import fsync_dir
 from rescuekit.repo.index import load_index, write_index_file
 from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
-from rescuekit.repo.packs import PackReader, PackWriter
+from rescuekit.repo.packs import PackReader, PackWriter, pack_path
 from rescuekit.repo.packs import Entry
 from rescuekit.repo.repository import Repository, chunk_of, compress, decode_blob
 
@@ -149,6 +149,7 @@ def prune(repo: Repository) -> dict:
     for d in (root / "data").iterdir():
         if d.is_dir():
             fsync_dir(d)
+    freed -= sum(pack_path(root, pid).stat().st_size for pid in new_packs)  # net of the rewritten copies
     return {"packs_deleted": deleted, "packs_rewritten": len(rewrite), "packs_written": len(new_packs),
             "packs_kept": len(keep), "bytes_freed": freed, "chunks_used": len(used)}
 
