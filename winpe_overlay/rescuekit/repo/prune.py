@@ -16,8 +16,7 @@ from rescuekit.repo.check import pack_files
 from rescuekit.repo.fsutil import fsync_dir
 from rescuekit.repo.index import load_index, write_index_file
 from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
-from rescuekit.repo.packs import PackReader, PackWriter, pack_path
-from rescuekit.repo.packs import Entry
+from rescuekit.repo.packs import Entry, PackReader, PackWriter, pack_path
 from rescuekit.repo.repository import Repository, chunk_of, compress, decode_blob
 
 
