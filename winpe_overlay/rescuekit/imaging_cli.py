@@ -6,7 +6,7 @@ import json
 import click
 
 from rescuekit.errors import RescueError, UsageError
-from rescuekit.imaging.restore import human
+from rescuekit.imaging.units import human
 
 
 def _emit_json(obj: object) -> None:

@@ -27,6 +27,7 @@ from rescuekit.disk.partitions import fix_gpt_after_restore, read_table
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.capture import workers
 from rescuekit.imaging.safety import is_system_disk, same_disk
+from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
 from rescuekit.repo.config import utc_now
 from rescuekit.repo.fsutil import atomic_write
@@ -44,14 +45,6 @@ class Piece:
     cid: str | None  # None: all-zero
     skip: int  # offset inside the chunk
     full: bool  # the piece is the whole chunk (its hash is the chunk id)
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def describe_target(dev: BlockDevice) -> str:
