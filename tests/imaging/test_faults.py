@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import make_test_disks as mtd
-from imaging_helpers import MiB, rk, rk_json
+from imaging_helpers import MiB, check_disk_files, rk, rk_json
 
 from rescuekit.disk.device import open_source
 from rescuekit.disk.partitions import read_table
@@ -123,3 +123,23 @@ mount -t tmpfs -o size=4m tmpfs {mnt} || exit 99
     assert errs and "no space left on device" in errs[0], err
     assert "Traceback" not in err
     assert "rc2=0" in out and "rc3=0" in out and "rc4=0" in out and "rc5=0" in out, out + err
+
+
+def test_restore_killed_midway_is_reported_and_leaves_no_table(repo: dict, repo_copy: Path, disks: dict,
+                                                               tmp_path: Path) -> None:
+    """restore dies (like kill -9) after wiping / after the body: no valid table, `images` warns; a new restore
+    of the same target succeeds and clears the warning."""
+    gpt, hashes = disks["gpt"]
+    target = tmp_path / "t.img"
+    for step in ("restore-wiped", "restore-body-written"):
+        shutil.copyfile(disks["gpt"][0], target)  # a valid GPT (with backup) was there before
+        res = rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False,
+                 env={"RESCUEKIT_TEST_CRASH_AFTER": step})
+        assert res.returncode == 137, res.stderr
+        with open_source(target) as dev:
+            assert read_table(dev).kind == "none", step
+        assert str(target) in rk("images", repo_copy).stderr
+    assert len(rk_json("images", repo_copy)["unfinished_restores"]) == 2
+    rk("restore", repo_copy, target, "--image", "gpt", "--yes")
+    assert rk_json("images", repo_copy)["unfinished_restores"] == []
+    check_disk_files(target, hashes, tmp_path)

@@ -213,6 +213,7 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                     for a, b in wipe:  # (a whole disk's old backup GPT sits at the target's end)
                         dev.write(a, bytes(b - a))
                     dev.flush()
+                _crash_point("restore-wiped")
 
                 def put(unit: list[int]) -> int:
                     """Write pieces that share one stored blob (decompressed once)."""
@@ -241,6 +242,9 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                     for order in (body, head):  # the first MiB last
                         for n in pool.map(put, order):
                             adv(n)
+                        if order is body:
+                            dev.flush()
+                            _crash_point("restore-body-written")
                 dev.flush()
                 if verify:
                     _drop_cache(target)
@@ -256,8 +260,20 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                               f"{bad[0][0]} ({bad[0][1]} bytes); the disk may be failing")
         if journal is not None:
             journal.unlink()
+        for p in (repo.root / "restores").glob("*.json"):  # earlier interrupted restores of this target are
+            try:                                           # superseded now
+                if json.loads(p.read_bytes()).get("target") == target:
+                    p.unlink()
+            except (OSError, ValueError):
+                pass
         return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
                 "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _crash_point(step: str) -> None:
+    """Test hook: die like ``kill -9`` right after ``step`` when RESCUEKIT_TEST_CRASH_AFTER names it."""
+    if os.environ.get("RESCUEKIT_TEST_CRASH_AFTER") == step:
+        os._exit(137)
 
 
 def _drop_cache(path: str) -> None:
