@@ -50,13 +50,17 @@ def test_newer_manifest_version_refused(repo: dict, repo_copy: Path, tmp_path: P
     assert not (tmp_path / "x.img").exists()
 
 
-def test_corrupt_manifest(repo: dict, repo_copy: Path) -> None:
+def test_corrupt_manifest(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
     path = repo_copy / "images" / f"{repo['mbr']['id']}.json"
     path.write_text(path.read_text().replace('"name":"mbr"', '"name":"mbX"'))
     assert "checksum mismatch" in _err(rk("images", repo_copy, check=False))
     res = rk("verify", repo_copy, check=False)
     assert res.returncode == 1 and "checksum mismatch" in res.stdout
-    # the intact image is still checked and restorable by id
+    # the intact image is still reachable (by name and as latest) and restorable
+    rk("restore", repo_copy, tmp_path / "g.img", "--image", "gpt", "--yes")
+    rk("restore", repo_copy, tmp_path / "l.img", "--yes")
+    assert "corrupt manifest(s) skipped" in _err(rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr",
+                                                    "--yes", check=False))
     assert "corrupt image manifest" in _err(rk("prune", repo_copy, check=False))
     path.write_text("{not json")
     assert "not JSON" in _err(rk("images", repo_copy, check=False))

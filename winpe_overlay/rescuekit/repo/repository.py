@@ -75,8 +75,14 @@ class Repository:
         exact = self.root / "images" / f"{sel}.json"
         if exact in paths:
             return read_manifest(exact)
-        docs = self.images()
-        if sel == "latest":
+        docs, bad = [], []
+        for p in paths:  # a corrupt manifest must not make the other images unreachable
+            try:
+                docs.append(read_manifest(p))
+            except RescueError as exc:
+                bad.append(str(exc))
+        docs.sort(key=lambda d: (d.get("created", ""), d["id"]))
+        if sel == "latest" and docs:
             return docs[-1]
         named = [d for d in docs if d.get("name") == sel]
         if named:
@@ -87,7 +93,9 @@ class Repository:
         if len(pref) > 1:
             raise UsageError(f"image id prefix {sel!r} is ambiguous in {self.root}: "
                              + ", ".join(d['id'][:12] for d in pref))
-        raise RescueError(f"no image {sel!r} in repository {self.root} (see `rescuekit images {self.root}`)")
+        skipped = f"; {len(bad)} corrupt manifest(s) skipped, first: {bad[0]}" if bad else ""
+        raise RescueError(f"no image {sel!r} in repository {self.root} (see `rescuekit images {self.root}`)"
+                          + skipped)
 
     def load_index(self) -> Index:
         return load_index(self.root)
