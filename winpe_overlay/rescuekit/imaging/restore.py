@@ -225,15 +225,25 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                         return sum(pieces[i].length for i in unit)
                     entry = index.entries[first.cid]
                     group = decode_blob(reader.read_blob(entry), entry)
+                    gview = memoryview(group)
                     done = 0
+                    run: list[int] = []  # [target, group offset, length]: adjacent pieces in one write
                     for i in unit:
                         pc = pieces[i]
-                        data = chunk_of(group, index.entries[pc.cid], pc.cid)
-                        view = data[pc.skip:pc.skip + pc.length]
-                        dev.write(pc.target, view)
+                        e = index.entries[pc.cid]
+                        view = chunk_of(group, e, pc.cid)[pc.skip:pc.skip + pc.length]  # hash-checked
                         if verify and not pc.full:
                             digests[i] = blake3.blake3(view).digest()
+                        at = e.skip + pc.skip
+                        if run and run[0] + run[2] == pc.target and run[1] + run[2] == at:
+                            run[2] += pc.length
+                        else:
+                            if run:
+                                dev.write(run[0], gview[run[1]:run[1] + run[2]])
+                            run = [pc.target, at, pc.length]
                         done += pc.length
+                    if run:
+                        dev.write(run[0], gview[run[1]:run[1] + run[2]])
                     return done
 
                 body, head = _units(pieces, index, protect)
