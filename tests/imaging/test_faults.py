@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import make_test_disks as mtd
+import pytest
 from imaging_helpers import MiB, check_disk_files, rk, rk_json
 
 from rescuekit.disk.device import open_source
@@ -117,7 +118,10 @@ mount -t tmpfs -o size=4m tmpfs {mnt} || exit 99
     res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     out, err = res.stdout, res.stderr
-    assert res.returncode != 99, err
+    if res.returncode == 99 or (res.returncode != 0 and "unshare failed" in err):
+        # user namespaces disabled here (a kernel/container policy, not a missing tool):
+        # test_disk_full_injected_mid_capture covers the same code path
+        pytest.skip(f"cannot mount a tmpfs in a user namespace: {err.strip()[:200]}")
     assert "rc1=1" in out, out + err
     errs = [l for l in err.splitlines() if l.startswith("rescuekit:")]
     assert errs and "no space left on device" in errs[0], err
@@ -143,3 +147,19 @@ def test_restore_killed_midway_is_reported_and_leaves_no_table(repo: dict, repo_
     rk("restore", repo_copy, target, "--image", "gpt", "--yes")
     assert rk_json("images", repo_copy)["unfinished_restores"] == []
     check_disk_files(target, hashes, tmp_path)
+
+
+def test_disk_full_injected_mid_capture(disks: dict, tmp_path: Path) -> None:
+    """The same through the pack writer's ENOSPC hook, after some packs were finished (they are kept)."""
+    repo = tmp_path / "repo"
+    res = rk("capture", disks["gpt"][0], repo, "--pack-size", "512k", check=False,
+             env={"RESCUEKIT_TEST_PACK_ENOSPC_AFTER": str(3 << 20)})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("rescuekit: error: no space left on device writing the repository")
+    assert not list(repo.glob("images/*.json")) and not list(repo.glob("data/.*.tmp"))
+    rep = rk_json("verify", repo, "--read-data")
+    assert rep["ok"] and rep["images"] == 0 and rep["packs"] >= 2
+    doc = rk_json("capture", disks["gpt"][0], repo)
+    t = doc["totals"]
+    assert 0 < t["new_chunks"] < t["chunks"] - t["zero_chunks"]  # the finished packs were indexed and reused
+    rk("verify", repo, "--read-data")

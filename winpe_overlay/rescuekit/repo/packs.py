@@ -28,8 +28,10 @@ from rescuekit.repo.fsutil import fsync_dir, pread
 PACK_MAGIC = b"RKPACK01"
 TRAILER = struct.Struct("<I8s")
 
-# Fault injection for tests only: after this many bytes of pack data, raise ENOSPC (real ENOSPC is tested too).
+# Fault injection for tests only: after this many bytes of pack data (all packs of the process), raise ENOSPC
+# (real ENOSPC on a tiny tmpfs is tested too).
 _FAULT_ENV = "RESCUEKIT_TEST_PACK_ENOSPC_AFTER"
+_fault_written = 0
 
 
 class Entry(NamedTuple):
@@ -70,9 +72,12 @@ class PackWriter:
 
     def add(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> list[list]:
         """Append one blob holding ``members`` = [(chunk id, offset in the group, length)]; returns rows."""
-        if self._fault_after is not None and self.size + len(blob) > self._fault_after:
-            import errno
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.tmp))
+        if self._fault_after is not None:
+            global _fault_written
+            if _fault_written + len(blob) > self._fault_after:
+                import errno
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.tmp))
+            _fault_written += len(blob)
         self._f.write(blob)
         self._hash.update(blob)
         rows = [Entry("", self.size, len(blob), ulen, zstd, skip).row(cid) for cid, skip, ulen in members]
