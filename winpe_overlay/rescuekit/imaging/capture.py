@@ -125,6 +125,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
         repo = Repository.open_or_create(repo_path, **cfg_args)
         with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
             cs = repo.config.chunk_size
+            label = Path(source).name or source  # \\.\PhysicalDrive0 has no file name
             plan = make_plan(dev, cs)
             index = repo.load_index()
             store = ChunkStore(repo, index)
@@ -132,7 +133,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
             zero = bytes(cs)
             try:
                 with ThreadPoolExecutor(workers()) as pool, \
-                        byte_progress(f"capture {Path(source).name}", plan.stored_bytes, enabled=progress) as adv:
+                        byte_progress(f"capture {label}", plan.stored_bytes, enabled=progress) as adv:
                     inflight: deque[tuple[list, Future[Batch]]] = deque()
                     depth = 2 * workers()
 
@@ -176,7 +177,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                              for i, cid in enumerate(ids) if cid is None)
             doc = {
                 "format": IMAGE_FORMAT, "version": FORMAT_VERSION, "id": secrets.token_hex(8),
-                "name": name or Path(source).name, "created": utc_now(), "tool": f"rescuekit {__version__}",
+                "name": name or label, "created": utc_now(), "tool": f"rescuekit {__version__}",
                 "chunk_size": cs, "source": _source_doc(dev, source), "table": _table_doc(plan),
                 "partitions": plan.partitions,
                 "extents": [{"offset": off, "length": n, "chunks": ids}
