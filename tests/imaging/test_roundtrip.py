@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_single_partition_restore(repo: dict, disks: dict, tmp_path: Path) -> No
     assert before_esp == after_esp  # other partitions untouched
 
 
-def test_smaller_target_refused_before_writing(repo: dict, tmp_path: Path) -> None:
+def test_smaller_target_refused_before_writing(repo: dict, disks: dict, tmp_path: Path) -> None:
     target = tmp_path / "small.img"
     target.write_bytes(os.urandom(1 * MiB) * 150)  # 150 MiB < 200 MiB
     before = _sha(target)
@@ -94,7 +95,13 @@ def test_smaller_target_refused_before_writing(repo: dict, tmp_path: Path) -> No
     assert "too small" in res.stderr and str(200 * MiB) in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert _sha(target) == before
-    # a partition that does not fit is refused too
+    # a partition number the target disk's table does not have is refused (never written over the table)
+    gptcopy = tmp_path / "gpt.img"
+    shutil.copyfile(disks["gpt"][0], gptcopy)
+    res = rk("restore", repo["path"], gptcopy, "--image", "mbr", "--partition", "5", "--yes", check=False)
+    assert res.returncode == 2 and "without a partition 5" in res.stderr
+    assert _sha(gptcopy) == _sha(disks["gpt"][0])
+    # a partition the image does not have is refused too
     res = rk("restore", repo["path"], tmp_path / "tiny.img", "--image", "gpt", "--partition", "9", "--yes", check=False)
     assert res.returncode == 2 and "no partition 9" in res.stderr
 

@@ -125,6 +125,10 @@ def _target_base(ro: BlockDevice, number: int, needed: int) -> tuple[int, int, s
         for p in table.partitions:
             if p.number == number and not p.extended:
                 return p.start, min(p.size, ro.size - p.start), f"partition {number} of {ro.path}"
+        # never lay a partition over a disk's partition table
+        raise UsageError(f"{ro.path} has a {table.kind.upper()} partition table without a partition {number}; "
+                         "give the partition itself (or its image file), or a disk that has a partition "
+                         f"{number}; nothing was written")
     return 0, ro.size, ro.path
 
 
