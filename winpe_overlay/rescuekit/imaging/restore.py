@@ -4,8 +4,8 @@ Order (docs/imaging.md): size and safety checks and the confirmation happen befo
 then a journal file ``restores/<id>.json`` is written in the repository, the first and last MiB of the
 destination (partition table and backup GPT / boot sector and backup boot sector) are zeroed, everything
 else is written, those two MiB are written last, the GPT backup is moved for larger disks, and the journal
-is removed. An interrupted restore therefore leaves a
-destination without a valid table or boot sector, and `rescuekit images` reports the unfinished restore.
+is removed. An interrupted restore therefore leaves a destination without a valid table or boot sector,
+and `rescuekit images` reports the unfinished restore.
 """
 from __future__ import annotations
 
@@ -55,14 +55,14 @@ def describe_target(dev: BlockDevice) -> str:
     lines = [f"{dev.path}: {model}, {human(dev.size)} ({dev.size} bytes)"]
     try:
         table = read_table(dev)
-    except (RescueError, NotImplementedError) as exc:
+    except RescueError as exc:
         lines.append(f"  partition table: unreadable ({exc})")
         return "\n".join(lines)
     if table.kind == "none":
         try:
             fs = detect(dev, 0, dev.size)
             lines.append(f"  no partition table; file system: {fs.kind}{' ' + repr(fs.label) if fs.label else ''}")
-        except (RescueError, NotImplementedError):
+        except RescueError:
             lines.append("  no partition table")
         return "\n".join(lines)
     lines.append(f"  partition table: {table.kind.upper()}")
@@ -70,7 +70,7 @@ def describe_target(dev: BlockDevice) -> str:
         try:
             fs = detect(dev, p.start, min(p.size, dev.size - p.start)) if not p.extended else None
             fsd = f"{fs.kind}{' ' + repr(fs.label) if fs and fs.label else ''}" if fs else "extended"
-        except (RescueError, NotImplementedError):
+        except RescueError:
             fsd = "?"
         lines.append(f"  {p.number:>3}  {human(p.size):>10}  {p.type_name:<22} {fsd}")
     return "\n".join(lines)
@@ -119,7 +119,7 @@ def _target_base(ro: BlockDevice, number: int, needed: int) -> tuple[int, int, s
     """Where partition ``number`` goes in an existing target: (offset, available bytes, description)."""
     try:
         table = read_table(ro)
-    except (RescueError, NotImplementedError):
+    except RescueError:
         table = None
     if table is not None and table.kind != "none":
         for p in table.partitions:
