@@ -141,3 +141,20 @@ def test_unknown_partition_copied_whole_with_zero_chunks_elided(tmp_path: Path) 
     out = tmp_path / "out.img"
     rk("restore", repo, out, "--yes", "--verify")
     assert _sha(out) == _sha(disk)
+
+
+def test_destroyed_partition_table_is_imaged_raw(disks: dict, tmp_path: Path) -> None:
+    """Both GPT headers broken: the disk is still captured (whole, with a warning) and restores bit for bit."""
+    disk = tmp_path / "broken.img"
+    shutil.copyfile(disks["gpt"][0], disk)
+    size = disk.stat().st_size
+    with open(disk, "r+b") as f:
+        for off in (512 + 16, size - 512 + 16):  # the header CRC fields of the primary and backup GPT
+            f.seek(off)
+            f.write(b"\xde\xad\xbe\xef")
+    doc = rk_json("capture", disk, tmp_path / "repo")
+    assert doc["warnings"] and "unpartitioned" in doc["warnings"][0]
+    assert doc["partitions"][0]["type_name"] == "whole volume"
+    out = tmp_path / "out.img"
+    rk("restore", tmp_path / "repo", out, "--yes", "--verify")
+    assert _sha(out) == _sha(disk)

@@ -45,8 +45,11 @@ def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size:
                      chunk_size=_size_opt(chunk_size), pack_size=_size_opt(pack_size), force_unlock=force_unlock)
     t = doc["totals"]
     if as_json:
-        _emit_json({"id": doc["id"], "name": doc["name"], "partitions": doc["partitions"], "totals": t})
+        _emit_json({"id": doc["id"], "name": doc["name"], "partitions": doc["partitions"], "totals": t,
+                    "warnings": doc["warnings"]})
         return
+    for w in doc["warnings"]:
+        click.echo(f"rescuekit: warning: {w}", err=True)
     secs = max(t["seconds"], 1e-6)
     click.echo(f"image {doc['id']} ({doc['name']}): disk {human(t['disk_bytes'])}, read {human(t['stored_bytes'])} "
                f"in {t['seconds']:.1f} s ({t['stored_bytes'] / secs / 1e6:.0f} MB/s); new data "

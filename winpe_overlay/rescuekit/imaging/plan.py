@@ -65,7 +65,7 @@ def _in(ranges: list[tuple[int, int]], start: int, end: int) -> int:
 
 def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
     size = dev.size
-    table = read_table(dev)
+    table = read_table(dev, strict=False)  # a destroyed table: image the disk raw (with a warning), not refuse
     plan = Plan(disk_size=size, sector_size=dev.sector_size, table=table)
     if table.kind == "none":
         # A partition/volume image (or an unpartitioned disk): one "partition" covering all of it.
