@@ -158,3 +158,34 @@ def test_destroyed_partition_table_is_imaged_raw(disks: dict, tmp_path: Path) ->
     out = tmp_path / "out.img"
     rk("restore", tmp_path / "repo", out, "--yes", "--verify")
     assert _sha(out) == _sha(disk)
+
+
+def test_damaged_file_system_is_stored_whole(disks: dict, tmp_path: Path) -> None:
+    """NTFS whose $Bitmap record is unreadable: that partition is stored whole (warning); the rest as usual."""
+    import struct
+
+    gpt, hashes = disks["gpt"]
+    disk = tmp_path / "damaged.img"
+    shutil.copyfile(gpt, disk)
+    ntfs = layout(disk)[-1]
+    with open(disk, "r+b") as f:
+        f.seek(ntfs["start"])
+        boot = f.read(512)
+        cluster = struct.unpack_from("<H", boot, 11)[0] * boot[13]
+        rec = boot[0x40]
+        rec = rec * cluster if rec < 128 else 1 << (256 - rec)
+        f.seek(ntfs["start"] + struct.unpack_from("<q", boot, 0x30)[0] * cluster + 6 * rec)
+        assert f.read(4) == b"FILE"
+        f.seek(-4, os.SEEK_CUR)
+        f.write(b"XXXX")  # MFT record 6 ($Bitmap) no longer parses
+    doc = rk_json("capture", disk, tmp_path / "repo")
+    assert any(w.startswith("partition 3:") for w in doc["warnings"]), doc["warnings"]
+    parts = {p["number"]: p for p in doc["partitions"]}
+    assert parts[3]["stored_bytes"] == ntfs["size"]  # whole partition
+    assert parts[1]["stored_bytes"] < parts[1]["size"]  # the intact FAT32 ESP still only its used data
+    out = tmp_path / "out.img"
+    rk("restore", tmp_path / "repo", out, "--yes", "--verify")
+    with open(out, "rb") as a, open(disk, "rb") as b:
+        a.seek(ntfs["start"]), b.seek(ntfs["start"])
+        assert a.read(ntfs["size"]) == b.read(ntfs["size"])  # bit for bit, damage included
+    check_disk_files(out, {1: hashes[1]}, tmp_path)

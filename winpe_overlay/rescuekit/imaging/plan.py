@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from rescuekit.disk.device import BlockDevice
 from rescuekit.disk.filesystems import FsInfo, detect, used_ranges
 from rescuekit.disk.partitions import PartitionTable, read_table
+from rescuekit.errors import RescueError
 
 FIRST_REGION = 1 << 20  # MBR/GPT, boot code and the gap before the first partition
 
@@ -21,6 +22,7 @@ class Plan:
     # The exact byte ranges to keep; parts of an extent's chunks outside them are stored as zeros
     # (stale free space then costs nothing and does not break dedup).
     used: list[tuple[int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def stored_bytes(self) -> int:
@@ -49,9 +51,21 @@ def align(ranges: list[tuple[int, int]], grid: int, limit: int) -> list[tuple[in
     return merge(out)
 
 
-def _fs_of(dev: BlockDevice, start: int, size: int) -> tuple[FsInfo, list[tuple[int, int]]]:
-    fs = detect(dev, start, size)
-    return fs, [(start + s, n) for s, n in used_ranges(dev, start, size, fs)]
+def _fs_of(dev: BlockDevice, start: int, size: int, warnings: list[str], what: str
+           ) -> tuple[FsInfo, list[tuple[int, int]]]:
+    """File system and used ranges; a damaged file system is stored whole (a rescue must not refuse it)."""
+    try:
+        fs = detect(dev, start, size)
+    except RescueError as exc:
+        warnings.append(f"{what}: {exc}; stored whole")
+        return FsInfo(kind="unknown", total_bytes=size), [(start, size)]
+    try:
+        ranges = [(start + s, n) for s, n in used_ranges(dev, start, size, fs)]
+    except RescueError as exc:
+        warnings.append(f"{what}: {fs.kind} allocation unreadable ({exc}); stored whole")
+        return fs, [(start, size)]
+    warnings.extend(f"{what}: {w}" for w in getattr(fs, "warnings", None) or [])
+    return fs, ranges
 
 
 def _part_doc(number: int, start: int, size: int, fs: FsInfo, stored: int, **extra: object) -> dict:
@@ -66,10 +80,10 @@ def _in(ranges: list[tuple[int, int]], start: int, end: int) -> int:
 def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
     size = dev.size
     table = read_table(dev, strict=False)  # a destroyed table: image the disk raw (with a warning), not refuse
-    plan = Plan(disk_size=size, sector_size=dev.sector_size, table=table)
+    plan = Plan(disk_size=size, sector_size=dev.sector_size, table=table, warnings=list(table.warnings))
     if table.kind == "none":
         # A partition/volume image (or an unpartitioned disk): one "partition" covering all of it.
-        fs, used = _fs_of(dev, 0, size)
+        fs, used = _fs_of(dev, 0, size, plan.warnings, "volume")
         plan.used = merge(used)
         plan.extents = align(plan.used, chunk_size, size)
         plan.partitions = [_part_doc(1, 0, size, fs, plan.stored_bytes, type=None, type_name="whole volume")]
@@ -88,7 +102,7 @@ def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
         if p.start >= size:
             continue
         psize = min(p.size, size - p.start)
-        fs, used = _fs_of(dev, p.start, psize)
+        fs, used = _fs_of(dev, p.start, psize, plan.warnings, f"partition {p.number}")
         ranges += used
         per_part.append((p, psize, fs, used))
     plan.used = merge(ranges)
