@@ -179,7 +179,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                 "format": IMAGE_FORMAT, "version": FORMAT_VERSION, "id": secrets.token_hex(8),
                 "name": name or label, "created": utc_now(), "tool": f"rescuekit {__version__}",
                 "chunk_size": cs, "source": _source_doc(dev, source), "table": _table_doc(plan),
-                "partitions": plan.partitions, "warnings": list(plan.table.warnings),
+                "partitions": plan.partitions, "warnings": plan.warnings,
                 "extents": [{"offset": off, "length": n, "chunks": ids}
                             for (off, n), ids in zip(plan.extents, chunk_lists)],
                 "totals": {"disk_bytes": dev.size, "stored_bytes": plan.stored_bytes, "zero_bytes": zero_bytes,
