@@ -7,7 +7,6 @@ and on failure.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import iso, sources, wim
+from builder.files import sha256_file
 from rescuekit import __version__
 from rescuekit.errors import RescueError, UsageError
 
@@ -66,13 +66,6 @@ class BuildResult:
             "notes": self.notes,
         }
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_output(output: Path) -> Path:

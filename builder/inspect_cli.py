@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from builder import layout, wim
+from builder import layout, sources, wim
 from rescuekit.errors import RescueError, UsageError
 
 BUILD_INFO = "rescuekit/build.json"
@@ -37,15 +37,6 @@ class Inspection:
                 "manifest": self.manifest, "config": self.config}
 
 
-def _is_iso(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(0x8001)
-        return f.read(5) == b"CD001"
-
-
-def _is_wim(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8) == wim.WIM_MAGIC
 
 
 def _iso_get(iso, rel: str, out) -> bool:
@@ -89,10 +80,10 @@ def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
                 yield cand, "folder", build
                 return
         raise UsageError(f"no sources/boot.wim in folder: {medium}")
-    if _is_wim(medium):
+    if sources.is_wim(medium):
         yield medium, "wim", None
         return
-    if not _is_iso(medium):
+    if not sources.is_iso(medium):
         raise UsageError(f"not an ISO, a WIM or a media folder: {medium}")
     import pycdlib
     import pycdlib.pycdlibexception as pe

@@ -6,7 +6,6 @@ None with ``--no-runtime``. Everything is validated before the build starts.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import platformdirs
 
+from builder.files import sha256_file
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.progress import byte_progress
 
@@ -64,13 +65,6 @@ def embed_url(version: str) -> str:
     base = os.environ.get("RESCUEKIT_PYTHON_MIRROR", DEFAULT_MIRROR).rstrip("/")
     return f"{base}/{version}/python-{version}-embed-amd64.zip"
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_version(version: str) -> str:

@@ -5,7 +5,6 @@ StrictUndefined so a missing value fails the build instead of leaving a hole in 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import jinja2
 

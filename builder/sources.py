@@ -116,13 +116,13 @@ def check_fat_image(path: Path) -> None:
         raise RescueError(f"UEFI boot image too large for El Torito: {path} ({size} bytes, max {MAX_EFI_BOOT_IMAGE})")
 
 
-def _is_iso(path: Path) -> bool:
+def is_iso(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(0x8001)
         return f.read(5) == b"CD001"
 
 
-def _is_wim(path: Path) -> bool:
+def is_wim(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(8) == wim.WIM_MAGIC
 
@@ -369,7 +369,7 @@ def _layout_for(path: Path, workdir: Path) -> _Layout:
         return layout
     if not path.is_file():
         raise RescueError(f"not a WinPE base: {path} (not a file or folder)")
-    if _is_iso(path):
+    if is_iso(path):
         layout = _windows_folder(_extract_iso(path, workdir), "windows-iso")
         assert layout is not None  # _extract_iso checked sources/boot.wim
         layout.path = path
@@ -402,7 +402,7 @@ def resolve_source(
     path = Path(path)
 
     winre: Path | None = None
-    if path.is_file() and _is_wim(path):
+    if path.is_file() and is_wim(path):
         winre = path
         if boot_files is None:
             raise UsageError(f"a WIM source ({path}) needs --boot-files: a copype folder, ADK, or Windows ISO/folder")

@@ -7,6 +7,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from rescuekit.disk.device import BlockDevice
+from rescuekit.disk.ranges import merge
 from rescuekit.errors import RescueError
 
 GPT_SIGNATURE = b"EFI PART"
@@ -215,7 +216,7 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         if h is not None:
             regions.append((h.my_lba * ss, ss))
             regions.append((h.entries_lba * ss, h.entries_sectors(ss) * ss))
-    table.header_regions = _merge(regions)
+    table.header_regions = merge(regions)
     mbr_types = [MBR_ENTRY.unpack_from(mbr, 446 + 16 * i)[2] for i in range(4)] if mbr[510:512] == b"\x55\xaa" else []
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
         table.hybrid_mbr = True
@@ -260,7 +261,7 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         if ext:
             parts.extend(_read_logicals(dev, start, count, ss, regions, table))
     table.partitions = parts
-    table.header_regions = _merge(regions)
+    table.header_regions = merge(regions)
 
 
 def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
@@ -296,14 +297,6 @@ def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
     return out
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for s, n in sorted(r for r in ranges if r[1] > 0):
-        if out and s <= out[-1][0] + out[-1][1]:
-            out[-1][1] = max(out[-1][1], s + n - out[-1][0])
-        else:
-            out.append([s, n])
-    return [(s, n) for s, n in out]
 
 
 def read_table(dev: BlockDevice, *, strict: bool = True) -> PartitionTable:

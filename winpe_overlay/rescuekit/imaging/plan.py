@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from rescuekit.disk.device import BlockDevice
 from rescuekit.disk.filesystems import FsInfo, detect, used_ranges
 from rescuekit.disk.partitions import PartitionTable, read_table
+from rescuekit.disk.ranges import merge
 from rescuekit.errors import RescueError
 
 FIRST_REGION = 1 << 20  # MBR/GPT, boot code and the gap before the first partition
@@ -29,15 +30,6 @@ class Plan:
         return sum(n for _, n in self.extents)
 
 
-def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sort and merge overlapping or touching (start, length) ranges; drop empty ones."""
-    out: list[list[int]] = []
-    for s, n in sorted(r for r in ranges if r[1] > 0):
-        if out and s <= out[-1][0] + out[-1][1]:
-            out[-1][1] = max(out[-1][1], s + n - out[-1][0])
-        else:
-            out.append([s, n])
-    return [(s, n) for s, n in out]
 
 
 def align(ranges: list[tuple[int, int]], grid: int, limit: int) -> list[tuple[int, int]]:

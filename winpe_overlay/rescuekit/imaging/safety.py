@@ -40,7 +40,7 @@ def same_disk(device: str, folder: str | Path) -> bool:
         holder = inventory.disk_holding(folder)
     except NotImplementedError:  # disk layer without an inventory (e.g. trimmed build): cannot tell
         return False
-    return holder is not None and os.path.realpath(holder) == _disk_of(device)
+    return holder is not None and inventory.same_disk(holder, _disk_of(device))
 
 
 def is_system_disk(device: str) -> bool:
@@ -50,4 +50,5 @@ def is_system_disk(device: str) -> bool:
         systems = inventory.system_disk_paths()
     except NotImplementedError:
         return False
-    return _disk_of(device) in {os.path.realpath(s) if not s.startswith("\\\\") else s for s in systems}
+    disk = _disk_of(device)
+    return any(inventory.same_disk(disk, s) for s in systems)
