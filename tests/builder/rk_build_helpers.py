@@ -24,17 +24,10 @@ TOOLS = ("wimlib-imagex", "mkfs.vfat", "mcopy", "genisoimage", "xorriso")
 EPOCH = "1700000000"
 
 
-_NO_RUNTIME: list[str] | None = None
-
-
 def rk_build(*args: str, env=None) -> subprocess.CompletedProcess:
-    """``rescuekit build ARGS`` as a user runs it; plain WinPE (``--no-runtime``) once the overlay is plugged in,
-    since these tests are about the base, the boot files and the ISO, not the runtime (tests/overlay)."""
-    global _NO_RUNTIME
-    if _NO_RUNTIME is None:
-        out = subprocess.run(["rescuekit", "build", "--help"], capture_output=True, text=True).stdout
-        _NO_RUNTIME = ["--no-runtime"] if "--no-runtime" in out else []
-    return subprocess.run(["rescuekit", "build", *_NO_RUNTIME, *args], capture_output=True, text=True, env=env)
+    """``rescuekit build ARGS`` as a user runs it, as plain WinPE (``--no-runtime``): these tests are about the
+    base, the boot files and the ISO; the runtime overlay is tested in tests/overlay and tests/boot."""
+    return subprocess.run(["rescuekit", "build", "--no-runtime", *args], capture_output=True, text=True, env=env)
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
