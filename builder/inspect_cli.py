@@ -76,7 +76,7 @@ def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
         for cand in (medium / "sources" / "boot.wim", medium / "media" / "sources" / "boot.wim"):
             if cand.is_file():
                 info = cand.parent.parent / BUILD_INFO
-                build = json.loads(info.read_text()) if info.is_file() else None
+                build = _json_object(info, f"{BUILD_INFO} of {medium}") if info.is_file() else None
                 yield cand, "folder", build
                 return
         raise UsageError(f"no sources/boot.wim in folder: {medium}")
@@ -85,14 +85,7 @@ def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
         return
     if not sources.is_iso(medium):
         raise UsageError(f"not an ISO, a WIM or a media folder: {medium}")
-    import pycdlib
-    import pycdlib.pycdlibexception as pe
-
-    iso = pycdlib.PyCdlib()
-    try:
-        iso.open(str(medium))
-    except pe.PyCdlibException as exc:
-        raise RescueError(f"cannot read ISO {medium}: {str(exc).splitlines()[0]}") from None
+    iso = sources.open_iso(medium)
     tmpdir = Path(tempfile.mkdtemp(prefix="rescuekit-inspect-"))
     try:
         target = tmpdir / "boot.wim"
@@ -102,9 +95,11 @@ def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
                     raise RescueError(f"no sources/boot.wim in ISO: {medium} (not a WinPE/rescuekit disc)")
             with open(tmpdir / "build.json", "w+b") as out:
                 have_build = _iso_get(iso, BUILD_INFO, out)
+        except sources.ISO_READ_ERRORS as exc:
+            raise RescueError(f"cannot read ISO {medium}: {exc or type(exc).__name__}") from None
         finally:
             iso.close()
-        build = json.loads((tmpdir / "build.json").read_text()) if have_build else None
+        build = _json_object(tmpdir / "build.json", f"{BUILD_INFO} in ISO {medium}") if have_build else None
         yield target, "iso", build
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -129,13 +124,27 @@ def inspect_medium(medium: Path) -> Inspection:
             if "/" + layout.REL_CONFIG.lower() in have:
                 paths.append("/" + layout.REL_CONFIG)
             wim.extract(boot_wim, index, paths, Path(td))
+            manifest = _json_object(Path(td) / "manifest.json", f"{layout.X_MANIFEST} in boot.wim of {medium}")
+            cfg_file = Path(td) / "config.toml"
             try:
-                manifest = json.loads((Path(td) / "manifest.json").read_text(encoding="utf-8"))
-                cfg_file = Path(td) / "config.toml"
                 config = tomllib.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
-            except (ValueError, tomllib.TOMLDecodeError) as exc:
-                raise RescueError(f"corrupt rescuekit manifest/config in boot.wim of {medium}: {exc}") from None
-    return Inspection(medium, kind, build, manifest, config.get("rescuekit", config))
+            except ValueError as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+                raise RescueError(f"corrupt {layout.X_CONFIG} in boot.wim of {medium}: {exc}") from None
+    table = config.get("rescuekit", config)
+    if not isinstance(table, dict):
+        raise RescueError(f"corrupt {layout.X_CONFIG} in boot.wim of {medium}: [rescuekit] is not a table")
+    return Inspection(medium, kind, build, manifest, table)
+
+
+def _json_object(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; anything else is a RescueError naming ``what``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RescueError(f"corrupt {what}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RescueError(f"corrupt {what}: not a JSON object")
+    return data
 
 
 def _table(ins: Inspection) -> Table:

@@ -244,19 +244,45 @@ def _iso_children(iso: pycdlib.PyCdlib, facade: str, path: str) -> Iterator[tupl
         yield name, rec.is_dir()
 
 
-def _extract_iso(iso_path: Path, workdir: Path) -> Path:
-    """Copy the boot files of a Windows ISO (UDF first, as real ones carry files only there) to workdir."""
+# What pycdlib raises on truncated or corrupt structures besides its own exception.
+ISO_READ_ERRORS = (PyCdlibException, struct.error, ValueError, EOFError)
+
+
+def open_iso(iso_path: Path) -> pycdlib.PyCdlib:
+    """Open an ISO with pycdlib; a corrupt or truncated image is a one-line RescueError naming it."""
+    actual = Path(iso_path).stat().st_size
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(iso_path))
-    except (PyCdlibException, struct.error, ValueError, EOFError) as exc:
-        raise RescueError(f"cannot read ISO {iso_path}: {exc}") from None
+    except ISO_READ_ERRORS as exc:
+        declared = _pvd_size(iso_path)
+        if declared is not None and actual < declared:
+            raise RescueError(f"truncated ISO {iso_path}: {actual} of {declared} bytes") from None
+        raise RescueError(f"cannot read ISO {iso_path}: {exc or type(exc).__name__}") from None
+    # pycdlib reads past the end of a truncated image quietly (short files): compare with the PVD's size.
+    declared = iso.pvd.space_size * iso.logical_block_size
+    if actual < declared:
+        iso.close()
+        raise RescueError(f"truncated ISO {iso_path}: {actual} of {declared} bytes")
+    return iso
+
+
+def _pvd_size(iso_path: Path) -> int | None:
+    """Volume size in bytes from the primary volume descriptor at sector 16 (Ecma-119 8.4), None if absent."""
+    with open(iso_path, "rb") as f:
+        f.seek(0x8000)
+        pvd = f.read(2048)
+    if len(pvd) < 2048 or pvd[:6] != b"\x01CD001":
+        return None
+    (blocks,) = struct.unpack_from("<I", pvd, 80)
+    (block_size,) = struct.unpack_from("<H", pvd, 128)
+    return blocks * block_size
+
+
+def _extract_iso(iso_path: Path, workdir: Path) -> Path:
+    """Copy the boot files of a Windows ISO (UDF first, as real ones carry files only there) to workdir."""
+    iso = open_iso(iso_path)
     try:
-        # pycdlib reads past the end of a truncated image quietly (short files): compare with the PVD's size.
-        declared = iso.pvd.space_size * iso.logical_block_size
-        actual = iso_path.stat().st_size
-        if actual < declared:
-            raise RescueError(f"truncated ISO {iso_path}: {actual} of {declared} bytes")
         if iso.has_udf():
             facade = "udf_path"
         elif iso.has_joliet():
@@ -298,8 +324,7 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
             with open(dst, "wb") as f:  # streamed by pycdlib, not read whole into memory
                 iso.get_file_from_iso_fp(f, blocksize=1 << 20, **{facade: src})
         return out
-    except (PyCdlibException, struct.error, ValueError, EOFError) as exc:
-        # pycdlib raises struct.error/ValueError on truncated or corrupt structures
+    except ISO_READ_ERRORS as exc:
         raise RescueError(f"cannot read ISO {iso_path}: {exc or type(exc).__name__}") from None
     finally:
         iso.close()
@@ -494,5 +519,6 @@ __all__ = [
     "choose_boot_image",
     "default_adk_root",
     "find_ci",
+    "open_iso",
     "resolve_source",
 ]

@@ -147,3 +147,28 @@ def test_wrong_checksum_fails_the_build(standin, http_dir, tmp_path, wheelhouse)
            "--python-sha256", sha, env=env)
     assert r.returncode == 0, r.stderr
     assert [p.name for p in (tmp_path / "cache" / "python").iterdir()] == ["python-3.12.10-embed-amd64.zip"]
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("rescuekit: error: "), r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("size", [40_000, 100_000, 1_000_000])
+def test_inspect_truncated_iso_is_a_one_line_error(built, tmp_path, size):
+    iso, _, _ = built
+    cut = tmp_path / "cut.iso"
+    with open(iso, "rb") as f:
+        cut.write_bytes(f.read(size))
+    assert f"truncated ISO {cut}: {size} of " in _one_error_line(rk("inspect", str(cut)))
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"])
+def test_inspect_corrupt_build_json_is_a_one_line_error(standin, tmp_path, text):
+    media = tmp_path / "media"
+    (media / "sources").mkdir(parents=True)
+    (media / "sources" / "boot.wim").write_bytes((standin / "media" / "sources" / "boot.wim").read_bytes())
+    (media / "rescuekit").mkdir()
+    (media / "rescuekit" / "build.json").write_bytes(text.encode("latin-1"))
+    assert "corrupt rescuekit/build.json of " in _one_error_line(rk("inspect", str(media)))
