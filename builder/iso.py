@@ -8,7 +8,7 @@ for tools that ignore UDF).  pycdlib's only UDF option is called ``"2.60"``, but
 it writes are UDF 1.02 (revision fields 0x0102, plain File Entries, no metadata partition; udfinfo
 reports ``udfrev=1.02``), i.e. what ``-udfver102`` asks of oscdimg.  Files over 4 GiB become
 ISO 9660 multi-extent files (level 3) and single UDF files.  Files are streamed from their host paths at write time (pycdlib opens each one
-only while copying it), and the result is written to ``<output>.tmp`` then renamed.
+only while copying it), and the result is written to a temp file next to ``<output>`` then renamed.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import io
 import os
 import random
 import re
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -241,9 +242,11 @@ def master_iso(
     epoch = source_date_epoch()
     if bios_image is None and efi_image is None:
         raise RescueError("no El Torito boot image given (need etfsboot.com and/or efisys.bin)")
-    tmp = output.with_name(output.name + ".tmp")
     iso = pycdlib.PyCdlib()
     entries: list[str] = []
+    # A fresh name next to the output (same file system, so the rename is atomic); never a fixed
+    # "<output>.tmp", which may be a file of the user's (or of a concurrent build) that we would overwrite and delete.
+    tmp = output.with_name(f".{output.name}.{secrets.token_hex(8)}.tmp")  # opened "xb": exclusive, umask mode
     try:
         with _reproducible(epoch):
             iso.new(
@@ -280,7 +283,7 @@ def master_iso(
                 first = False
             _hide_boot_catalog(iso)
             total = iso.pvd.space_size * 2048 if iso.pvd else None
-            with open(tmp, "wb") as f, byte_progress(f"writing {output.name}", total, enabled=progress) as adv:
+            with open(tmp, "xb") as f, byte_progress(f"writing {output.name}", total, enabled=progress) as adv:
                 last = [0]
 
                 def cb(done: int, _total: int, _opaque: object) -> None:

@@ -161,3 +161,17 @@ def test_progress_bar_counts_every_byte(kit, tree, tmp_path, monkeypatch):
     (desc, total, enabled), *steps = seen
     assert desc == "writing p.iso" and enabled is True
     assert total == out.stat().st_size == sum(steps)
+
+
+def test_users_tmp_file_next_to_output_is_left_alone(kit, tree, tmp_path):
+    """The ISO is written to a fresh temp name: a file called OUTPUT.tmp is someone's data, never overwritten or
+    deleted (neither by a successful build nor by a failed one)."""
+    out = tmp_path / "out" / "rescue.iso"
+    mine = write(out.with_name("rescue.iso.tmp"), b"my notes\n")
+    master_iso(tree, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"])
+    assert mine.read_bytes() == b"my notes\n"
+    missing = {**tree, "gone.txt": tmp_path / "gone.txt"}
+    with pytest.raises((RescueError, OSError)):
+        master_iso(missing, out, efi_image=kit.efi["efisys.bin"])
+    assert mine.read_bytes() == b"my notes\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["rescue.iso", "rescue.iso.tmp"]
