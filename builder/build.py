@@ -98,6 +98,10 @@ def build_iso(opts: BuildOptions) -> BuildResult:
     output = _check_output(opts.output)
     label = iso.normalize_label(opts.label)
     epoch = iso.source_date_epoch()
+    # Before the staging folder is made next to the output: it must not be made inside the user's source.
+    given = opts.source if opts.source is not None else sources.default_adk_root()
+    if given is not None:
+        sources.check_output_outside(Path(given), output, *([opts.boot_files] if opts.boot_files else []))
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
     try:
         src = sources.resolve_source(

@@ -499,10 +499,10 @@ def resolve_source(
     )
 
 
-def check_output_outside(source: BaseSource, output: Path, *extra: Path) -> None:
+def check_output_outside(source: BaseSource | Path, output: Path, *extra: Path) -> None:
     """Refuse an output inside the source tree (it would be read while written, or pollute the source)."""
     out = Path(output).resolve()
-    for root in (source.path, *extra):
+    for root in (source.path if isinstance(source, BaseSource) else source, *extra):
         r = Path(root).resolve()
         if r.is_dir() and (out == r or r in out.parents):
             raise UsageError(f"output {output} is inside the source folder {root}")

@@ -187,3 +187,14 @@ def test_cli_no_source_off_windows(tmp_path):
     r = rk("build", "--output", str(tmp_path / "o.iso"))
     assert r.returncode == 2 and r.stderr.strip() == (
         "rescuekit: error: no --source given and no Windows ADK with the WinPE add-on found at its standard path")
+
+
+@pytest.mark.parametrize("where", ["media/o.iso", "fwfiles/o.iso", "o.iso"])
+def test_output_inside_source_writes_nothing_into_it(kit, tmp_path, where):
+    """Refused before the staging folder is made next to the output: not even a temporary entry in the source
+    (a folder's mtime changes when an entry is created and removed)."""
+    base = make_copype(kit, tmp_path / "pe")
+    before = {p: p.stat().st_mtime_ns for p in [base, *base.rglob("*")]}
+    r = rk("build", "--source", str(base), "--output", str(base / where))
+    assert r.returncode == 2 and "inside the source folder" in r.stderr, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in [base, *base.rglob("*")]} == before
