@@ -167,7 +167,10 @@ def cmd_quote(arg: str) -> str:
     if set(arg) & (_CMD_SPECIAL | {"\n", "\r"}):
         raise UsageError(f"refusing to put {arg!r} into a .cmd file")
     if arg == "" or any(c in arg for c in " \t,;=()"):
-        return f'"{arg}"'
+        # Programs split their command line with the MSVCRT rules (CommandLineToArgvW): backslashes before the
+        # closing quote escape it ("D:\My Images\" would swallow the rest of the line), so double them.
+        trailing = len(arg) - len(arg.rstrip("\\"))
+        return '"' + arg + "\\" * trailing + '"'
     return arg
 
 

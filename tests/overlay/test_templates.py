@@ -166,3 +166,44 @@ def test_cmd_quote_quotes_only_when_needed():
     assert cmd_quote("D:\\Images") == "D:\\Images"
     assert cmd_quote("D:\\My Images") == '"D:\\My Images"'
     assert cmd_quote("a,b") == '"a,b"'
+
+
+def split_like_msvcrt(line: str) -> list[str]:
+    """How python.exe (MSVCRT / CommandLineToArgvW) splits its command line into argv."""
+    args, cur, quoted, have, i = [], "", False, False, 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\":
+            n = len(line[i:]) - len(line[i:].lstrip("\\"))
+            if i + n < len(line) and line[i + n] == '"':
+                cur += "\\" * (n // 2)
+                if n % 2:
+                    cur += '"'
+                    i += n + 1
+                else:
+                    i += n
+            else:
+                cur += "\\" * n
+                i += n
+            have = True
+            continue
+        if c == '"':
+            quoted, have = not quoted, True
+        elif c in " \t" and not quoted:
+            if have:
+                args.append(cur)
+            cur, have = "", False
+        else:
+            cur, have = cur + c, True
+        i += 1
+    if have:
+        args.append(cur)
+    return args
+
+
+@pytest.mark.parametrize("repo", ["D:\\My Images\\", "\\\\nas01\\pc backups\\", "D:\\a b\\\\", "D:\\", "D:\\x\\"])
+def test_repository_with_trailing_backslash_reaches_the_runtime_intact(repo):
+    """A quoted argument ending in a backslash would escape its closing quote and swallow the next arguments."""
+    cfg = RuntimeConfig(default_action="capture", repository=repo, target="\\\\.\\PhysicalDrive0", image="pc 1")
+    line = lines(render_overlay_files(cfg, [])["rescuekit/launch.cmd"])[3]
+    assert split_like_msvcrt(line)[4:] == ["capture", "\\\\.\\PhysicalDrive0", repo, "--name", "pc 1"]
