@@ -105,3 +105,89 @@ def test_missing_pack_refused_before_writing(repo: dict, repo_copy: Path, tmp_pa
     assert target.read_bytes() == b"x" * 4096 * 100_000
     res = rk("verify", repo_copy, check=False)
     assert res.returncode == 1 and "missing" in res.stdout and "damaged: image" in res.stdout
+
+
+def _rewrite_index(repo_copy: Path, edit) -> None:
+    """Apply ``edit`` to the decoded index document and store it under its new content name (valid zstd/JSON)."""
+    import blake3
+    import zstandard
+
+    old = next((repo_copy / "index").glob("*.idx"))
+    doc = json.loads(zstandard.ZstdDecompressor().decompress(old.read_bytes()))
+    edit(doc)
+    data = zstandard.ZstdCompressor().compress(json.dumps(doc).encode())
+    old.unlink()
+    (repo_copy / "index" / f"{blake3.blake3(data).hexdigest()}.idx").write_bytes(data)
+
+
+def _claim_size(frame: bytes, size: int) -> bytes:
+    """The zstd frame with its header's content size field replaced by ``size`` (8-byte field)."""
+    fhd = frame[4]
+    single, fcs_flag, dict_flag = (fhd >> 5) & 1, fhd >> 6, fhd & 3
+    keep = (0 if single else 1) + (0, 1, 2, 4)[dict_flag]  # window descriptor + dictionary id
+    fcs_len = ((1 if single else 0), 2, 4, 8)[fcs_flag]
+    return frame[:4] + bytes([0xC0 | (fhd & 0x3F)]) + frame[5:5 + keep] + size.to_bytes(8, "little") \
+        + frame[5 + keep + fcs_len:]
+
+
+def test_malformed_index_rows_give_one_line_errors(repo_copy: Path, disks: dict, tmp_path: Path) -> None:
+    def edit(doc: dict) -> None:
+        rows = next(iter(doc["packs"].values()))
+        rows[0] = rows[0][:3]  # a short row
+    _rewrite_index(repo_copy, edit)
+    for args in (["verify", repo_copy], ["restore", repo_copy, tmp_path / "t.img", "--yes"], ["prune", repo_copy],
+                 ["capture", disks["mbr"][0], repo_copy]):
+        res = rk(*args, check=False)
+        if args[0] == "verify":
+            assert res.returncode == 1 and "corrupt chunk list" in res.stdout, res.stdout + res.stderr
+        else:
+            assert "corrupt chunk list" in _err(res)
+    assert not (tmp_path / "t.img").exists()
+
+
+def test_absurd_sizes_are_refused_without_allocating(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    import zstandard
+
+    # an index file whose zstd header claims 1 TiB
+    idx = next((repo_copy / "index").glob("*.idx"))
+    good = idx.read_bytes()
+    idx.write_bytes(_claim_size(good, 1 << 40))
+    assert "corrupt index file" in _err(rk("restore", repo_copy, tmp_path / "t.img", "--yes", check=False))
+    idx.write_bytes(good)
+    # a compressed blob whose zstd header claims 1 TiB: verify names the damage, restore stops with one line
+    dctx = zstandard.ZstdDecompressor()
+    doc = json.loads(dctx.decompress(good))
+    pack_id, rows = next((p, r) for p, r in doc["packs"].items() if any(row[4] for row in r))
+    row = next(r for r in rows if r[4])
+    pack = repo_copy / "data" / pack_id[:2] / f"{pack_id}.pack"
+    data = pack.read_bytes()
+    blob = data[row[1]:row[1] + row[2]]
+    bad = _claim_size(blob, 1 << 40)
+    assert len(bad) >= len(blob)
+    # keep the blob's length: overwrite in place, dropping the frame's trailing bytes the header grew by
+    pack.write_bytes(data[:row[1]] + bad[:len(blob)] + data[row[1] + row[2]:])
+    res = rk("verify", repo_copy, "--read-data", check=False)
+    assert res.returncode == 1 and "damaged: image" in res.stdout and "Traceback" not in res.stderr, res.stderr
+    user = next(p.stem for p in (repo_copy / "images").glob("*.json") if row[0] in p.read_text())
+    msg = _err(rk("restore", repo_copy, tmp_path / "u.img", "--image", user, "--yes", check=False))
+    assert "does not decompress" in msg and pack_id[:16] in msg
+    # a config with an absurd chunk size
+    cfg = json.loads((repo_copy / "config").read_text())
+    cfg["chunk_size"] = 1 << 40
+    (repo_copy / "config").write_text(json.dumps(cfg))
+    assert "corrupt repository config" in _err(rk("images", repo_copy, check=False))
+
+
+def test_manifest_with_valid_checksum_but_bad_layout(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    from rescuekit.repo.manifest import canonical, checksum
+
+    path = repo_copy / "images" / f"{repo['gpt']['id']}.json"
+    doc = json.loads(path.read_text())
+    doc["extents"][0]["chunks"] = doc["extents"][0]["chunks"][1:]  # one chunk id short
+    doc["checksum"] = checksum(doc)
+    path.write_bytes(canonical(doc))
+    assert "corrupt image manifest (extent 0)" in _err(rk("restore", repo_copy, tmp_path / "t.img", "--image",
+                                                         repo["gpt"]["id"], "--yes", check=False))
+    assert not (tmp_path / "t.img").exists()
+    res = rk("verify", repo_copy, check=False)
+    assert res.returncode == 1 and "corrupt image manifest" in res.stdout

@@ -13,6 +13,9 @@ FORMAT_NAME = "rescuekit-repository"
 FORMAT_VERSION = 1  # bump on any incompatible change; readers refuse newer versions (docs/format.md)
 DEFAULT_CHUNK_SIZE = 256 << 10  # measured: 1 MiB chunks store 2.4x more on small changes (docs/imaging.md)
 DEFAULT_PACK_SIZE = 64 << 20  # packs stay far below FAT32's 4 GiB file limit
+MAX_CHUNK_SIZE = 16 << 20  # bounds what a corrupt config or index can make a reader allocate
+MAX_BLOB = 8 * MAX_CHUNK_SIZE  # a stored blob holds at most 8 chunks (imaging.capture.GROUP)
+MIN_PACK_SIZE, MAX_PACK_SIZE = 64 << 10, 1 << 30  # a pack may overshoot the cap by one blob: stays < 4 GiB
 HASH_NAME = "blake3-256"
 COMPRESSION = "zstd"
 SUBDIRS = ("data", "index", "images", "locks", "restores")
@@ -38,9 +41,18 @@ class RepoConfig:
         }, indent=1).encode() + b"\n"
 
 
+def _size_problem(chunk_size: int, pack_size: int) -> str | None:
+    if chunk_size < 4096 or chunk_size > MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
+        return f"chunk size {chunk_size} must be a power of two from 4096 to {MAX_CHUNK_SIZE}"
+    if not MIN_PACK_SIZE <= pack_size <= MAX_PACK_SIZE:
+        return f"pack size {pack_size} must be from {MIN_PACK_SIZE} to {MAX_PACK_SIZE}"
+    return None
+
+
 def new_config(chunk_size: int = DEFAULT_CHUNK_SIZE, pack_size: int = DEFAULT_PACK_SIZE) -> RepoConfig:
-    if chunk_size < 4096 or chunk_size & (chunk_size - 1):
-        raise RescueError(f"chunk size {chunk_size} must be a power of two >= 4096")
+    problem = _size_problem(chunk_size, pack_size)
+    if problem:
+        raise RescueError(problem)
     return RepoConfig(id=secrets.token_hex(16), chunk_size=chunk_size, pack_size=pack_size, created=utc_now())
 
 
@@ -78,6 +90,7 @@ def load_config(path: Path) -> RepoConfig:
                          created=str(doc.get("created", "")), version=version)
     except (KeyError, TypeError, ValueError):
         raise RescueError(f"{cfg_path}: corrupt repository config (missing fields)") from None
-    if cfg.chunk_size < 4096 or cfg.chunk_size & (cfg.chunk_size - 1):
-        raise RescueError(f"{cfg_path}: invalid chunk size {cfg.chunk_size}")
+    problem = _size_problem(cfg.chunk_size, cfg.pack_size)
+    if problem:
+        raise RescueError(f"{cfg_path}: corrupt repository config ({problem})")
     return cfg

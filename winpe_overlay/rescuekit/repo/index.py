@@ -16,7 +16,7 @@ import zstandard
 from rescuekit.errors import RescueError
 from rescuekit.repo.config import FORMAT_VERSION, check_version
 from rescuekit.repo.fsutil import atomic_write
-from rescuekit.repo.packs import Entry
+from rescuekit.repo.packs import Entry, check_rows, is_id, json_limit, unzstd
 
 
 class Index:
@@ -43,13 +43,18 @@ def index_files(root: Path) -> list[Path]:
 
 def read_index_file(path: Path) -> dict[str, list[list]]:
     try:
-        doc = json.loads(zstandard.ZstdDecompressor().decompress(path.read_bytes()))
-        packs = doc["packs"]
-        if not isinstance(packs, dict):
+        data = path.read_bytes()
+        doc = json.loads(unzstd(data, json_limit(len(data))))
+        if not isinstance(doc, dict):
             raise TypeError
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, zstandard.ZstdError):
+    except (OSError, ValueError, UnicodeDecodeError, TypeError, zstandard.ZstdError):
         raise RescueError(f"{path}: corrupt index file") from None
-    check_version(doc.get("version"), str(path))
+    check_version(doc.get("version"), str(path))  # before the layout: a newer version may lay it out differently
+    packs = doc.get("packs")
+    if not isinstance(packs, dict) or not all(is_id(k) for k in packs):
+        raise RescueError(f"{path}: corrupt index file")
+    for rows in packs.values():
+        check_rows(rows, str(path))
     return packs
 
 

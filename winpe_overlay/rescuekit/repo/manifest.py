@@ -12,8 +12,9 @@ from pathlib import Path
 import blake3
 
 from rescuekit.errors import RescueError
-from rescuekit.repo.config import check_version
+from rescuekit.repo.config import MAX_CHUNK_SIZE, check_version
 from rescuekit.repo.fsutil import atomic_write
+from rescuekit.repo.packs import is_id
 
 IMAGE_FORMAT = "rescuekit-image"
 
@@ -50,7 +51,45 @@ def read_manifest(path: Path) -> dict:
         raise RescueError(f"{path}: corrupt image manifest (checksum mismatch)")
     if doc.get("id") != path.stem:
         raise RescueError(f"{path}: manifest id {doc.get('id')!r} does not match its file name")
+    problem = _layout_problem(doc)
+    if problem:
+        raise RescueError(f"{path}: corrupt image manifest ({problem})")
     return doc
+
+
+def _int(v: object, lo: int = 0) -> bool:
+    return type(v) is int and v >= lo
+
+
+def _layout_problem(doc: dict) -> str | None:
+    """What readers rely on, checked once here (the checksum only proves the file is as it was written)."""
+    cs = doc.get("chunk_size")
+    if not _int(cs, 4096) or cs > MAX_CHUNK_SIZE or cs & (cs - 1):
+        return f"chunk size {cs!r}"
+    src, table, totals = doc.get("source"), doc.get("table"), doc.get("totals")
+    if not isinstance(src, dict) or not _int(src.get("size")):
+        return "source"
+    if not isinstance(table, dict) or table.get("kind") not in ("gpt", "mbr", "none"):
+        return "table"
+    if not isinstance(totals, dict) or not all(_int(totals.get(k)) for k in ("stored_bytes", "new_stored_bytes")):
+        return "totals"
+    if not isinstance(doc.get("created"), str) or not isinstance(doc.get("warnings", []), list):
+        return "created/warnings"
+    parts = doc.get("partitions")
+    if not isinstance(parts, list) or not all(
+            isinstance(p, dict) and _int(p.get("number"), 1) and _int(p.get("start")) and _int(p.get("size"))
+            and p["start"] + p["size"] <= src["size"] for p in parts):
+        return "partitions"
+    exts = doc.get("extents")
+    if not isinstance(exts, list):
+        return "extents"
+    for e in exts:
+        if not (isinstance(e, dict) and _int(e.get("offset")) and _int(e.get("length"), 1)
+                and e["offset"] % cs == 0 and e["offset"] + e["length"] <= src["size"]
+                and isinstance(e.get("chunks"), list) and len(e["chunks"]) == -(-e["length"] // cs)
+                and all(c is None or is_id(c) for c in e["chunks"])):
+            return f"extent {e.get('offset') if isinstance(e, dict) else e!r}"
+    return None
 
 
 def manifest_paths(root: Path) -> list[Path]:

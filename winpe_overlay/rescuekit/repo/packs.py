@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import struct
 from typing import NamedTuple
@@ -22,7 +23,7 @@ import blake3
 import zstandard
 
 from rescuekit.errors import RescueError
-from rescuekit.repo.config import FORMAT_VERSION, check_version
+from rescuekit.repo.config import FORMAT_VERSION, MAX_BLOB, MAX_CHUNK_SIZE, check_version
 from rescuekit.repo.fsutil import fsync_dir, pread
 
 PACK_MAGIC = b"RKPACK01"
@@ -51,6 +52,45 @@ class Entry(NamedTuple):
     @classmethod
     def from_row(cls, pack: str, row: list) -> "Entry":
         return cls(pack, row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+_ID = re.compile(r"[0-9a-f]{64}")
+_MAX = 1 << 48  # no pack offset comes near this
+
+
+def is_id(value: object) -> bool:
+    """A BLAKE3-256 id as the repository writes it: 64 lower-case hex digits."""
+    return type(value) is str and _ID.fullmatch(value) is not None
+
+
+def _row_ok(r: object) -> bool:
+    if type(r) is not list or len(r) != 6:
+        return False
+    cid, off, clen, ulen, z, skip = r
+    return (type(cid) is str and _ID.fullmatch(cid) is not None and type(off) is int and type(clen) is int
+            and type(ulen) is int and type(skip) is int and 0 <= off < _MAX and 0 < clen <= MAX_BLOB
+            and 0 <= ulen <= MAX_CHUNK_SIZE and 0 <= skip < MAX_BLOB and (z == 0 or z == 1) and type(z) is int)
+
+
+def check_rows(rows: object, where: str) -> list[list]:
+    """Chunk rows as in a pack header or index file, validated so that no reader trips over a bad field."""
+    if type(rows) is not list or not all(map(_row_ok, rows)):
+        raise RescueError(f"{where}: corrupt chunk list (malformed row)")
+    return rows  # type: ignore[return-value]
+
+
+def unzstd(data: bytes, limit: int, dctx: zstandard.ZstdDecompressor | None = None) -> bytes:
+    """Decompress one zstd frame of at most ``limit`` bytes: a corrupt size field in the frame header must
+    not make us allocate gigabytes (zstandard trusts it). Raises zstandard.ZstdError."""
+    size = zstandard.frame_content_size(data)
+    if size > limit:
+        raise zstandard.ZstdError(f"frame claims {size} bytes")
+    return (dctx or zstandard.ZstdDecompressor()).decompress(data, max_output_size=limit)
+
+
+def json_limit(compressed: int) -> int:
+    """Largest plausible decompressed size of zstd-compressed JSON (ids are random hex: ratio ~2)."""
+    return 64 * compressed + (1 << 20)
 
 
 def pack_path(root: Path, pack_id: str) -> Path:
@@ -133,11 +173,13 @@ def read_pack_header(path: Path) -> list[list]:
             if magic != PACK_MAGIC or hlen > size - TRAILER.size:
                 raise RescueError(f"{path}: not a pack file (bad trailer)")
             f.seek(size - TRAILER.size - hlen)
-            doc = json.loads(zstandard.ZstdDecompressor().decompress(f.read(hlen)))
+            doc = json.loads(unzstd(f.read(hlen), json_limit(hlen)))
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError, zstandard.ZstdError):
         raise RescueError(f"{path}: corrupt pack header") from None
     check_version(doc.get("version"), str(path))
-    return doc["chunks"]
+    return check_rows(doc.get("chunks"), f"{path}: pack header")
 
 
 class PackReader:

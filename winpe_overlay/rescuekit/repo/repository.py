@@ -12,12 +12,12 @@ import blake3
 import zstandard
 
 from rescuekit.errors import RescueError, UsageError
-from rescuekit.repo.config import SUBDIRS, RepoConfig, load_config, new_config
+from rescuekit.repo.config import MAX_BLOB, SUBDIRS, RepoConfig, load_config, new_config
 from rescuekit.repo.fsutil import atomic_write, fsync_dir
 from rescuekit.repo.index import Index, load_index, write_index_file
 from rescuekit.repo.lock import RepoLock
 from rescuekit.repo.manifest import manifest_paths, read_manifest
-from rescuekit.repo.packs import Entry, PackReader, PackWriter
+from rescuekit.repo.packs import Entry, PackReader, PackWriter, unzstd
 
 ZSTD_LEVEL = 3
 INDEX_EVERY_PACKS = 16  # write an index file this often so an interrupted capture keeps its progress
@@ -235,7 +235,7 @@ def decode_blob(blob: bytes, entry: Entry) -> bytes:
     if dctx is None:
         dctx = _tls.dctx = zstandard.ZstdDecompressor()
     try:
-        return dctx.decompress(blob)
+        return unzstd(blob, MAX_BLOB, dctx)
     except zstandard.ZstdError:
         raise RescueError(f"blob at offset {entry.offset} of pack {entry.pack[:16]} does not decompress "
                           "(corrupt pack)") from None
