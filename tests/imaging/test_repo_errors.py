@@ -191,3 +191,19 @@ def test_manifest_with_valid_checksum_but_bad_layout(repo: dict, repo_copy: Path
     assert not (tmp_path / "t.img").exists()
     res = rk("verify", repo_copy, check=False)
     assert res.returncode == 1 and "corrupt image manifest" in res.stdout
+
+
+def test_restore_refuses_targets_in_repository_and_missing_devices(repo_copy: Path, tmp_path: Path) -> None:
+    pack = max(repo_copy.glob("data/*/*.pack"), key=lambda p: p.stat().st_size)
+    before = pack.read_bytes()
+    for target in (pack, repo_copy / "new.img"):
+        assert "inside the repository" in _err(rk("restore", repo_copy, target, "--partition", "1", "--image", "mbr",
+                                                  "--yes", check=False))
+    assert pack.read_bytes() == before and not (repo_copy / "new.img").exists()
+    missing = "/dev/rescuekit-no-such-disk-" + tmp_path.name
+    assert "no such device" in _err(rk("restore", repo_copy, missing, "--yes", check=False))
+    assert not os.path.exists(missing)
+    # a garbled restore journal is reported, not a crash
+    (repo_copy / "restores" / "0123456789abcdef.json").write_text("[1, 2]")
+    assert rk_json("images", repo_copy)["unfinished_restores"][0]["journal"] == "0123456789abcdef.json"
+    rk("restore", repo_copy, tmp_path / "ok.img", "--image", "mbr", "--yes")

@@ -144,13 +144,26 @@ def _write_journal(repo: Repository, doc: dict, target: str, partition: int | No
     return path
 
 
+def _refuse_odd_target(target: str, root: Path, exists: bool) -> None:
+    """A target inside the repository would overwrite its packs; a missing /dev/... name is a mistyped device
+    (creating a disk-sized regular file in /dev would fill RAM and restore nothing)."""
+    if target.startswith(("\\\\.\\", "//./")):
+        return
+    real, repo_real = Path(os.path.realpath(target)), Path(os.path.realpath(root))
+    if real == repo_real or repo_real in real.parents:
+        raise UsageError(f"refusing to restore onto {target}: it is inside the repository {root}")
+    if not exists and (real.parts[1:2] == ("dev",) or target.startswith("/dev/")):
+        raise RescueError(f"no such device: {target}; nothing was written (see `rescuekit disks`)")
+
+
 def unfinished_restores(root: Path) -> list[dict]:
     out = []
     for p in sorted((root / "restores").glob("*.json")):
         try:
-            out.append(json.loads(p.read_bytes()))
+            doc = json.loads(p.read_bytes())
         except (OSError, ValueError):
-            out.append({"target": "?", "journal": p.name})
+            doc = None
+        out.append(doc if isinstance(doc, dict) else {"target": "?", "journal": p.name})
     return out
 
 
@@ -176,6 +189,7 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
         if is_system_disk(target):
             raise RescueError(f"refusing to restore onto {target}: it is the running system's disk")
         exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
+        _refuse_odd_target(target, repo.root, exists)
         base = 0
         if exists:
             with open_source(target) as ro:
@@ -278,7 +292,7 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
             try:                                           # superseded now
                 if json.loads(p.read_bytes()).get("target") == target:
                     p.unlink()
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 pass
         return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
                 "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3)}
