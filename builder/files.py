@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from pathlib import Path
+
+# What reading a damaged zip member raises (bad CRC, broken deflate stream, cut short).
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 def sha256_file(path: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import platformdirs
 
-from builder.files import sha256_file
+from builder.files import ZIP_READ_ERRORS, sha256_file
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.progress import byte_progress
 
@@ -197,7 +197,10 @@ def unpack_embed(info: EmbedInfo, dest: Path, extra_pth: list[str]) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            try:
+                with zf.open(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except ZIP_READ_ERRORS as exc:
+                raise RescueError(f"damaged Python embeddable zip {info.path}: {member.filename}: {exc}") from None
     pth = next(p for p in dest.iterdir() if p.name.lower() == info.pth_name.lower())
     pth.write_bytes(patch_pth(pth.read_bytes().decode("utf-8-sig"), extra_pth).encode("utf-8"))

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from builder.files import ZIP_READ_ERRORS
 from builder.pe_imports import needs_msvcp140
 from rescuekit.errors import RescueError, UsageError
 
@@ -158,7 +159,10 @@ def install_wheel(wheel: Wheel, site_packages: Path) -> list[str]:
                     continue  # scripts/headers/data are not needed by the runtime
             target = site_packages.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            data = zf.read(member)
+            try:
+                data = zf.read(member)
+            except ZIP_READ_ERRORS as exc:
+                raise RescueError(f"damaged wheel {wheel.path}: {member.filename}: {exc}") from None
             if target.suffix.lower() in (".pyd", ".dll") and needs_msvcp140(data):
                 warnings.append(f"{wheel.filename}: {p.name} imports msvcp140.dll, which the embeddable Python lacks")
             target.write_bytes(data)

@@ -118,3 +118,22 @@ def test_unsafe_zip_member_refused(tmp_path):
     with pytest.raises(RescueError, match="unsafe member"):
         pe.unpack_embed(pe.inspect_embed(z), tmp_path / "py", [])
     assert not (tmp_path / "evil.txt").exists()
+
+
+def damage_member(zip_path, name: str) -> None:
+    """Flip one byte inside the stored data of member ``name`` (its CRC or deflate stream no longer matches)."""
+    with zipfile.ZipFile(zip_path) as zf:
+        info = zf.getinfo(name)
+    data = bytearray(zip_path.read_bytes())
+    fname_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + fname_len + extra_len
+    data[start + info.compress_size // 2] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+
+
+def test_damaged_embed_zip_is_a_one_line_error(tmp_path):
+    z = make_embed_zip(tmp_path / "python-3.12.10-embed-amd64.zip", extra={"big.dll": bytes(range(256)) * 64})
+    damage_member(z, "big.dll")
+    with pytest.raises(RescueError, match=r"damaged Python embeddable zip .*python-3\.12\.10-embed-amd64\.zip: big\.dll"):
+        pe.unpack_embed(pe.inspect_embed(z), tmp_path / "py", [])

@@ -92,3 +92,15 @@ def test_runtime_package_copied_without_caches(tmp_path):
     dst = copy_runtime_package(tmp_path)
     assert (dst / "__main__.py").is_file() and (dst / "cli.py").is_file()
     assert not list(dst.rglob("__pycache__")) and not list(dst.rglob("*.pyc"))
+
+
+def test_damaged_wheel_is_a_one_line_error(tmp_path):
+    from rescuekit.errors import RescueError
+    from tests.overlay.test_python_embed import damage_member
+
+    whl = tmp_path / "blob-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("blob/__init__.py", "x = 1\n" * 2000)
+    damage_member(whl, "blob/__init__.py")
+    with pytest.raises(RescueError, match=r"damaged wheel .*blob-1\.0-py3-none-any\.whl: blob/__init__\.py"):
+        install_wheel(parse_wheel(whl), tmp_path / "site")
