@@ -45,10 +45,12 @@ class DismBackend:
         driver_dirs: Sequence[Path],
         mount_dir: Path,
         remove: Sequence[str] = (),
+        rename: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Mount image ``index`` of ``wim`` at ``mount_dir``, copy ``tree`` over it, add drivers, commit.
 
-        ``remove``: image-relative files to delete (e.g. a winpeshl.ini that would bypass startnet.cmd).
+        ``remove``: image-relative files to delete (e.g. a winpeshl.ini that would bypass startnet.cmd);
+        ``rename``: (old, new) image-relative names, applied when ``old`` exists (e.g. a setup.exe that would too).
         """
         mount_dir.mkdir(parents=True, exist_ok=True)
         self._dism("/Mount-Image", f"/ImageFile:{wim}", f"/Index:{index}", f"/MountDir:{mount_dir}")
@@ -56,6 +58,9 @@ class DismBackend:
             shutil.copytree(tree, mount_dir, dirs_exist_ok=True)
             for rel in remove:
                 (mount_dir / rel).unlink(missing_ok=True)
+            for old, new in rename:
+                if (mount_dir / old).exists():
+                    (mount_dir / old).replace(mount_dir / new)
             for d in driver_dirs:
                 self._dism("/Add-Driver", f"/Image:{mount_dir}", f"/Driver:{d}", "/Recurse")
         except BaseException:

@@ -26,6 +26,8 @@ from builder.wheels import copy_runtime_package, gather_wheels, install_wheel
 from rescuekit.errors import UsageError
 
 BACKENDS = ("wimlib", "dism")
+# winpeshl runs X:\setup.exe (a Windows setup boot.wim) instead of startnet.cmd: both backends rename it away.
+SETUP_RENAME = ("setup.exe", "setup.exe.orig")
 MANIFEST_FORMAT = 1
 
 
@@ -154,7 +156,7 @@ def wimlib_commands(tree: Path, shell: str, has_setup_exe: bool) -> list[str]:
         cmds.append(f"delete --force {_q('/' + layout.REL_WINPESHL)}")
     if has_setup_exe:
         # ... and X:\setup.exe (Windows setup's boot.wim) before startnet.cmd; mkwinpeimg renames it too
-        cmds.append('rename "/setup.exe" "/setup.exe.orig"')
+        cmds.append(f"rename {_q('/' + SETUP_RENAME[0])} {_q('/' + SETUP_RENAME[1])}")
     return cmds
 
 
@@ -190,7 +192,7 @@ def apply_overlay(
     else:
         remove = [layout.REL_WINPESHL] if opts.config.shell != "winpeshl" else []
         DismBackend(dism_runner).apply(
-            boot_wim, index, tree, [d.source for d in drivers], workdir / "mount", remove=remove
+            boot_wim, index, tree, [d.source for d in drivers], workdir / "mount", remove=remove, rename=[SETUP_RENAME]
         )
     return OverlayResult(size_before, boot_wim.stat().st_size, manifest, warnings)
 

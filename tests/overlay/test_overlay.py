@@ -197,6 +197,26 @@ def test_dism_overlay_skips_drvload(tiny_wim, tmp_path, embed_zip, wheelhouse, d
     assert not (tmp_path / "work" / "mount" / "rescuekit" / "drivers").exists()
 
 
+def test_dism_overlay_renames_setup_exe_like_wimlib(tiny_wim, tmp_path, embed_zip, wheelhouse):
+    """winpeshl would run X:\\setup.exe instead of startnet.cmd: the DISM backend renames it away too."""
+    mount = tmp_path / "work" / "mount"
+
+    class MountingRunner(FakeRunner):
+        def __call__(self, cmd):
+            if cmd[1] == "/Mount-Image":  # what DISM shows of a Windows setup boot.wim
+                (mount / "Windows" / "System32").mkdir(parents=True)
+                (mount / "setup.exe").write_bytes(b"MZ setup")
+            return super().__call__(cmd)
+
+    runner = MountingRunner()
+    boot = tmp_path / "boot.wim"
+    shutil.copy(tiny_wim, boot)
+    apply_overlay(boot, tmp_path / "work", OverlayOptions(python_embed=embed_zip, wheelhouse=wheelhouse,
+                                                          backend="dism"), dism_runner=runner)
+    assert [c[1] for c in runner.calls] == ["/Mount-Image", "/Unmount-Image"] and runner.calls[-1][-1] == "/Commit"
+    assert not (mount / "setup.exe").exists() and (mount / "setup.exe.orig").read_bytes() == b"MZ setup"
+
+
 def test_staged_runtime_imports_from_the_pth_paths_alone(overlaid, tmp_path):
     """Emulate the ._pth: only its entries (resolved from python.exe's folder) on sys.path, no site. The pure
     wheels and the runtime package must then import from the staged tree; the compiled deps (win_amd64 in the
