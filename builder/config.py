@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass
 
 from rescuekit import __version__
+from rescuekit.config import ACTIONS  # the runtime's list: what config.toml may say
 from rescuekit.errors import UsageError
-
-ACTIONS = ("menu", "capture", "restore")
 SHELLS = ("startnet", "winpeshl")
 
 # Characters that cmd.exe expands or splits on even inside double quotes (%, !) or that end a quoted
