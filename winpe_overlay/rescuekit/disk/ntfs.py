@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 
 from rescuekit.disk.device import BlockDevice
-from rescuekit.disk.ranges import RangeBuilder
+from rescuekit.disk.ranges import RangeBuilder, covered
 from rescuekit.errors import RescueError
 
 NTFS_OEM = b"NTFS    "
@@ -21,6 +21,7 @@ VOLUME_IS_DIRTY = 0x0001
 AT_DATA = 0x80
 AT_END = 0xFFFFFFFF
 READ_CHUNK = 8 << 20
+MAX_ATTRIBUTE_LIST = 1 << 20  # an $ATTRIBUTE_LIST value is at most 256 KiB in practice
 
 
 @dataclass
@@ -89,19 +90,20 @@ def read_mft_record(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) 
 
 
 def iter_attributes(rec: bytes):
-    """Yield (type, offset) of each attribute in an MFT record."""
+    """Yield (type, offset) of each attribute in an MFT record; stops at the end marker or at an attribute
+    too short for its header (resident 24 bytes, non-resident 64) or running past the record."""
     pos = struct.unpack_from("<H", rec, 20)[0]
     used = min(struct.unpack_from("<I", rec, 24)[0], len(rec))
     while pos + 16 <= used:
         atype, alen = struct.unpack_from("<II", rec, pos)
-        if atype == AT_END or alen < 16 or pos + alen > used:
+        if atype == AT_END or alen < (64 if rec[pos + 8] else 24) or pos + alen > used:
             return
         yield atype, pos
         pos += alen
 
 
 def decode_runs(buf: bytes, pos: int, end: int) -> list[tuple[int | None, int]]:
-    """Mapping pairs -> [(lcn or None for sparse, length in clusters)]."""
+    """Mapping pairs -> [(lcn or None for sparse, length in clusters)]; lengths > 0, LCNs >= 0."""
     runs: list[tuple[int | None, int]] = []
     lcn = 0
     while pos < end and buf[pos]:
@@ -110,10 +112,14 @@ def decode_runs(buf: bytes, pos: int, end: int) -> list[tuple[int | None, int]]:
         pos += 1
         if lsz == 0 or pos + lsz + osz > end:
             raise RescueError("corrupt NTFS data runs")
-        length = int.from_bytes(buf[pos:pos + lsz], "little")
+        length = int.from_bytes(buf[pos:pos + lsz], "little", signed=True)
         pos += lsz
+        if length <= 0:
+            raise RescueError(f"corrupt NTFS data runs (run length {length})")
         if osz:
             lcn += int.from_bytes(buf[pos:pos + osz], "little", signed=True)
+            if lcn < 0:
+                raise RescueError(f"corrupt NTFS data runs (negative LCN {lcn})")
             runs.append((lcn, length))
         else:
             runs.append((None, length))
@@ -125,6 +131,15 @@ def _unnamed(rec: bytes, apos: int) -> bool:
     return rec[apos + 9] == 0
 
 
+def _resident_value(rec: bytes, apos: int) -> bytes:
+    """The value of a resident attribute; RescueError if it runs past the attribute."""
+    alen = struct.unpack_from("<I", rec, apos + 4)[0]
+    vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
+    if voff + vlen > alen:
+        raise RescueError(f"NTFS resident attribute 0x{rec[apos]:02X} value runs past its attribute")
+    return bytes(rec[apos + voff:apos + voff + vlen])
+
+
 def volume_state(dev: BlockDevice, offset: int, boot: NtfsBoot) -> tuple[str | None, bool | None]:
     """(label, dirty flag) from $Volume's $VOLUME_NAME and $VOLUME_INFORMATION; None when unreadable."""
     try:
@@ -133,10 +148,12 @@ def volume_state(dev: BlockDevice, offset: int, boot: NtfsBoot) -> tuple[str | N
         return None, None
     label, dirty = None, None
     for atype, apos in iter_attributes(rec):
-        if rec[apos + 8] != 0:  # both are always resident
+        if rec[apos + 8] != 0 or atype not in (AT_VOLUME_NAME, AT_VOLUME_INFORMATION):  # both are resident
             continue
-        vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
-        value = bytes(rec[apos + voff:apos + voff + vlen])
+        try:
+            value = _resident_value(rec, apos)
+        except RescueError:
+            continue
         if atype == AT_VOLUME_NAME:
             label = value.decode("utf-16-le", "replace")
         elif atype == AT_VOLUME_INFORMATION and len(value) >= 12:
@@ -148,6 +165,8 @@ def volume_state(dev: BlockDevice, offset: int, boot: NtfsBoot) -> tuple[str | N
 def read_stream(dev: BlockDevice, offset: int, runs: list[tuple[int | None, int]], cs: int, pos: int,
                 n: int) -> bytes:
     """``n`` bytes at byte ``pos`` of a non-resident stream described by ``runs`` (sparse runs read as zeros)."""
+    if n <= 0:
+        return b""
     out = bytearray()
     vcn0 = 0
     for lcn, length in runs:
@@ -182,10 +201,12 @@ def _mapping_pairs(rec: bytes, apos: int) -> list[tuple[int | None, int]]:
 
 
 def _attr_value(dev: BlockDevice, offset: int, boot: NtfsBoot, rec: bytes, apos: int) -> bytes:
+    """An $ATTRIBUTE_LIST value (resident, or non-resident and at most MAX_ATTRIBUTE_LIST bytes)."""
     if rec[apos + 8] == 0:
-        vlen, voff = struct.unpack_from("<IH", rec, apos + 16)
-        return bytes(rec[apos + voff:apos + voff + vlen])
+        return _resident_value(rec, apos)
     size = struct.unpack_from("<q", rec, apos + 48)[0]
+    if not 0 <= size <= MAX_ATTRIBUTE_LIST:
+        raise RescueError(f"NTFS attribute list of {size} bytes on {dev.path} at {offset}")
     return read_stream(dev, offset, _mapping_pairs(rec, apos), boot.cluster_size, 0, size)
 
 
@@ -239,39 +260,64 @@ def _data_extents(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) ->
 def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tuple[list[tuple[int, int]], int]:
     """(ranges relative to the partition start, number of used clusters) from $Bitmap.
 
-    Adds the boot sector and everything after the last cluster (backup boot sector, tail).
+    Adds the boot sector and everything after the last cluster (backup boot sector, tail). A $Bitmap that
+    cannot describe every cluster (too short, sparse, runs outside the partition, VCN gaps between extents)
+    or that leaves its own clusters, $MFT's first cluster or the boot cluster free is a RescueError: a
+    wrong map would silently leave data out of an image.
     """
     cs = boot.cluster_size
     nr = boot.nr_clusters
+    where = f"on {dev.path} at {offset}"
     extents = _data_extents(dev, offset, boot, FILE_BITMAP)
     if not extents:
-        raise RescueError(f"NTFS $Bitmap on {dev.path} at {offset} has no $DATA attribute")
+        raise RescueError(f"NTFS $Bitmap {where} has no $DATA attribute")
     need = (nr + 7) // 8
     rb = RangeBuilder()
     rb.add(0, boot.bytes_per_sector)
     used = 0
+    must_be_used = [(0, 1), (boot.mft_lcn, 1)]  # (first cluster, clusters)
     rec, data = extents[0]
     if rec[data + 8] == 0:  # resident
-        vlen, voff = struct.unpack_from("<IH", rec, data + 16)
-        used = rb.add_bitmap(bytes(rec[data + voff:data + voff + min(vlen, need)]), 0, cs, 0, nr)
+        value = _resident_value(rec, data)
+        if len(value) < need:
+            raise RescueError(f"NTFS $Bitmap {where} is {len(value)} bytes, {nr} clusters need {need}")
+        used = rb.add_bitmap(value[:need], 0, cs, 0, nr)
     else:
         data_size = struct.unpack_from("<q", rec, data + 48)[0]
-        need = min(need, data_size)
-        runs = [r for erec, epos in extents for r in _mapping_pairs(erec, epos)]
+        if data_size < need:
+            raise RescueError(f"NTFS $Bitmap {where} is {data_size} bytes, {nr} clusters need {need}")
+        runs: list[tuple[int | None, int]] = []
+        vcn = 0
+        for erec, epos in extents:
+            if erec[epos + 8] == 0 or struct.unpack_from("<q", erec, epos + 16)[0] != vcn:
+                raise RescueError(f"NTFS $Bitmap {where}: $DATA extents do not continue at VCN {vcn}")
+            for lcn, length in _mapping_pairs(erec, epos):
+                runs.append((lcn, length))
+                vcn += length
+        part_clusters = size // cs
         byte_pos = 0  # position in the bitmap stream
         for lcn, length in runs:
             if byte_pos >= need:
                 break
+            if lcn is None:
+                raise RescueError(f"NTFS $Bitmap {where} has a sparse run")
+            if lcn + length > min(nr, part_clusters):
+                raise RescueError(f"NTFS $Bitmap run (LCN {lcn}, {length} clusters) beyond the volume {where}")
+            must_be_used.append((lcn, length))
             nbytes = min(length * cs, need - byte_pos)
-            if lcn is not None:
-                if (lcn + length) > nr:
-                    raise RescueError(f"NTFS $Bitmap run beyond the volume on {dev.path} at {offset}")
-                done = 0
-                while done < nbytes:
-                    n = min(READ_CHUNK, nbytes - done)
-                    chunk = dev.read(offset + lcn * cs + done, n)
-                    used += rb.add_bitmap(chunk, (byte_pos + done) * 8, cs, 0, nr)
-                    done += n
+            done = 0
+            while done < nbytes:
+                n = min(READ_CHUNK, nbytes - done)
+                chunk = dev.read(offset + lcn * cs + done, n)
+                used += rb.add_bitmap(chunk, (byte_pos + done) * 8, cs, 0, nr)
+                done += n
             byte_pos += nbytes
+        if byte_pos < need:
+            raise RescueError(f"NTFS $Bitmap {where}: data runs cover {byte_pos} of its {need} bytes")
+    ranges = rb.result()
+    for lcn, length in must_be_used:
+        if lcn < nr and not covered(ranges, lcn * cs, min(length, nr - lcn) * cs):
+            raise RescueError(f"NTFS $Bitmap {where} marks clusters {lcn}-{lcn + length - 1} (in use by the "
+                              f"file system itself) free: it is not this volume's allocation map")
     rb.add(nr * cs, size - nr * cs)  # backup boot sector + any tail the clusters don't cover
     return rb.result(clip=size), used

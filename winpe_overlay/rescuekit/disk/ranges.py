@@ -1,6 +1,7 @@
 """Byte-range lists and fast allocation-bitmap scanning (no Python loop per bit)."""
 from __future__ import annotations
 
+import bisect
 import re
 
 # Runs of all-set bytes, or one mixed byte; all-zero bytes are skipped by the regex engine in C.
@@ -151,6 +152,12 @@ def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     for s, n in sorted(ranges):
         rb.add(s, n)
     return rb.result()
+
+
+def covered(ranges: list[tuple[int, int]], start: int, length: int) -> bool:
+    """Whether sorted, merged ``ranges`` cover all of [start, start + length)."""
+    i = bisect.bisect_right(ranges, (start, float("inf"))) - 1
+    return length <= 0 or i >= 0 and ranges[i][0] + ranges[i][1] >= start + length
 
 
 def total(ranges: list[tuple[int, int]]) -> int:

@@ -1,0 +1,78 @@
+"""Hostile / corrupted on-disk structures: a RescueError or the whole partition with a warning, never a
+traceback, a huge allocation, or used ranges that silently leave data out."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from disk_helpers import MiB, _seal, run
+
+from rescuekit.disk import device, filesystems, ntfs
+
+PART = 1 * MiB  # volumes sit at this offset of the test file, so bad pointers can reach "before" them
+VOL = 24 * MiB
+
+
+@pytest.fixture(scope="module")
+def ntfs_disk(tmp_path_factory, mtd) -> bytes:
+    vol = tmp_path_factory.mktemp("hostile") / "v.img"
+    with open(vol, "wb") as f:
+        f.truncate(VOL)
+    run("mkntfs", "-F", "-Q", "-q", vol)
+    return bytes(PART) + vol.read_bytes() + bytes(PART)
+
+
+def _edit_bitmap_data(img: bytearray, edit) -> None:
+    """Apply ``edit(rec, data_attr_pos)`` to $Bitmap's MFT record (fixups undone and re-applied)."""
+    nb = ntfs.parse_boot(bytes(img[PART:PART + 512]))
+    pos = PART + nb.mft_lcn * nb.cluster_size + ntfs.FILE_BITMAP * nb.mft_record_size
+    rec = bytearray(img[pos:pos + nb.mft_record_size])
+    ntfs.apply_fixups(rec, "test")
+    apos = next(p for t, p in ntfs.iter_attributes(rec) if t == ntfs.AT_DATA)
+    assert rec[apos + 8] == 1  # non-resident
+    edit(rec, apos)
+    img[pos:pos + len(rec)] = _seal(rec)
+
+
+def _runs_at(rec: bytearray, apos: int) -> int:
+    return apos + struct.unpack_from("<H", rec, apos + 32)[0]
+
+
+def _set_first_lcn(rec: bytearray, apos: int, lcn: int) -> None:
+    mp = _runs_at(rec, apos)
+    lsz, osz = rec[mp] & 0x0F, rec[mp] >> 4
+    rec[mp + 1 + lsz:mp + 1 + lsz + osz] = lcn.to_bytes(osz, "little", signed=True)
+
+
+HOSTILE_BITMAPS = {
+    # Mapping pairs offset at the end of the attribute: no runs at all.
+    "no runs": lambda rec, a: struct.pack_into("<H", rec, a + 32, struct.unpack_from("<I", rec, a + 4)[0]),
+    "data size 0": lambda rec, a: struct.pack_into("<qqq", rec, a + 40, 0, 0, 0),
+    "negative data size": lambda rec, a: struct.pack_into("<q", rec, a + 48, -4096),
+    "negative LCN": lambda rec, a: _set_first_lcn(rec, a, -1),
+    "run in free space": lambda rec, a: _set_first_lcn(rec, a, VOL // 4096 - 64),
+    "sparse run": lambda rec, a: rec.__setitem__(_runs_at(rec, a), rec[_runs_at(rec, a)] & 0x0F),
+    "lowest VCN not 0": lambda rec, a: struct.pack_into("<q", rec, a + 16, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_BITMAPS))
+def test_ntfs_hostile_bitmap_means_whole_partition(ntfs_disk, tmp_path, case):
+    img = bytearray(ntfs_disk)
+    _edit_bitmap_data(img, HOSTILE_BITMAPS[case])
+    path = tmp_path / "disk.img"
+    path.write_bytes(img)
+    with device.open_source(path) as d:
+        fs = filesystems.detect(d, PART, VOL)
+        assert fs.kind == "ntfs"
+        assert filesystems.used_ranges(d, PART, VOL, fs) == [(0, VOL)], case
+        assert fs.warnings and "whole partition" in fs.warnings[0]
+
+
+def test_ntfs_intact_bitmap_is_not_whole(ntfs_disk, tmp_path):
+    path = tmp_path / "disk.img"
+    path.write_bytes(ntfs_disk)
+    with device.open_source(path) as d:
+        fs = filesystems.detect(d, PART, VOL)
+        ranges = filesystems.used_ranges(d, PART, VOL, fs)
+    assert not fs.warnings and sum(n for _s, n in ranges) < VOL // 2
