@@ -319,7 +319,11 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
                 continue
             wanted += list(walk(hit[0])) if hit[1] else [hit[0]]
         for src in wanted:
-            dst = out / src.lstrip("/")
+            # Names come from the disc: a crafted one ("../../x", "..\\x", "C:x") must not write outside ``out``.
+            parts = src.lstrip("/").split("/")
+            if any(p in ("", ".", "..") or any(c in p for c in "\\:\0") for p in parts):
+                raise RescueError(f"unsafe file name in ISO {iso_path}: {src!r}")
+            dst = out.joinpath(*parts)
             dst.parent.mkdir(parents=True, exist_ok=True)
             with open(dst, "wb") as f:  # streamed by pycdlib, not read whole into memory
                 iso.get_file_from_iso_fp(f, blocksize=1 << 20, **{facade: src})

@@ -254,3 +254,24 @@ def test_truncated_iso(kit, tmp_path, maker):
         cut.write_bytes(data[: n * 2048])
         with pytest.raises(RescueError, match=f"(cannot read|truncated) ISO {cut}"):
             resolve_source(cut, workdir=tmp_path / f"w{n}")
+
+
+def test_crafted_iso_names_cannot_write_outside_the_workdir(kit, tmp_path):
+    """Joliet records carry no checksum: a hostile disc can name a file "../../../x". Reading it must not create
+    (or truncate) anything outside the work folder."""
+    from rk_build_helpers import run
+
+    folder = make_windows_folder(kit, tmp_path / "win")
+    placeholder = "Z" * 30 + ".txt"
+    write(folder / "boot" / placeholder, "x\n")
+    iso = tmp_path / "evil.iso"
+    run(["xorriso", "-as", "mkisofs", "-quiet", "-J", "-V", "EVIL", "-o", str(iso), str(folder)])
+    data = iso.read_bytes()
+    evil = "../../../../escaped.txt".ljust(len(placeholder), "x")
+    assert data.count(placeholder.encode("utf-16-be")) == 1
+    iso.write_bytes(data.replace(placeholder.encode("utf-16-be"), evil.encode("utf-16-be")))
+    victim = write(tmp_path / evil.split("/")[-1], "user data\n")  # where the crafted name points
+    work = tmp_path / "b" / "w"  # the crafted name climbs from work/iso-media/boot to tmp_path
+    with pytest.raises(RescueError, match=f"unsafe file name in ISO {iso}: '/boot/../../../../escaped"):
+        resolve_source(iso, workdir=work)
+    assert victim.read_text() == "user data\n"
