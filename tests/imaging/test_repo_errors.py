@@ -207,3 +207,21 @@ def test_restore_refuses_targets_in_repository_and_missing_devices(repo_copy: Pa
     (repo_copy / "restores" / "0123456789abcdef.json").write_text("[1, 2]")
     assert rk_json("images", repo_copy)["unfinished_restores"][0]["journal"] == "0123456789abcdef.json"
     rk("restore", repo_copy, tmp_path / "ok.img", "--image", "mbr", "--yes")
+
+
+def test_capture_stores_chunks_of_a_missing_pack_again(repo: dict, repo_copy: Path, disks: dict,
+                                                        tmp_path: Path) -> None:
+    import zstandard
+
+    packs = {k: v for idx in (repo_copy / "index").glob("*.idx")
+             for k, v in json.loads(zstandard.ZstdDecompressor().decompress(idx.read_bytes()))["packs"].items()}
+    gpt_doc = (repo_copy / "images" / f"{repo['gpt']['id']}.json").read_text()
+    lost = next(p for p, rows in packs.items() if any(r[0] in gpt_doc for r in rows))
+    (repo_copy / "data" / lost[:2] / f"{lost}.pack").unlink()
+    again = rk_json("capture", disks["gpt"][0], repo_copy, "--name", "gpt2")
+    assert again["totals"]["new_chunks"] > 0  # not deduplicated against the lost pack
+    rep = rk_json("verify", repo_copy, "--image", "gpt2", "--read-data")
+    assert rep["ok"], rep
+    rk("restore", repo_copy, tmp_path / "t.img", "--image", "gpt2", "--verify", "--yes")
+    # chunks are named by content: the chunks stored again repair the older image of the same disk too
+    rk("restore", repo_copy, tmp_path / "o.img", "--image", repo["gpt"]["id"], "--verify", "--yes")

@@ -14,12 +14,8 @@ from rescuekit.imaging.plan import merge
 from rescuekit.progress import byte_progress
 from rescuekit.repo.index import index_files, read_index_file
 from rescuekit.repo.manifest import iter_chunks, manifest_paths, read_manifest
-from rescuekit.repo.packs import Entry, pack_path
+from rescuekit.repo.packs import Entry, pack_files, pack_path
 from rescuekit.repo.repository import Repository, chunk_of, decode_blob
-
-
-def pack_files(root: Path) -> dict[str, Path]:
-    return {p.stem: p for p in (root / "data").glob("*/*.pack")}
 
 
 def check_repository(repo: Repository, *, image: str | None = None, read_data: bool = False,

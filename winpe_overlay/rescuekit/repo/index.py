@@ -8,6 +8,7 @@ An index file is only written after all packs it names are durable; a chunk list
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from pathlib import Path
 
 import blake3
@@ -35,6 +36,19 @@ class Index:
 
     def get(self, chunk_id: str) -> Entry | None:
         return self.entries.get(chunk_id)
+
+    def drop_missing(self, present: Container[str]) -> None:
+        """Forget packs that are not on disk, so that a capture stores their chunks again instead of
+        deduplicating against data that is gone, and readers use another listed copy when there is one."""
+        gone = [p for p in self.packs if p not in present]
+        if not gone:
+            return
+        for p in gone:
+            del self.packs[p]
+        self.entries = {}
+        for pack_id, rows in self.packs.items():
+            for row in rows:
+                self.entries.setdefault(row[0], Entry.from_row(pack_id, row))
 
 
 def index_files(root: Path) -> list[Path]:

@@ -97,6 +97,11 @@ def pack_path(root: Path, pack_id: str) -> Path:
     return root / "data" / pack_id[:2] / f"{pack_id}.pack"
 
 
+def pack_files(root: Path) -> dict[str, Path]:
+    """The packs present on disk, by id."""
+    return {p.stem: p for p in (root / "data").glob("*/*.pack")}
+
+
 class PackWriter:
     """Appends blobs to a temp pack file; ``finish`` makes it durable under its content hash."""
 

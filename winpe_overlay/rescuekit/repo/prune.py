@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 
 from rescuekit.errors import RescueError, UsageError
-from rescuekit.repo.check import pack_files
 from rescuekit.repo.fsutil import fsync_dir
 from rescuekit.repo.index import load_index, write_index_file
 from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
-from rescuekit.repo.packs import Entry, PackReader, PackWriter, pack_path
+from rescuekit.repo.packs import Entry, PackReader, PackWriter, pack_files, pack_path
 from rescuekit.repo.repository import Repository, chunk_of, compress, decode_blob
 
 
@@ -62,6 +61,7 @@ def prune(repo: Repository) -> dict:
             used.update(c for c in ext["chunks"] if c is not None)
     index = load_index(root)
     on_disk = pack_files(root)
+    index.drop_missing(on_disk)
     missing = [c for c in used if c not in index.entries or index.entries[c].pack not in on_disk]
     if missing:
         raise RescueError(f"prune refused: {len(missing)} chunk(s) used by images are missing; "

@@ -17,7 +17,7 @@ from rescuekit.repo.fsutil import atomic_write, fsync_dir
 from rescuekit.repo.index import Index, load_index, write_index_file
 from rescuekit.repo.lock import RepoLock
 from rescuekit.repo.manifest import manifest_paths, read_manifest
-from rescuekit.repo.packs import Entry, PackReader, PackWriter, unzstd
+from rescuekit.repo.packs import Entry, PackReader, PackWriter, pack_files, unzstd
 
 ZSTD_LEVEL = 3
 INDEX_EVERY_PACKS = 16  # write an index file this often so an interrupted capture keeps its progress
@@ -98,7 +98,10 @@ class Repository:
                           + skipped)
 
     def load_index(self) -> Index:
-        return load_index(self.root)
+        """The index without packs that are missing on disk (see Index.drop_missing)."""
+        index = load_index(self.root)
+        index.drop_missing(pack_files(self.root))
+        return index
 
 
 @dataclass
