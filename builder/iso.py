@@ -42,6 +42,8 @@ _ISO_FILE_MAX = 30  # Ecma-119 7.5.2: name + extension
 _ISO_DIR_MAX = 31
 _ISO_DEPTH_MAX = 7  # below the root (Ecma-119 6.8.2.1)
 _WRITE_BLOCK = 1 << 20
+# ISO 9660 directory records store the year as 1900 + one byte (Ecma-119 9.1.5): 2156-01-01T00:00:00Z is too late.
+_EPOCH_MAX = 5869584000
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def source_date_epoch() -> int | None:
         raise UsageError(f"SOURCE_DATE_EPOCH is not an integer: {raw!r}") from None
     if value < 0:
         raise UsageError(f"SOURCE_DATE_EPOCH is negative: {raw!r}")
+    if value >= _EPOCH_MAX:
+        raise UsageError(f"SOURCE_DATE_EPOCH is after 2155, the last year ISO 9660 can record: {raw!r}")
     return value
 
 

@@ -102,6 +102,13 @@ def test_reproducible(kit, tree, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
         master_iso(tree, tmp_path / "bad.iso", efi_image=kit.efi["efisys.bin"])
+    # beyond what ISO 9660 dates (or the platform's time_t) hold: a usage error, not an internal one
+    for far in ("5869584000", "253402300800", "99999999999999999999"):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", far)
+        with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH is after 2155"):
+            master_iso(tree, tmp_path / "bad.iso", efi_image=kit.efi["efisys.bin"])
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "5869583999")  # the last second of 2155 still works
+    master_iso(tree, tmp_path / "last.iso", efi_image=kit.efi["efisys.bin"])
 
 
 def test_labels():
