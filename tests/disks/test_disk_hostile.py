@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from disk_helpers import MiB, _seal, run
+from disk_helpers import MiB, _seal, copy_sparse, run
 
-from rescuekit.disk import device, filesystems, ntfs
+from rescuekit.disk import device, fat, filesystems, ntfs
 
 PART = 1 * MiB  # volumes sit at this offset of the test file, so bad pointers can reach "before" them
 VOL = 24 * MiB
@@ -76,3 +76,50 @@ def test_ntfs_intact_bitmap_is_not_whole(ntfs_disk, tmp_path):
         fs = filesystems.detect(d, PART, VOL)
         ranges = filesystems.used_ranges(d, PART, VOL, fs)
     assert not fs.warnings and sum(n for _s, n in ranges) < VOL // 2
+
+
+EXFAT_HEAD = 4 * MiB  # boot regions, FAT, bitmap and root directory all lie in the first MiBs
+
+
+@pytest.fixture(scope="module")
+def exfat_vol(tmp_path_factory, mtd):
+    """An exFAT volume whose allocation bitmap spans two clusters (64 Ki clusters of 4 KiB)."""
+    return mtd.make_exfat_volume(tmp_path_factory.mktemp("hostile_exfat") / "ex.img", 256 * MiB)
+
+
+def _exfat_bitmap_entry(img: bytes) -> tuple[fat.ExfatBoot, int]:
+    eb = fat.parse_exfat_boot(img[:512])
+    root = eb.cluster_pos(eb.root_cluster)
+    i = next(i for i in range(0, eb.cluster_size, 32) if img[root + i] == 0x81)
+    return eb, root + i
+
+
+def _fat_entry_of_bitmap(img: bytearray) -> int:
+    eb, ent = _exfat_bitmap_entry(img)
+    return eb.fat_offset * eb.bytes_per_sector + 4 * struct.unpack_from("<I", img, ent + 20)[0]
+
+
+HOSTILE_EXFAT = {
+    "bitmap length 0": lambda img: struct.pack_into("<Q", img, _exfat_bitmap_entry(img)[1] + 24, 0),
+    "bitmap cluster 0": lambda img: struct.pack_into("<I", img, _exfat_bitmap_entry(img)[1] + 20, 0),
+    "bitmap elsewhere": lambda img: struct.pack_into("<I", img, _exfat_bitmap_entry(img)[1] + 20, 5000),
+    "bitmap chain cut": lambda img: struct.pack_into("<I", img, _fat_entry_of_bitmap(img), 0xFFFFFFFF),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_EXFAT))
+def test_exfat_hostile_bitmap_means_whole_partition(exfat_vol, tmp_path, case):
+    path = tmp_path / "ex.img"
+    copy_sparse(exfat_vol, path)
+    with open(path, "r+b") as f:
+        img = bytearray(f.read(EXFAT_HEAD))
+        eb, _ent = _exfat_bitmap_entry(img)
+        assert -(-eb.count // 8 // eb.cluster_size) == 2 and eb.cluster_pos(eb.root_cluster) < EXFAT_HEAD
+        HOSTILE_EXFAT[case](img)
+        f.seek(0)
+        f.write(img)
+    with device.open_source(path) as d:
+        fs = filesystems.detect(d, 0, d.size)
+        assert fs.kind == "exfat"
+        assert filesystems.used_ranges(d, 0, d.size, fs) == [(0, d.size)], case
+        assert fs.warnings and "whole partition" in fs.warnings[0]

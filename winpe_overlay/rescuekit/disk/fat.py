@@ -7,7 +7,7 @@ from array import array
 from dataclasses import dataclass
 
 from rescuekit.disk.device import BlockDevice
-from rescuekit.disk.ranges import RangeBuilder
+from rescuekit.disk.ranges import RangeBuilder, covered
 from rescuekit.errors import RescueError
 
 READ_CHUNK = 8 << 20
@@ -219,18 +219,40 @@ def parse_exfat_boot(s: bytes) -> ExfatBoot | None:
     return ExfatBoot(bps, bps << spc_shift, vol_len, fat_off, fat_len, heap_off, count, root, serial)
 
 
-def _exfat_fat(dev: BlockDevice, offset: int, b: ExfatBoot) -> array:
-    n = min((b.count + 2) * 4, b.fat_length * b.bytes_per_sector)
-    return _le_array("I", dev.read(offset + b.fat_offset * b.bytes_per_sector, n))
+class _ExfatFat:
+    """exFAT FAT entries read on demand, 64 KiB at a time: only a few chains are followed, and a large
+    volume's FAT (up to 16 GiB) must not be read whole."""
+
+    PAGE = 64 << 10
+
+    def __init__(self, dev: BlockDevice, offset: int, b: ExfatBoot) -> None:
+        self._dev, self._pos = dev, offset + b.fat_offset * b.bytes_per_sector
+        self._len = min(b.count + 2, b.fat_length * b.bytes_per_sector // 4)
+        self._pages: dict[int, array] = {}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, c: int) -> int:
+        page, i = divmod(c * 4, self.PAGE)
+        a = self._pages.get(page)
+        if a is None:
+            n = min(self.PAGE, self._len * 4 - page * self.PAGE)
+            a = self._pages[page] = _le_array("I", self._dev.read(self._pos + page * self.PAGE, n))
+        return a[i // 4]
 
 
-def _chain(fat: array, first: int, b: ExfatBoot, nclusters: int) -> list[int]:
+def _exfat_fat(dev: BlockDevice, offset: int, b: ExfatBoot) -> _ExfatFat:
+    return _ExfatFat(dev, offset, b)
+
+
+def _chain(fat: _ExfatFat, first: int, b: ExfatBoot, nclusters: int) -> list[int]:
     """Cluster chain from the FAT; a zero entry means contiguous allocation (NoFatChain)."""
     out, c = [first], first
     while len(out) < nclusters:
         nxt = fat[c] if c < len(fat) else 0
         if nxt == 0:  # not chained: contiguous
-            return list(range(first, first + nclusters))
+            return list(range(first, min(first + nclusters, b.count + 2)))
         if nxt >= 0xFFFFFFF7 or not 2 <= nxt < b.count + 2:
             break
         out.append(nxt)
@@ -238,7 +260,7 @@ def _chain(fat: array, first: int, b: ExfatBoot, nclusters: int) -> list[int]:
     return out
 
 
-def _exfat_root(dev: BlockDevice, offset: int, b: ExfatBoot, fat: array) -> bytes:
+def _exfat_root(dev: BlockDevice, offset: int, b: ExfatBoot, fat: _ExfatFat) -> bytes:
     data, c, seen = bytearray(), b.root_cluster, set()
     while 2 <= c < b.count + 2 and c not in seen and len(data) < (4 << 20):
         seen.add(c)
@@ -274,19 +296,33 @@ def exfat_used_ranges(dev: BlockDevice, offset: int, size: int, b: ExfatBoot) ->
     if bm is None:
         raise RescueError(f"exFAT on {dev.path} at {offset}: no allocation bitmap entry in the root directory")
     first, length = bm
-    need = min(length, (b.count + 7) // 8)
+    where = f"exFAT on {dev.path} at {offset}"
+    need = (b.count + 7) // 8
+    if length < need:
+        raise RescueError(f"{where}: the allocation bitmap is {length} bytes, {b.count} clusters need {need}")
+    if not 2 <= first < b.count + 2:
+        raise RescueError(f"{where}: the allocation bitmap starts at cluster {first}, outside the cluster heap")
     fat = _exfat_fat(dev, offset, b)
     nclus = -(-need // b.cluster_size)
+    chain = _chain(fat, first, b, nclus)
+    if len(chain) < nclus:
+        raise RescueError(f"{where}: the allocation bitmap's cluster chain ends after {len(chain)} of "
+                          f"{nclus} clusters")
     rb = RangeBuilder()
     heap = b.heap_offset * b.bytes_per_sector
     rb.add(0, heap)
     used, done = 0, 0
-    for c in _chain(fat, first, b, nclus):
+    for c in chain:
         n = min(b.cluster_size, need - done)
-        if n <= 0:
-            break
         used += rb.add_bitmap(dev.read(offset + b.cluster_pos(c), n), done * 8, b.cluster_size, heap, b.count)
         done += n
+    # The bitmap's own clusters and the root directory are always allocated: if the map says they are
+    # free, it is not this volume's allocation map and using it would leave data out.
+    ranges = rb.result()
+    for c in chain + [b.root_cluster]:
+        if not covered(ranges, b.cluster_pos(c), b.cluster_size):
+            raise RescueError(f"{where}: the allocation bitmap marks cluster {c} (bitmap or root directory) "
+                              f"free: it is not this volume's allocation map")
     end = heap + b.count * b.cluster_size
     rb.add(end, size - end)
     return rb.result(clip=size), used
