@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import rescuekit
-from builder import layout, wim
+from builder import iso, layout, wim
 from builder.config import RuntimeConfig
 from builder.dism import DismBackend, Runner
 from builder.drivers import DriverDir, stage_drivers, validate_driver_dir
@@ -69,8 +69,9 @@ class OverlayResult:
 def build_time(epoch: int | None = None) -> str:
     """UTC ISO time; SOURCE_DATE_EPOCH wins so reproducible builds write the same config."""
     if epoch is None:
-        sde = os.environ.get("SOURCE_DATE_EPOCH")
-        epoch = int(sde) if sde and sde.isdigit() else int(time.time())
+        epoch = iso.source_date_epoch()
+    if epoch is None:
+        epoch = int(time.time())
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
@@ -130,10 +131,9 @@ def stage_tree(opts: OverlayOptions, drivers: list[DriverDir], tree: Path) -> tu
 
 def _pin_times(tree: Path) -> None:
     """With SOURCE_DATE_EPOCH set, give every staged file that time (the WIM stores file times)."""
-    sde = os.environ.get("SOURCE_DATE_EPOCH")
-    if not (sde and sde.isdigit()):
+    t = iso.source_date_epoch()  # parsed as the ISO mastering parses it, so both pin or neither does
+    if t is None:
         return
-    t = int(sde)
     for p in sorted(tree.rglob("*"), reverse=True):
         os.utime(p, (t, t), follow_symlinks=False)
 

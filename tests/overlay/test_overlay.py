@@ -245,3 +245,22 @@ def test_staged_runtime_imports_from_the_pth_paths_alone(overlaid, tmp_path):
     origin = r.stdout.split("FROM ", 1)[1].splitlines()[0].split()
     assert all(p.startswith(str(root / "work" / "overlay")) for p in origin), origin
     assert "capture" in r.stdout and "restore" in r.stdout
+
+
+@pytest.mark.parametrize("raw", ["1700000000", "+1700000000", " 1700000000"])
+def test_overlay_reads_source_date_epoch_as_the_iso_does(monkeypatch, tmp_path, raw):
+    """Any value the ISO mastering pins its clock to pins the config time and staged file times too (else the
+    build is silently not reproducible); a value it refuses is refused here as well."""
+    from builder import iso
+    from builder.overlay import _pin_times, build_time
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", raw)
+    assert iso.source_date_epoch() == 1700000000
+    assert build_time() == "2023-11-14T22:13:20Z"
+    (tmp_path / "t" / "d").mkdir(parents=True)
+    (tmp_path / "t" / "d" / "f").write_text("x")
+    _pin_times(tmp_path / "t")
+    assert {p.stat().st_mtime for p in (tmp_path / "t").rglob("*")} == {1700000000}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
+        build_time()
