@@ -39,6 +39,9 @@ def _check_cmd_safe(option: str, value: str) -> None:
         raise _refuse(option, value, "empty")
     if not _PATH_PART.match(value):
         raise _refuse(option, value, "control characters or newlines are not allowed")
+    if not value.isascii():
+        # cmd.exe reads a .cmd file in the console's OEM code page, not UTF-8: "Büro" would reach the runtime garbled
+        raise _refuse(option, value, "only ASCII characters are allowed (cmd.exe reads .cmd files in the OEM code page)")
     bad = sorted(set(value) & _CMD_SPECIAL)
     if bad:
         raise _refuse(option, value, f"character(s) {''.join(bad)} are not allowed (cmd.exe metacharacters)")

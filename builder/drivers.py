@@ -14,8 +14,9 @@ from pathlib import Path
 from builder import layout
 from rescuekit.errors import UsageError
 
-# File names that go into a drvload line: refuse cmd.exe metacharacters and control characters.
-_SAFE_NAME = re.compile(r"^[^\x00-\x1f&|<>^%!\"]+$")
+# File names that go into a drvload line: refuse cmd.exe metacharacters, control and non-ASCII characters.
+_SAFE_NAME = re.compile(r"^[\x20-\x7e]+$")  # ASCII only: cmd.exe reads startnet.cmd in the OEM code page
+_CMD_SPECIAL = re.compile(r"[&|<>^%!\"]")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def validate_driver_dir(path: Path) -> DriverDir:
         raise UsageError(f"--driver {path}: no .inf file in it")
     for rel in infs:
         for part in rel.parts:
-            if not _SAFE_NAME.match(part):
+            if not _SAFE_NAME.match(part) or _CMD_SPECIAL.search(part):
                 raise UsageError(f"--driver {path}: file name {str(rel)!r} has characters cmd.exe cannot take")
     return DriverDir(path, infs)
 

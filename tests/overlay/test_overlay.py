@@ -144,6 +144,12 @@ def test_driver_validation(driver_dir, tmp_path):
     (evil / "a&b.inf").write_text("x")
     with pytest.raises(UsageError, match="cmd.exe cannot take"):
         validate_driver_dir(evil)
+    # cmd.exe would read a UTF-8 "é" in startnet.cmd as two OEM characters: drvload would miss the file
+    accents = tmp_path / "accents"
+    accents.mkdir()
+    (accents / "r\u00e9seau.inf").write_text("x")
+    with pytest.raises(UsageError, match="cmd.exe cannot take"):
+        validate_driver_dir(accents)
 
 
 class FakeRunner:

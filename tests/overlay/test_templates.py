@@ -129,6 +129,8 @@ HOSTILE = [
     ("repository", "D:\\a?b", "?"),
     ("repository", "\\\\server", "UNC"),
     ("repository", "", "empty"),
+    ("repository", "D:\\Sicherungen\\B\u00fcro", "only ASCII"),
+    ("repository", "\\\\nas\\share\\\u0437\u0430\u043f\u0438\u0441\u044c", "only ASCII"),
     ("image", "-rf", "starting with a letter"),
     ("image", "a;b", "A-Z"),
     ("image", "x" * 65, "1-64"),
