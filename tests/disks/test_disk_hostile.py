@@ -123,3 +123,26 @@ def test_exfat_hostile_bitmap_means_whole_partition(exfat_vol, tmp_path, case):
         assert fs.kind == "exfat"
         assert filesystems.used_ranges(d, 0, d.size, fs) == [(0, d.size)], case
         assert fs.warnings and "whole partition" in fs.warnings[0]
+
+
+def _bump_reserved(img: bytearray) -> None:
+    """One more reserved sector in the BPB: the FAT would be read one sector too late."""
+    struct.pack_into("<H", img, 14, struct.unpack_from("<H", img, 14)[0] + 1)
+
+
+def _free_fat32_root(img: bytearray) -> None:
+    b = fat.parse_fat_boot(bytes(img[:512]))
+    struct.pack_into("<I", img, b.reserved * b.bytes_per_sector + 4 * b.root_cluster, 0)
+
+
+@pytest.mark.parametrize("bits,edit", [(16, _bump_reserved), (32, _bump_reserved), (32, _free_fat32_root)])
+def test_fat_bpb_not_matching_fat_means_whole_partition(mtd, tmp_path, bits, edit):
+    vol, _h = mtd.make_fat_volume(tmp_path / "f.img", 40 * MiB, bits=bits, tree_bytes=200_000)
+    img = bytearray(vol.read_bytes())
+    edit(img)
+    vol.write_bytes(img)
+    with device.open_source(vol) as d:
+        fs = filesystems.detect(d, 0, d.size)
+        assert fs.kind == f"fat{bits}"
+        assert filesystems.used_ranges(d, 0, d.size, fs) == [(0, d.size)]
+        assert fs.warnings and "whole partition" in fs.warnings[0]

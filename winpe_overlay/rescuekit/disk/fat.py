@@ -37,6 +37,7 @@ class FatBoot:
     count: int  # data clusters (numbered 2..count+1)
     bpb_label: str | None
     serial: int
+    media: int = 0xF8  # BPB media descriptor; FAT entry 0 repeats it in its low byte
 
     @property
     def root_dir_sectors(self) -> int:
@@ -52,7 +53,7 @@ def parse_fat_boot(s: bytes) -> FatBoot | None:
     """BPB geometry, or None if ``s`` is not a sane FAT boot sector."""
     if len(s) < 512 or s[510:512] != b"\x55\xaa" or s[0] not in (0xEB, 0xE9):
         return None
-    bps, spc, rsvd, nfats, root_ent, tot16, _media, fat16 = struct.unpack_from("<HBHBHHBH", s, 11)
+    bps, spc, rsvd, nfats, root_ent, tot16, media, fat16 = struct.unpack_from("<HBHBHHBH", s, 11)
     tot32 = struct.unpack_from("<I", s, 32)[0]
     if bps not in (512, 1024, 2048, 4096) or spc == 0 or spc & (spc - 1) or rsvd == 0 or nfats == 0:
         return None
@@ -89,7 +90,8 @@ def parse_fat_boot(s: bytes) -> FatBoot | None:
     entry_bits = {"fat12": 12, "fat16": 16, "fat32": 32}[kind]
     if fatsz * bps * 8 // entry_bits < count + 2:
         return None
-    return FatBoot(kind, bps, bps * spc, rsvd, nfats, fatsz, root_ent, total, root_cluster, count, label, serial)
+    return FatBoot(kind, bps, bps * spc, rsvd, nfats, fatsz, root_ent, total, root_cluster, count, label, serial,
+                   media)
 
 
 def _read_fat(dev: BlockDevice, offset: int, b: FatBoot) -> bytes:
@@ -166,19 +168,34 @@ def fat_used_ranges(dev: BlockDevice, offset: int, size: int, b: FatBoot) -> tup
     """(ranges relative to the partition, used clusters): reserved + FATs + root dir, clusters with a
     non-zero FAT entry (bad-cluster marks left out), and everything after the last cluster.
 
-    FAT16/32 are streamed in chunks of 1 Mi entries (a 2 TB FAT32 has a 256 MiB FAT)."""
+    FAT16/32 are streamed in chunks of 1 Mi entries (a 2 TB FAT32 has a 256 MiB FAT). Clusters past the
+    partition's end are not looked up (a BPB claiming more than the partition must not make us read the
+    disk beyond it). A FAT whose entry 0 lacks the BPB's media byte, or a FAT32 root directory marked
+    free, is a RescueError: the BPB geometry does not match the FAT, and its map would leave data out."""
+    where = f"{b.kind.upper()} on {dev.path} at {offset}"
+    if b.data_start > size:
+        raise RescueError(f"{where}: the FATs and root directory end at byte {b.data_start}, past the "
+                          f"partition's end ({size} bytes)")
+    fat_pos = offset + b.reserved * b.bytes_per_sector
+    fat0 = int.from_bytes(dev.read(fat_pos, 2), "little")
+    if fat0 & 0xFF != b.media or fat0 & 0xF00 != 0xF00:
+        raise RescueError(f"{where}: FAT entry 0 (0x{fat0:04X}) does not carry the boot sector's media byte "
+                          f"0x{b.media:02X}: the boot sector does not describe this FAT")
+    count = min(b.count, -(-(size - b.data_start) // b.cluster_size))
     rb = RangeBuilder()
     rb.add(0, b.data_start)
     used = 0
     if b.kind == "fat12":
-        ents = _fat_entries(b, _read_fat(dev, offset, b))[2:b.count + 2]
+        ents = _fat_entries(b, _read_fat(dev, offset, b))[2:count + 2]
         flags = bytes(1 if v and v != 0xFF7 else 0 for v in ents)
         used = rb.add_flags(flags, 0, b.cluster_size, b.data_start)
     else:
         esz = 2 if b.kind == "fat16" else 4
-        fat_pos = offset + b.reserved * b.bytes_per_sector
-        for first in range(2, b.count + 2, FAT_CHUNK_ENTRIES):
-            n = min(FAT_CHUNK_ENTRIES, b.count + 2 - first)
+        if b.kind == "fat32" and 2 <= b.root_cluster < count + 2 and \
+                not int.from_bytes(dev.read(fat_pos + 4 * b.root_cluster, 4), "little") & 0x0FFFFFFF:
+            raise RescueError(f"{where}: the FAT marks the root directory's cluster {b.root_cluster} free")
+        for first in range(2, count + 2, FAT_CHUNK_ENTRIES):
+            n = min(FAT_CHUNK_ENTRIES, count + 2 - first)
             raw = dev.read(fat_pos + first * esz, n * esz)
             flags = _drop_bad(raw, b.kind, _used_flags(raw, b.kind, n))
             used += rb.add_flags(flags, first - 2, b.cluster_size, b.data_start)
