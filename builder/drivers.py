@@ -47,3 +47,13 @@ def stage_drivers(drivers: list[DriverDir], tree: Path) -> list[str]:
         shutil.copytree(d.source, tree / rel, dirs_exist_ok=True)
         infs += [layout.x_path(f"{rel}/{inf.as_posix()}") for inf in d.infs]
     return infs
+
+
+def check_output_outside_drivers(drivers: list[Path], output: Path) -> None:
+    """Refuse an output inside a driver folder: the build's staging folder (next to the output) would be made in
+    the user's folder and copied into itself while the folder is staged."""
+    out = Path(output).resolve()
+    for d in drivers:
+        root = Path(d).resolve()
+        if out == root or root in out.parents:
+            raise UsageError(f"output {output} is inside the --driver folder {d}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from builder.config import ACTIONS, SHELLS, RuntimeConfig
+from builder.drivers import check_output_outside_drivers
 from builder.overlay import BACKENDS, OverlayOptions, OverlayResult, apply_overlay
 from rescuekit.errors import UsageError
 
@@ -113,6 +114,9 @@ def overlay_factory(_build_opts: object) -> Callable[[Path, Path], None] | None:
     opts = options_from(values)
     if opts is None:
         return None
+    output = getattr(_build_opts, "output", None)
+    if output is not None:
+        check_output_outside_drivers(opts.drivers, output)
 
     def step(boot_wim: Path, workdir: Path) -> None:
         res: OverlayResult = apply_overlay(boot_wim, workdir, opts)

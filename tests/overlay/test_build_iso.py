@@ -172,3 +172,18 @@ def test_inspect_corrupt_build_json_is_a_one_line_error(standin, tmp_path, text)
     (media / "rescuekit").mkdir()
     (media / "rescuekit" / "build.json").write_bytes(text.encode("latin-1"))
     assert "corrupt rescuekit/build.json of " in _one_error_line(rk("inspect", str(media)))
+
+
+def test_output_inside_a_driver_folder_is_refused_before_anything_is_written(standin, embed_zip, wheelhouse, tmp_path):
+    """The staging folder is made next to the output: inside a --driver folder it was written into the user's
+    folder and then copied into itself until the path got too long."""
+    drv = tmp_path / "drivers"
+    (drv / "nic").mkdir(parents=True)
+    (drv / "nic" / "netkvm.inf").write_text("[Version]\r\n")
+    before = {p: p.stat().st_mtime_ns for p in [drv, *drv.rglob("*")]}
+    out = drv / "nic" / "rescue.iso"
+    r = rk("build", "--source", str(standin), "--output", str(out), "--python-embed", str(embed_zip),
+           "--wheelhouse", str(wheelhouse), "--driver", str(drv))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines == [f"rescuekit: error: output {out} is inside the --driver folder {drv}"]
+    assert {p: p.stat().st_mtime_ns for p in [drv, *drv.rglob("*")]} == before
