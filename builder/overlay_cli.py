@@ -117,6 +117,11 @@ def overlay_factory(_build_opts: object) -> Callable[[Path, Path], None] | None:
     output = getattr(_build_opts, "output", None)
     if output is not None:
         check_output_outside_drivers(opts.drivers, output)
+        # the user's inputs are only read: the finished ISO must not be renamed over one of them
+        out = Path(output).resolve()
+        for option, given in (("--python-embed", opts.python_embed), ("--wheelhouse", opts.wheelhouse)):
+            if given is not None and (out == Path(given).resolve() or Path(given).resolve() in out.parents):
+                raise UsageError(f"output {output} would overwrite {option} {given}")
 
     def step(boot_wim: Path, workdir: Path) -> None:
         res: OverlayResult = apply_overlay(boot_wim, workdir, opts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -187,3 +188,20 @@ def test_output_inside_a_driver_folder_is_refused_before_anything_is_written(sta
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and lines == [f"rescuekit: error: output {out} is inside the --driver folder {drv}"]
     assert {p: p.stat().st_mtime_ns for p in [drv, *drv.rglob("*")]} == before
+
+
+def test_output_over_an_overlay_input_is_refused(standin, wheelhouse, tmp_path):
+    embed = make_embed_zip(tmp_path / "python-3.12.10-embed-amd64.zip")
+    before = embed.read_bytes()
+    r = rk("build", "--source", str(standin), "--output", str(embed), "--python-embed", str(embed),
+           "--wheelhouse", str(wheelhouse))
+    assert r.returncode == 2 and f"output {embed} would overwrite --python-embed" in r.stderr, r.stderr
+    assert embed.read_bytes() == before
+    house = tmp_path / "house"
+    shutil.copytree(wheelhouse, house)
+    r = rk("build", "--source", str(standin), "--output", str(house / "x.whl"), "--python-embed", str(embed),
+           "--wheelhouse", str(house))
+    assert r.returncode == 2 and "would overwrite --wheelhouse" in r.stderr, r.stderr
+    r = rk("build", "--source", str(standin), "--output", str(tmp_path / "ok.iso"), "--python-embed", str(embed),
+           "--wheelhouse", str(house))
+    assert r.returncode == 0, r.stderr
