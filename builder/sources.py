@@ -435,6 +435,8 @@ def resolve_source(
         winre = path
         if boot_files is None:
             raise UsageError(f"a WIM source ({path}) needs --boot-files: a copype folder, ADK, or Windows ISO/folder")
+        if Path(boot_files).is_file() and is_wim(Path(boot_files)):
+            raise UsageError(f"--boot-files {boot_files} is a WIM: give a copype folder, ADK, or Windows ISO/folder")
         layout = _layout_for(Path(boot_files), workdir)
     else:
         if boot_files is not None:

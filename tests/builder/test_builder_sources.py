@@ -147,6 +147,9 @@ def test_winre(kit, tmp_path):
         resolve_source(kit.winre_wim, workdir=tmp_path / "w")
     with pytest.raises(UsageError, match="only used with a WIM"):
         resolve_source(base, workdir=tmp_path / "w", boot_files=base)
+    # a second WIM gives no boot files: say so instead of "not a folder, an ISO or a WIM file"
+    with pytest.raises(UsageError, match=f"--boot-files {kit.winpe_wim} is a WIM: give a copype folder"):
+        resolve_source(kit.winre_wim, workdir=tmp_path / "w", boot_files=kit.winpe_wim)
 
 
 def test_bad_sources(kit, tmp_path):
