@@ -32,6 +32,7 @@ class NtfsBoot:
     mft_lcn: int
     mft_record_size: int
     serial: int
+    mftmirr_lcn: int = 0  # $MFTMirr (copy of the first MFT records)
 
     @property
     def nr_clusters(self) -> int:
@@ -62,7 +63,8 @@ def parse_boot(sector: bytes) -> NtfsBoot | None:
     if mft_lcn * cs >= total * bps:
         return None
     serial = struct.unpack_from("<Q", sector, 0x48)[0]
-    return NtfsBoot(bps, cs, total, mft_lcn, rec, serial)
+    mftmirr_lcn = struct.unpack_from("<q", sector, 0x38)[0]
+    return NtfsBoot(bps, cs, total, mft_lcn, rec, serial, mftmirr_lcn)
 
 
 def apply_fixups(rec: bytearray, where: str) -> None:
@@ -262,7 +264,7 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
 
     Adds the boot sector and everything after the last cluster (backup boot sector, tail). A $Bitmap that
     cannot describe every cluster (too short, sparse, runs outside the partition, VCN gaps between extents)
-    or that leaves its own clusters, $MFT's first cluster or the boot cluster free is a RescueError: a
+    or that leaves its own clusters, $MFT's first records, $MFTMirr or the boot cluster free is a RescueError: a
     wrong map would silently leave data out of an image.
     """
     cs = boot.cluster_size
@@ -275,7 +277,9 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
     rb = RangeBuilder()
     rb.add(0, boot.bytes_per_sector)
     used = 0
-    must_be_used = [(0, 1), (boot.mft_lcn, 1)]  # (first cluster, clusters)
+    # (first cluster, clusters) the file system itself always allocates: the boot sector, $MFT's first
+    # 16 records (always contiguous at mft_lcn) and $MFTMirr.
+    must_be_used = [(0, 1), (boot.mft_lcn, -(-16 * boot.mft_record_size // cs)), (boot.mftmirr_lcn, 1)]
     rec, data = extents[0]
     if rec[data + 8] == 0:  # resident
         value = _resident_value(rec, data)
@@ -316,7 +320,7 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
             raise RescueError(f"NTFS $Bitmap {where}: data runs cover {byte_pos} of its {need} bytes")
     ranges = rb.result()
     for lcn, length in must_be_used:
-        if lcn < nr and not covered(ranges, lcn * cs, min(length, nr - lcn) * cs):
+        if 0 <= lcn < nr and not covered(ranges, lcn * cs, min(length, nr - lcn) * cs):
             raise RescueError(f"NTFS $Bitmap {where} marks clusters {lcn}-{lcn + length - 1} (in use by the "
                               f"file system itself) free: it is not this volume's allocation map")
     rb.add(nr * cs, size - nr * cs)  # backup boot sector + any tail the clusters don't cover
