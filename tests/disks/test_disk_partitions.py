@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 
 import pytest
 
@@ -204,3 +205,19 @@ def test_4k_sector_gpt(tmp_path):
         t2 = partitions.read_table(dev)
     assert not t2.warnings and t2.partitions == t.partitions
     assert t2.last_usable == 96 * MiB - (1 + 128 * 128 // 4096) * 4096
+
+
+def test_stale_gpt_beside_mbr_uses_mbr(tmp_path):
+    """A disk repartitioned as MBR without wiping its old GPT: like the OS (and sfdisk), read the MBR."""
+    path = tmp_path / "stale.img"
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB)
+    run("sgdisk", "-n1:2048:+20M", "-t1:0700", path)
+    subprocess.run(["sfdisk", "-q", "--wipe", "never", str(path)], input="label: dos\nstart=2048, size=81920, type=7\n",
+                   text=True, check=True, capture_output=True)
+    assert sfdisk_json(path)["label"] == "dos"
+    with device.open_source(path) as dev:
+        assert dev.read(512, 8) == b"EFI PART"  # the stale GPT is still there
+        t = partitions.read_table(dev)
+    assert t.kind == "mbr" and [(p.start, p.size) for p in t.partitions] == [(1 * MiB, 40 * MiB)]
+    assert "stale GPT" in t.warnings[0]

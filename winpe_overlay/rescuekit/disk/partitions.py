@@ -322,7 +322,18 @@ def _read_table(dev: BlockDevice) -> PartitionTable:
         return table
     mbr = dev.read(0, 512)
     gpt_ss = _find_gpt_sector_size(dev)
-    has_pmbr = mbr[510:512] == b"\x55\xaa" and any(t == 0xEE for _s, _st, t, _a, _b in _mbr_entries(mbr))
+    mbr_entries = _mbr_entries(mbr) if mbr[510:512] == b"\x55\xaa" and not _looks_like_vbr(mbr) else []
+    has_pmbr = any(t == 0xEE for _s, _st, t, _a, _b in mbr_entries)
+    if gpt_ss is not None and mbr_entries and not has_pmbr:
+        # A GPT header beside an MBR without the protective 0xEE entry: a GPT left behind when the disk
+        # was repartitioned as MBR. Windows and Linux (kernel, libfdisk, blkid) use the MBR; so do we.
+        try:
+            _read_mbr(dev, mbr, dev.sector_size, table)
+        except RescueError:
+            table = PartitionTable(kind="none", sector_size=dev.sector_size)  # garbage MBR: the GPT it is
+        else:
+            table.warnings.append("a stale GPT header without a protective MBR is ignored; the MBR is used")
+            return table
     if gpt_ss is not None or has_pmbr:
         _read_gpt(dev, mbr, gpt_ss or dev.sector_size, table)
         return table
