@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from builder import layout, sources, wim
+from builder.build import BUILD_INFO_PATH as BUILD_INFO
 from rescuekit.errors import RescueError, UsageError
 
-BUILD_INFO = "rescuekit/build.json"
 
 
 @dataclass

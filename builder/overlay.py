@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,7 +195,3 @@ def apply_overlay(
         )
     return OverlayResult(size_before, boot_wim.stat().st_size, manifest, warnings)
 
-
-def overlay_step(opts: OverlayOptions) -> Callable[[Path, Path], OverlayResult]:
-    """A ``(staging_boot_wim, workdir) -> OverlayResult`` callable for the build pipeline's hook."""
-    return lambda boot_wim, workdir: apply_overlay(boot_wim, workdir, opts)
