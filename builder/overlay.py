@@ -194,4 +194,3 @@ def apply_overlay(
             boot_wim, index, tree, [d.source for d in drivers], workdir / "mount", remove=remove, rename=[SETUP_RENAME]
         )
     return OverlayResult(size_before, boot_wim.stat().st_size, manifest, warnings)
-
