@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from builder.files import sha256_file
+
 MiB = 1 << 20
 Hashes = dict[str, str]
 
@@ -37,21 +39,13 @@ def _run(*cmd: str | os.PathLike, stdin: str | None = None) -> str:
     return res.stdout
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def hash_tree(root: Path) -> Hashes:
     """sha256 of every regular file under ``root``, keyed by POSIX path relative to it."""
     out = {}
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             p = Path(dirpath, name)
-            out[p.relative_to(root).as_posix()] = _sha256_file(p)
+            out[p.relative_to(root).as_posix()] = sha256_file(p)
     return dict(sorted(out.items()))
 
 

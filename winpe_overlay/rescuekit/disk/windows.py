@@ -340,21 +340,26 @@ class WinDevice:
         if got != n:
             raise RescueError(f"short read at offset {offset} of {self.path} ({got} of {n} bytes)")
 
-    def readinto(self, offset: int, buf: memoryview) -> int:
-        mv = memoryview(buf).cast("B")
-        n = len(mv)
-        self._check(offset, n)
+    def _pieces(self, offset: int, n: int):
+        """Split [offset, offset + n) into sector-aligned bounce pieces: (done, aligned start, skip into it,
+        bytes wanted, aligned length)."""
         ss = self.sector_size
         done = 0
         while done < n:
             pos = offset + done
             a = pos - pos % ss
             want = min(n - done, BOUNCE - (pos - a))
-            alen = -(-(pos - a + want) // ss) * ss
+            yield done, a, pos - a, want, -(-(pos - a + want) // ss) * ss
+            done += want
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        mv = memoryview(buf).cast("B")
+        n = len(mv)
+        self._check(offset, n)
+        for done, a, skip, want, alen in self._pieces(offset, n):
             b = self._bounce(alen)
             self._read_aligned(a, alen, b)
-            mv[done:done + want] = memoryview(b).cast("B")[pos - a:pos - a + want]
-            done += want
+            mv[done:done + want] = memoryview(b).cast("B")[skip:skip + want]
         return n
 
     def read(self, offset: int, n: int) -> bytes:
@@ -369,25 +374,19 @@ class WinDevice:
         n = len(mv)
         self._check(offset, n)
         ss = self.sector_size
-        done = 0
-        while done < n:
-            pos = offset + done
-            a = pos - pos % ss
-            want = min(n - done, BOUNCE - (pos - a))
-            alen = -(-(pos - a + want) // ss) * ss
+        for done, a, skip, want, alen in self._pieces(offset, n):
             b = self._bounce(alen)
             bm = memoryview(b).cast("B")
-            if pos != a or want != alen:  # partial sectors at the edges: read-modify-write
-                if pos != a:
+            if skip or want != alen:  # partial sectors at the edges: read-modify-write
+                if skip:
                     self._read_aligned(a, ss, self._sub(b, 0, ss))
-                if (pos - a + want) % ss:
+                if (skip + want) % ss:
                     last = alen - ss
                     self._read_aligned(a + last, ss, self._sub(b, last, ss))
-            bm[pos - a:pos - a + want] = mv[done:done + want]
+            bm[skip:skip + want] = mv[done:done + want]
             put = self.k.write_at(self._h, a, b, alen)
             if put != alen:
                 raise RescueError(f"short write at offset {a} of {self.path} ({put} of {alen} bytes)")
-            done += want
 
     @staticmethod
     def _sub(buf, off: int, n: int):
