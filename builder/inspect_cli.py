@@ -147,11 +147,20 @@ def _json_object(path: Path, what: str) -> dict:
     return data
 
 
+def _obj(value: object) -> dict:
+    """A manifest field that should be an object ({} when a damaged or foreign manifest has something else)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _table(ins: Inspection) -> Table:
     t = Table(title=f"rescuekit medium: {ins.medium}", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
-    m, b, py = ins.manifest, ins.build or {}, ins.manifest.get("python", {})
+    m, b, py = ins.manifest, ins.build or {}, _obj(ins.manifest.get("python"))
     t.add_row("base", str(b.get("source_kind") or m.get("base_kind") or "unknown"))
     if b:
         t.add_row("built", f"{b.get('built')} by rescuekit {b.get('version')}")
@@ -160,8 +169,9 @@ def _table(ins: Inspection) -> Table:
     t.add_row("python", f"{py.get('version') or py.get('xy')} (sha256 {str(py.get('sha256', ''))[:16]}...) "
                         f"at {py.get('path')}")
     t.add_row("runtime", f"rescuekit {m.get('runtime_version')} ({m.get('backend')} backend, {m.get('shell')} shell)")
-    t.add_row("wheels", "\n".join(m.get("wheels", [])) or "-")
-    drivers = [f"{d.get('name')}: {', '.join(d.get('infs', []))}" for d in m.get("drivers", [])]
+    t.add_row("wheels", "\n".join(map(str, _list(m.get("wheels")))) or "-")
+    drivers = [f"{_obj(d).get('name')}: {', '.join(map(str, _list(_obj(d).get('infs'))))}"
+               for d in _list(m.get("drivers"))]
     t.add_row("drivers", "\n".join(drivers) or "-")
     for key, value in ins.config.items():
         t.add_row(f"config {key}", str(value))

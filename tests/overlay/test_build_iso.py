@@ -205,3 +205,15 @@ def test_output_over_an_overlay_input_is_refused(standin, wheelhouse, tmp_path):
     r = rk("build", "--source", str(standin), "--output", str(tmp_path / "ok.iso"), "--python-embed", str(embed),
            "--wheelhouse", str(house))
     assert r.returncode == 0, r.stderr
+
+
+def test_inspect_shows_a_foreign_manifest_without_crashing(tmp_path):
+    """A manifest of other shapes (hand-made, damaged, another version) is shown as far as it goes."""
+    tree = tmp_path / "tree"
+    (tree / "rescuekit").mkdir(parents=True)
+    (tree / "rescuekit" / "manifest.json").write_text('{"python": "x", "wheels": 5, "drivers": ["a", {"infs": 3}]}')
+    boot = tmp_path / "boot.wim"
+    subprocess.run(["wimlib-imagex", "capture", str(tree), str(boot), "odd", "--boot"], check=True, capture_output=True)
+    r = rk("inspect", str(boot))
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
+    assert "runtime" in r.stdout and "wheels" in r.stdout
