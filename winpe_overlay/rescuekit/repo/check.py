@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import blake3
 
 from rescuekit.errors import RescueError
 from rescuekit.imaging.plan import merge
 from rescuekit.progress import byte_progress
-from rescuekit.repo.index import index_files, read_index_file
+from rescuekit.repo.index import headers_of_unlisted, index_files, read_index_file
 from rescuekit.repo.manifest import iter_chunks, manifest_paths, read_manifest
-from rescuekit.repo.packs import Entry, pack_files, pack_path
+from rescuekit.repo.packs import CorruptFile, Entry, pack_files, pack_path
 from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 
 
@@ -35,11 +34,14 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
     # Index files (each named by the BLAKE3 of its content)
     entries: dict[str, list[Entry]] = {}
     packs_indexed: dict[str, list[list]] = {}
+    corrupt = False
     for p in index_files(root):
         try:
             packs = read_index_file(p)
-        except RescueError as exc:
-            problems.append(str(exc))
+        except CorruptFile as exc:
+            problems.append(f"{exc} (its packs are read from their own headers; `rescuekit prune` rewrites "
+                            "the index)")
+            corrupt = True
             continue
         if blake3.blake3(p.read_bytes()).hexdigest() != p.stem:
             problems.append(f"{p}: index file content does not match its name (corrupt)")
@@ -47,19 +49,28 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
             packs_indexed.setdefault(pack_id, rows)
             for row in rows:
                 entries.setdefault(row[0], []).append(Entry.from_row(pack_id, row))
+    if corrupt:  # as readers do (index.load_index)
+        for pack_id, rows in headers_of_unlisted(root, packs_indexed).items():
+            packs_indexed[pack_id] = rows
+            for row in rows:
+                entries.setdefault(row[0], []).append(Entry.from_row(pack_id, row))
     # Packs present and big enough for what the index says
     on_disk = pack_files(root)
     bad: set[str] = set()
+    bad_packs: set[str] = set()
     for pack_id, rows in packs_indexed.items():
         path = on_disk.get(pack_id)
         if path is None:
             problems.append(f"pack {pack_id} listed in the index is missing ({pack_path(root, pack_id)})")
-            bad.update(r[0] for r in rows)
+            bad_packs.add(pack_id)
             continue
         need = max((r[1] + r[2] for r in rows), default=0)
         if path.stat().st_size < need:
             problems.append(f"pack {pack_id} is truncated ({path.stat().st_size} < {need} bytes)")
-            bad.update(r[0] for r in rows)
+            bad_packs.add(pack_id)
+    for pack_id in bad_packs:  # a chunk is only lost if no other listed copy is in a good pack
+        bad.update(r[0] for r in packs_indexed[pack_id]
+                   if all(e.pack in bad_packs for e in entries.get(r[0], [])))
     orphans = sorted(set(on_disk) - set(packs_indexed))
     # Every referenced chunk indexed
     referenced: set[str] = set()

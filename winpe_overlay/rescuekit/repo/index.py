@@ -14,10 +14,9 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from rescuekit.errors import RescueError
 from rescuekit.repo.config import FORMAT_VERSION, check_version
 from rescuekit.repo.fsutil import atomic_write
-from rescuekit.repo.packs import Entry, check_rows, is_id, json_limit, unzstd
+from rescuekit.repo.packs import CorruptFile, Entry, check_rows, is_id, json_limit, pack_files, read_pack_header, unzstd
 
 
 class Index:
@@ -62,23 +61,47 @@ def read_index_file(path: Path) -> dict[str, list[list]]:
         if not isinstance(doc, dict):
             raise TypeError
     except (OSError, ValueError, UnicodeDecodeError, TypeError, zstandard.ZstdError):
-        raise RescueError(f"{path}: corrupt index file") from None
+        raise CorruptFile(f"{path}: corrupt index file") from None
     check_version(doc.get("version"), str(path))  # before the layout: a newer version may lay it out differently
     packs = doc.get("packs")
     if not isinstance(packs, dict) or not all(is_id(k) for k in packs):
-        raise RescueError(f"{path}: corrupt index file")
+        raise CorruptFile(f"{path}: corrupt index file")
     for rows in packs.values():
         check_rows(rows, str(path))
     return packs
 
 
 def load_index(root: Path) -> Index:
+    """All index files; if one is corrupt (e.g. a power cut on FAT32), the packs no intact index file lists
+    are read from their own headers instead (verify still reports the file; prune rewrites the index)."""
     idx = Index()
+    corrupt = False
     for path in index_files(root):
-        for pack_id, rows in read_index_file(path).items():
+        try:
+            packs = read_index_file(path)
+        except CorruptFile:
+            corrupt = True
+        else:
+            for pack_id, rows in packs.items():
+                idx.add_pack(pack_id, rows)
+        idx.files.append(path.stem)  # prune's new index replaces corrupt files too
+    if corrupt:
+        for pack_id, rows in headers_of_unlisted(root, idx.packs).items():
             idx.add_pack(pack_id, rows)
-        idx.files.append(path.stem)
     return idx
+
+
+def headers_of_unlisted(root: Path, listed: Container[str]) -> dict[str, list[list]]:
+    """Chunk rows from the headers of the packs on disk that ``listed`` does not name (unreadable ones skipped:
+    their chunks stay missing, which verify reports)."""
+    out = {}
+    for pack_id, path in sorted(pack_files(root).items()):
+        if pack_id not in listed:
+            try:
+                out[pack_id] = read_pack_header(path)
+            except CorruptFile:
+                continue
+    return out
 
 
 def write_index_file(root: Path, packs: dict[str, list[list]]) -> str:

@@ -88,6 +88,8 @@ class RepoLock:
             except FileNotFoundError:
                 continue
             except (OSError, ValueError):
+                doc = None
+            if not isinstance(doc, dict):
                 doc = {"exclusive": True, "command": "unreadable lock file"}
             out.append((p, doc))
         return out

@@ -35,6 +35,10 @@ _FAULT_ENV = "RESCUEKIT_TEST_PACK_ENOSPC_AFTER"
 _fault_written = 0
 
 
+class CorruptFile(RescueError):
+    """A repository file that cannot be read (as opposed to one of a newer format version)."""
+
+
 class Entry(NamedTuple):
     """Where a chunk lives: pack, offset + length of its blob in the pack, chunk length, codec, and the
     chunk's offset inside the (decompressed) blob. A tuple: the index holds one per chunk in memory."""
@@ -75,7 +79,7 @@ def _row_ok(r: object) -> bool:
 def check_rows(rows: object, where: str) -> list[list]:
     """Chunk rows as in a pack header or index file, validated so that no reader trips over a bad field."""
     if type(rows) is not list or not all(map(_row_ok, rows)):
-        raise RescueError(f"{where}: corrupt chunk list (malformed row)")
+        raise CorruptFile(f"{where}: corrupt chunk list (malformed row)")
     return rows  # type: ignore[return-value]
 
 
@@ -172,17 +176,17 @@ def read_pack_header(path: Path) -> list[list]:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             if size < TRAILER.size:
-                raise RescueError(f"{path}: truncated pack ({size} bytes)")
+                raise CorruptFile(f"{path}: truncated pack ({size} bytes)")
             f.seek(size - TRAILER.size)
             hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
             if magic != PACK_MAGIC or hlen > size - TRAILER.size:
-                raise RescueError(f"{path}: not a pack file (bad trailer)")
+                raise CorruptFile(f"{path}: not a pack file (bad trailer)")
             f.seek(size - TRAILER.size - hlen)
             doc = json.loads(unzstd(f.read(hlen), json_limit(hlen)))
         if not isinstance(doc, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError, zstandard.ZstdError):
-        raise RescueError(f"{path}: corrupt pack header") from None
+        raise CorruptFile(f"{path}: corrupt pack header") from None
     check_version(doc.get("version"), str(path))
     return check_rows(doc.get("chunks"), f"{path}: pack header")
 
