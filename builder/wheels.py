@@ -159,13 +159,13 @@ def install_wheel(wheel: Wheel, site_packages: Path) -> list[str]:
                     continue  # scripts/headers/data are not needed by the runtime
             target = site_packages.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                data = zf.read(member)
+            try:  # streamed: a member is never read whole into memory
+                with zf.open(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
             except ZIP_READ_ERRORS as exc:
                 raise RescueError(f"damaged wheel {wheel.path}: {member.filename}: {exc}") from None
-            if target.suffix.lower() in (".pyd", ".dll") and needs_msvcp140(data):
+            if target.suffix.lower() in (".pyd", ".dll") and needs_msvcp140(target.read_bytes()):
                 warnings.append(f"{wheel.filename}: {p.name} imports msvcp140.dll, which the embeddable Python lacks")
-            target.write_bytes(data)
     return warnings
 
 

@@ -104,3 +104,22 @@ def test_damaged_wheel_is_a_one_line_error(tmp_path):
     damage_member(whl, "blob/__init__.py")
     with pytest.raises(RescueError, match=r"damaged wheel .*blob-1\.0-py3-none-any\.whl: blob/__init__\.py"):
         install_wheel(parse_wheel(whl), tmp_path / "site")
+
+
+def test_wheel_members_are_streamed_not_read_whole(tmp_path):
+    """A big member (here 64 MiB of zeros, a few KiB compressed) is copied in pieces, not held in memory."""
+    import tracemalloc
+
+    whl = tmp_path / "big-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("big/data.bin", "w") as f:
+            for _ in range(64):
+                f.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        install_wheel(parse_wheel(whl), tmp_path / "site")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "site" / "big" / "data.bin").stat().st_size == 64 << 20
+    assert peak < 16 << 20, peak
