@@ -246,3 +246,15 @@ def test_unreadable_lock_file(repo_copy: Path) -> None:
     msg = _err(rk("prune", repo_copy, check=False))
     assert "is locked" in msg and "unreadable lock file" in msg
     rk("prune", repo_copy, "--force-unlock")
+
+
+def test_corrupt_manifest_can_be_forgotten_by_id(repo: dict, repo_copy: Path) -> None:
+    bad = repo_copy / "images" / f"{repo['mbr']['id']}.json"
+    bad.write_text("{not json")
+    msg = _err(rk("prune", repo_copy, check=False))
+    assert f"rescuekit forget {repo_copy} {repo['mbr']['id']}" in msg
+    assert "no image" in _err(rk("forget", repo_copy, "mbr", check=False))  # a name can't be read from it
+    rk("forget", repo_copy, repo["mbr"]["id"])
+    assert not bad.exists()
+    rk("prune", repo_copy)
+    assert rk_json("verify", repo_copy, "--read-data")["ok"]

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import blake3
 
-from rescuekit.errors import RescueError
 from rescuekit.repo.config import MAX_CHUNK_SIZE, check_version
 from rescuekit.repo.fsutil import atomic_write
-from rescuekit.repo.packs import is_id
+from rescuekit.repo.packs import CorruptFile, is_id
 
 IMAGE_FORMAT = "rescuekit-image"
 
@@ -43,17 +42,17 @@ def read_manifest(path: Path) -> dict:
         if not isinstance(doc, dict):
             raise TypeError
     except (ValueError, UnicodeDecodeError, TypeError):
-        raise RescueError(f"{path}: corrupt image manifest (not JSON)") from None
+        raise CorruptFile(f"{path}: corrupt image manifest (not JSON)") from None
     if doc.get("format") != IMAGE_FORMAT:
-        raise RescueError(f"{path}: not a rescuekit image manifest")
+        raise CorruptFile(f"{path}: not a rescuekit image manifest")
     check_version(doc.get("version"), str(path))
     if doc.get("checksum") != checksum(doc):
-        raise RescueError(f"{path}: corrupt image manifest (checksum mismatch)")
+        raise CorruptFile(f"{path}: corrupt image manifest (checksum mismatch)")
     if doc.get("id") != path.stem:
-        raise RescueError(f"{path}: manifest id {doc.get('id')!r} does not match its file name")
+        raise CorruptFile(f"{path}: manifest id {doc.get('id')!r} does not match its file name")
     problem = _layout_problem(doc)
     if problem:
-        raise RescueError(f"{path}: corrupt image manifest ({problem})")
+        raise CorruptFile(f"{path}: corrupt image manifest ({problem})")
     return doc
 
 

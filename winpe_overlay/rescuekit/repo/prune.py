@@ -15,15 +15,24 @@ from rescuekit.errors import RescueError, UsageError
 from rescuekit.repo.fsutil import fsync_dir
 from rescuekit.repo.index import load_index, write_index_file
 from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
-from rescuekit.repo.packs import Entry, PackReader, PackWriter, pack_files, pack_path
+from rescuekit.repo.packs import CorruptFile, Entry, PackReader, PackWriter, pack_files, pack_path
 from rescuekit.repo.repository import Repository, chunk_of, compress, decode_blob
 
 
 def resolve_images(repo: Repository, selectors: list[str]) -> list[dict]:
-    """Exact ids, unique id prefixes or names (a name must match exactly one image)."""
-    docs = repo.images()
+    """Exact ids, unique id prefixes or names (a name must match exactly one image); a corrupt manifest
+    by its exact id."""
+    docs, corrupt = [], set()
+    for p in manifest_paths(repo.root):
+        try:
+            docs.append(read_manifest(p))
+        except CorruptFile:  # forgettable by its exact id (a newer version's manifest is not: it raises)
+            corrupt.add(p.stem)
     out: dict[str, dict] = {}
     for sel in selectors:
+        if sel in corrupt:
+            out[sel] = {"id": sel, "name": "corrupt manifest"}
+            continue
         hits = [d for d in docs if d["id"] == sel] or [d for d in docs if d.get("name") == sel] \
             or [d for d in docs if d["id"].startswith(sel.lower())]
         if not hits:
@@ -56,7 +65,8 @@ def prune(repo: Repository) -> dict:
         try:
             doc = read_manifest(p)
         except RescueError as exc:
-            raise RescueError(f"prune refused: {exc}; forget that image (delete the file) first") from None
+            raise RescueError(f"prune refused: {exc}; forget that image first "
+                              f"(`rescuekit forget {root} {p.stem}`)") from None
         for ext in doc["extents"]:
             used.update(c for c in ext["chunks"] if c is not None)
     index = load_index(root)
