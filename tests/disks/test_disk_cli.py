@@ -164,3 +164,27 @@ def test_file_device_enospc_is_a_clear_error(tmp_path):
             dev.write(4096, b"x" * 512)
     finally:
         os.close(fd)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: it must be refused before any open()."""
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            device.open_source(fifo)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            got.append(exc)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(60)  # a hang guard, not a timing assertion
+    if t.is_alive():  # unblock the stuck open so the thread ends
+        os.close(os.open(fifo, os.O_WRONLY))
+        t.join()
+        pytest.fail("open_source blocked on a FIFO")
+    assert len(got) == 1 and isinstance(got[0], UsageError) and "neither a regular file" in str(got[0])

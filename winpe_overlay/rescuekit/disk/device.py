@@ -203,6 +203,8 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
         return _create_file(spath, create_size)
     if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{spath} is a directory, not a disk, partition or image file")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):  # before open: a FIFO's open blocks
+        raise UsageError(f"{spath} is neither a regular file nor a block device")
     if writable and stat.S_ISBLK(st.st_mode):
         # Exclusive open: Linux refuses it (EBUSY) while the device or one of its partitions is mounted.
         flags |= os.O_EXCL
@@ -223,8 +225,6 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
             info = linux.block_info(spath, size=size, sector_size=ssz)
             return FileDevice(spath, fd, size, sector_size=ssz, writable=writable, info=info,
                               reread_on_close=writable and info.kind == "disk")
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{spath} is neither a regular file nor a block device")
         return FileDevice(spath, fd, st.st_size, writable=writable)
     except BaseException:
         os.close(fd)
