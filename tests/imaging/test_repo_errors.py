@@ -48,6 +48,8 @@ def test_newer_manifest_version_refused(repo: dict, repo_copy: Path, tmp_path: P
     msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--image", repo["gpt"]["id"], "--yes", check=False))
     assert "format version 2 is newer" in msg
     assert not (tmp_path / "x.img").exists()
+    msg = _err(rk("prune", repo_copy, check=False))  # never advises forgetting a newer rescuekit's image
+    assert "format version 2 is newer" in msg and "forget" not in msg
 
 
 def test_corrupt_manifest(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
