@@ -200,29 +200,23 @@ class IsoTree:
             raise RescueError(f"two files differ only in case: {self.claimed[key]} and {rel}")
         self.claimed[key] = rel
 
-    def add_file(self, rel: str, host: Path) -> None:
+    def _names(self, rel: str) -> dict[str, str]:
+        """Claim ``rel`` and return its three paths (pycdlib keyword arguments)."""
         self._claim(rel)
         p = PurePosixPath(rel)
         piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]
-        self.iso.add_file(
-            str(host),
-            iso_path=f"{piso}/{self.namer.iso_name(piso, p.name, False)}",
-            joliet_path=f"{pjol}/{self.namer.joliet_name(pjol, p.name, False)}",
-            udf_path=f"{pudf}/{p.name}",
-        )
+        return {
+            "iso_path": f"{piso}/{self.namer.iso_name(piso, p.name, False)}",
+            "joliet_path": f"{pjol}/{self.namer.joliet_name(pjol, p.name, False)}",
+            "udf_path": f"{pudf}/{p.name}",
+        }
+
+    def add_file(self, rel: str, host: Path) -> None:
+        self.iso.add_file(str(host), **self._names(rel))
         self.files += 1
 
     def add_bytes(self, rel: str, data: bytes) -> None:
-        self._claim(rel)
-        p = PurePosixPath(rel)
-        piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]
-        self.iso.add_fp(
-            io.BytesIO(data),
-            len(data),
-            iso_path=f"{piso}/{self.namer.iso_name(piso, p.name, False)}",
-            joliet_path=f"{pjol}/{self.namer.joliet_name(pjol, p.name, False)}",
-            udf_path=f"{pudf}/{p.name}",
-        )
+        self.iso.add_fp(io.BytesIO(data), len(data), **self._names(rel))
         self.files += 1
 
 
