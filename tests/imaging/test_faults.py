@@ -163,3 +163,21 @@ def test_disk_full_injected_mid_capture(disks: dict, tmp_path: Path) -> None:
     t = doc["totals"]
     assert 0 < t["new_chunks"] < t["chunks"] - t["zero_chunks"]  # the finished packs were indexed and reused
     rk("verify", repo, "--read-data")
+
+
+def test_failed_restore_to_new_file_leaves_nothing(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    man = json.loads((repo_copy / "images" / f"{repo['gpt']['id']}.json").read_text())
+    cid = next(c for e in man["extents"][1:] for c in e["chunks"] if c)  # not the first blob: fail mid-way
+    for pack in repo_copy.glob("data/*/*.pack"):
+        rows = {r[0]: r for r in read_pack_header(pack)}
+        if cid in rows:
+            break
+    _, off, clen, *_ = rows[cid]
+    data = bytearray(pack.read_bytes())
+    data[off + clen // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    target = tmp_path / "new.img"
+    res = rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False)
+    assert res.returncode == 1 and "corrupt" in res.stderr and "Traceback" not in res.stderr
+    assert not target.exists()
+    assert rk_json("images", repo_copy)["unfinished_restores"] == []

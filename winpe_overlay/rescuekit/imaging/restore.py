@@ -281,6 +281,12 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
                 if not bad and partition is None and doc["table"]["kind"] == "gpt" and dev.size > disk_size:
                     fix_gpt_after_restore(dev)
                     dev.flush()
+        except BaseException:
+            if fresh:  # a half-written image file we created is no output: remove it (and so its journal)
+                for leftover in (Path(target), journal):
+                    if leftover is not None:
+                        leftover.unlink(missing_ok=True)
+            raise
         finally:
             reader.close()
         if bad:
