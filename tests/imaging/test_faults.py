@@ -28,6 +28,19 @@ def _random_volume(path: Path, size: int, seed: int = 5) -> Path:
     return path
 
 
+def _flip_in_blob(repo: Path, cid: str, n: int) -> None:
+    """Invert ``n`` bytes in the middle of the stored blob holding chunk ``cid``."""
+    for pack in repo.glob("data/*/*.pack"):
+        rows = {r[0]: r for r in read_pack_header(pack)}
+        if cid in rows:
+            break
+    _, off, clen, *_ = rows[cid]
+    data = bytearray(pack.read_bytes())
+    for i in range(off + clen // 2, off + clen // 2 + n):
+        data[i] ^= 0xFF
+    pack.write_bytes(bytes(data))
+
+
 def test_kill9_during_capture_leaves_valid_repository(tmp_path: Path) -> None:
     src = _random_volume(tmp_path / "vol.img", 256 * MiB)
     repo = tmp_path / "repo"
@@ -61,15 +74,7 @@ def test_flipped_bytes_in_pack_are_found(repo: dict, repo_copy: Path, disks: dic
     man = json.loads((repo_copy / "images" / f"{gpt['id']}.json").read_text())
     # a chunk that only the gpt image uses (the partition table chunk at disk offset 0)
     cid = man["extents"][0]["chunks"][0]
-    for pack in repo_copy.glob("data/*/*.pack"):
-        rows = {r[0]: r for r in read_pack_header(pack)}
-        if cid in rows:
-            break
-    _, off, clen, *_ = rows[cid]
-    data = bytearray(pack.read_bytes())
-    for i in range(off + clen // 2, off + clen // 2 + 4):
-        data[i] ^= 0xFF
-    pack.write_bytes(bytes(data))
+    _flip_in_blob(repo_copy, cid, 4)
 
     assert rk("verify", repo_copy).returncode == 0  # structure is fine; only reading the data shows it
     res = rk("verify", repo_copy, "--read-data", check=False)
@@ -168,14 +173,7 @@ def test_disk_full_injected_mid_capture(disks: dict, tmp_path: Path) -> None:
 def test_failed_restore_to_new_file_leaves_nothing(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
     man = json.loads((repo_copy / "images" / f"{repo['gpt']['id']}.json").read_text())
     cid = next(c for e in man["extents"][1:] for c in e["chunks"] if c)  # not the first blob: fail mid-way
-    for pack in repo_copy.glob("data/*/*.pack"):
-        rows = {r[0]: r for r in read_pack_header(pack)}
-        if cid in rows:
-            break
-    _, off, clen, *_ = rows[cid]
-    data = bytearray(pack.read_bytes())
-    data[off + clen // 2] ^= 0xFF
-    pack.write_bytes(bytes(data))
+    _flip_in_blob(repo_copy, cid, 1)
     target = tmp_path / "new.img"
     res = rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False)
     assert res.returncode == 1 and "corrupt" in res.stderr and "Traceback" not in res.stderr
