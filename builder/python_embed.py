@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import platformdirs
 
-from builder.files import ZIP_READ_ERRORS, sha256_file
+from builder.files import copy_zip_member, sha256_file
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.progress import byte_progress
 
@@ -197,10 +196,6 @@ def unpack_embed(info: EmbedInfo, dest: Path, extra_pth: list[str]) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(member) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except ZIP_READ_ERRORS as exc:
-                raise RescueError(f"damaged Python embeddable zip {info.path}: {member.filename}: {exc}") from None
+            copy_zip_member(zf, member, target, f"damaged Python embeddable zip {info.path}")
     pth = next(p for p in dest.iterdir() if p.name.lower() == info.pth_name.lower())
     pth.write_bytes(patch_pth(pth.read_bytes().decode("utf-8-sig"), extra_pth).encode("utf-8"))

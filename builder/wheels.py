@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from builder.files import ZIP_READ_ERRORS
+from builder.files import copy_zip_member
 from builder.pe_imports import needs_msvcp140
 from rescuekit.errors import RescueError, UsageError
 
@@ -159,11 +159,7 @@ def install_wheel(wheel: Wheel, site_packages: Path) -> list[str]:
                     continue  # scripts/headers/data are not needed by the runtime
             target = site_packages.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:  # streamed: a member is never read whole into memory
-                with zf.open(member) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except ZIP_READ_ERRORS as exc:
-                raise RescueError(f"damaged wheel {wheel.path}: {member.filename}: {exc}") from None
+            copy_zip_member(zf, member, target, f"damaged wheel {wheel.path}")
             if target.suffix.lower() in (".pyd", ".dll") and needs_msvcp140(target.read_bytes()):
                 warnings.append(f"{wheel.filename}: {p.name} imports msvcp140.dll, which the embeddable Python lacks")
     return warnings
