@@ -146,3 +146,18 @@ def test_fat_bpb_not_matching_fat_means_whole_partition(mtd, tmp_path, bits, edi
         assert fs.kind == f"fat{bits}"
         assert filesystems.used_ranges(d, 0, d.size, fs) == [(0, d.size)]
         assert fs.warnings and "whole partition" in fs.warnings[0]
+
+
+def test_fat16_with_a_fat12_cluster_count_means_whole_partition(mtd, tmp_path):
+    """A shrunken total-sectors field turns a FAT16 volume into a FAT12 cluster count: its FAT must not
+    be decoded as 12-bit entries (files would be left out)."""
+    vol, _h = mtd.make_fat_volume(tmp_path / "f.img", 32 * MiB, bits=16, tree_bytes=200_000)
+    img = bytearray(vol.read_bytes())
+    assert img[0x36:0x3E] == b"FAT16   " and struct.unpack_from("<H", img, 19)[0] == 0
+    struct.pack_into("<I", img, 32, 16000)  # total sectors (32-bit field)
+    vol.write_bytes(img)
+    with device.open_source(vol) as d:
+        fs = filesystems.detect(d, 0, d.size)
+        assert fs.kind == "fat12"
+        assert filesystems.used_ranges(d, 0, d.size, fs) == [(0, d.size)]
+        assert "says FAT16" in fs.warnings[0] and "whole partition" in fs.warnings[0]

@@ -38,6 +38,7 @@ class FatBoot:
     bpb_label: str | None
     serial: int
     media: int = 0xF8  # BPB media descriptor; FAT entry 0 repeats it in its low byte
+    type_label: str | None = None  # extended BPB file-system type string ("FAT16   ": informational)
 
     @property
     def root_dir_sectors(self) -> int:
@@ -80,6 +81,7 @@ def parse_fat_boot(s: bytes) -> FatBoot | None:
     # Extended BPB: FAT32 at 0x40, FAT12/16 at 0x24; signature byte 0x29 means serial + label are valid.
     ebpb = 0x40 if kind == "fat32" else 0x24
     label, serial = None, 0
+    type_label = s[ebpb + 0x12:ebpb + 0x1A].decode("latin-1").strip() if s[ebpb + 2] in (0x28, 0x29) else None
     if s[ebpb + 2] == 0x29:
         serial = struct.unpack_from("<I", s, ebpb + 3)[0]
         label = s[ebpb + 7:ebpb + 18].decode("latin-1").rstrip() or None
@@ -91,7 +93,7 @@ def parse_fat_boot(s: bytes) -> FatBoot | None:
     if fatsz * bps * 8 // entry_bits < count + 2:
         return None
     return FatBoot(kind, bps, bps * spc, rsvd, nfats, fatsz, root_ent, total, root_cluster, count, label, serial,
-                   media)
+                   media, type_label)
 
 
 def _read_fat(dev: BlockDevice, offset: int, b: FatBoot) -> bytes:
@@ -176,6 +178,11 @@ def fat_used_ranges(dev: BlockDevice, offset: int, size: int, b: FatBoot) -> tup
     if b.data_start > size:
         raise RescueError(f"{where}: the FATs and root directory end at byte {b.data_start}, past the "
                           f"partition's end ({size} bytes)")
+    if b.type_label in ("FAT12", "FAT16", "FAT32") and b.type_label.lower() != b.kind:
+        # Formatters write the type they laid the FAT out as; the cluster count says otherwise, so a size
+        # field is wrong and the FAT would be decoded with the wrong entry width.
+        raise RescueError(f"{where}: the boot sector says {b.type_label}, but its cluster count ({b.count}) "
+                          f"makes it {b.kind.upper()}")
     fat_pos = offset + b.reserved * b.bytes_per_sector
     fat0 = int.from_bytes(dev.read(fat_pos, 2), "little")
     if fat0 & 0xFF != b.media or fat0 & 0xF00 != 0xF00:
