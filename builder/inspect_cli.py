@@ -73,10 +73,11 @@ def _boot_wim(medium: Path) -> Iterator[tuple[Path, str, dict | None]]:
     if not medium.exists():
         raise UsageError(f"no such file or folder: {medium}")
     if medium.is_dir():
-        for cand in (medium / "sources" / "boot.wim", medium / "media" / "sources" / "boot.wim"):
-            if cand.is_file():
-                info = cand.parent.parent / BUILD_INFO
-                build = _json_object(info, f"{BUILD_INFO} of {medium}") if info.is_file() else None
+        # case-insensitive, as Windows (and the builder) match names: SOURCES\BOOT.WIM is the same file
+        for cand in (sources.find_ci(medium, "sources/boot.wim"), sources.find_ci(medium, "media/sources/boot.wim")):
+            if cand is not None and cand.is_file():
+                info = sources.find_ci(cand.parent.parent, BUILD_INFO)
+                build = _json_object(info, f"{BUILD_INFO} of {medium}") if info and info.is_file() else None
                 yield cand, "folder", build
                 return
         raise UsageError(f"no sources/boot.wim in folder: {medium}")

@@ -175,6 +175,17 @@ def test_inspect_corrupt_build_json_is_a_one_line_error(standin, tmp_path, text)
     assert "corrupt rescuekit/build.json of " in _one_error_line(rk("inspect", str(media)))
 
 
+
+def test_inspect_finds_upper_case_names_in_a_folder(built, tmp_path):
+    """Windows matches names case-insensitively, as the builder does: SOURCES/BOOT.WIM is the boot.wim."""
+    _, boot, _ = built
+    (tmp_path / "MEDIA" / "SOURCES").mkdir(parents=True)
+    (tmp_path / "MEDIA" / "SOURCES" / "BOOT.WIM").write_bytes(boot.read_bytes())
+    r = rk("inspect", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["manifest"]["python"]["version"] == "3.12.10"
+
+
 def test_output_inside_a_driver_folder_is_refused_before_anything_is_written(standin, embed_zip, wheelhouse, tmp_path):
     """The staging folder is made next to the output: inside a --driver folder it was written into the user's
     folder and then copied into itself until the path got too long."""
