@@ -138,10 +138,12 @@ def _pin_times(tree: Path) -> None:
 
 
 def _q(path: str | Path) -> str:
+    """Quote for a wimlib update command: double quotes, or single ones around a path with a double quote
+    (wimlib takes either and has no escapes, so only a path with both, or a newline, cannot be given)."""
     s = str(path)
-    if '"' in s or "\n" in s:
-        raise UsageError(f"path not usable in a wimlib update command: {s!r}")
-    return f'"{s}"'
+    if "\n" in s or ('"' in s and "'" in s):
+        raise UsageError(f"path not usable in a wimlib update command (it has both quote characters): {s!r}")
+    return f"'{s}'" if '"' in s else f'"{s}"'
 
 
 def wimlib_commands(tree: Path, shell: str, has_setup_exe: bool) -> list[str]:

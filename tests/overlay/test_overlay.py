@@ -270,3 +270,20 @@ def test_overlay_reads_source_date_epoch_as_the_iso_does(monkeypatch, tmp_path, 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
         build_time()
+
+
+def test_update_script_quotes_a_path_with_a_double_quote(tmp_path):
+    """An output folder named 'say "hi"' (the staged tree lives next to the output) still builds."""
+    cmds = wimlib_commands(tmp_path / 'say "hi"', "startnet", has_setup_exe=True)
+    assert cmds[0] == f"""add '{tmp_path}/say "hi"/rescuekit' "/rescuekit\""""
+    assert cmds[-1] == 'rename "/setup.exe" "/setup.exe.orig"'
+    with pytest.raises(UsageError, match="both quote characters"):
+        wimlib_commands(tmp_path / """it's "x\"""", "startnet", has_setup_exe=False)
+
+
+def test_overlay_into_a_wim_from_a_folder_with_a_double_quote(tiny_wim, tmp_path, embed_zip, wheelhouse):
+    work = tmp_path / 'out "new"'
+    boot = tmp_path / "boot.wim"
+    shutil.copy(tiny_wim, boot)
+    apply_overlay(boot, work, OverlayOptions(python_embed=embed_zip, wheelhouse=wheelhouse))
+    assert "/rescuekit/launch.cmd" in {p.lower() for p in wim.dir_listing(boot, 1, "/rescuekit")}
