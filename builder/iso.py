@@ -202,6 +202,11 @@ class IsoTree:
 
     def _names(self, rel: str) -> dict[str, str]:
         """Claim ``rel`` and return its three paths (pycdlib keyword arguments)."""
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # a host name in another encoding (surrogate-escaped bytes)
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise RescueError(f"file name is not valid UTF-8, so it cannot go on the ISO: {shown}") from None
         self._claim(rel)
         p = PurePosixPath(rel)
         piso, pjol, pudf = self._dir(p.parent) if p.parent.parts else self.dirs[""]

@@ -182,3 +182,15 @@ def test_users_tmp_file_next_to_output_is_left_alone(kit, tree, tmp_path):
         master_iso(missing, out, efi_image=kit.efi["efisys.bin"])
     assert mine.read_bytes() == b"my notes\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["rescue.iso", "rescue.iso.tmp"]
+
+
+def test_file_name_not_in_utf8_is_a_one_line_error(kit, tree, tmp_path):
+    """A host name in another encoding (Latin-1 bytes on Linux) cannot be written as Joliet/UDF: say which."""
+    name = os.fsdecode(b"caf\xe9.txt")
+    host = tmp_path / "media" / name
+    host.write_bytes(b"x")
+    out = tmp_path / "o" / "x.iso"
+    out.parent.mkdir()
+    with pytest.raises(RescueError, match=r"file name is not valid UTF-8, so it cannot go on the ISO: docs/caf\\xe9\.txt"):
+        master_iso({**tree, f"docs/{name}": host}, out, efi_image=kit.efi["efisys.bin"])
+    assert list(out.parent.iterdir()) == []
