@@ -221,3 +221,28 @@ def test_stale_gpt_beside_mbr_uses_mbr(tmp_path):
         t = partitions.read_table(dev)
     assert t.kind == "mbr" and [(p.start, p.size) for p in t.partitions] == [(1 * MiB, 40 * MiB)]
     assert "stale GPT" in t.warnings[0]
+
+
+def _mbr_slot(sector: bytearray, slot: int, ptype: int, start: int, count: int) -> None:
+    struct.pack_into("<B3sB3sII", sector, 446 + 16 * slot, 0, b"\0" * 3, ptype, b"\0" * 3, start, count)
+
+
+def test_two_extended_partitions_number_logicals_uniquely(tmp_path):
+    """Logical numbers continue across extended partitions: no two partitions share a number."""
+    path = tmp_path / "two_ext.img"
+    img = bytearray(16 * MiB)
+    mbr = bytearray(512)
+    _mbr_slot(mbr, 0, 0x05, 2048, 8192)
+    _mbr_slot(mbr, 1, 0x0F, 10240, 8192)
+    mbr[510:512] = b"\x55\xaa"
+    img[:512] = mbr
+    for ext in (2048, 10240):
+        ebr = bytearray(512)
+        _mbr_slot(ebr, 0, 0x07, 2048, 4096)
+        ebr[510:512] = b"\x55\xaa"
+        img[ext * 512:ext * 512 + 512] = ebr
+    path.write_bytes(img)
+    with device.open_source(path) as dev:
+        t = partitions.read_table(dev)
+    assert [(p.number, p.start // 512, p.logical) for p in t.partitions] == [
+        (1, 2048, False), (5, 4096, True), (2, 10240, False), (6, 12288, True)]

@@ -258,20 +258,24 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         ext = ptype in EXTENDED_TYPES
         parts.append(Partition(number=slot + 1, start=start * ss, size=count * ss, type=ptype,
                                type_name=mbr_type_name(ptype), bootable=status == 0x80, extended=ext))
-        if ext:
-            parts.extend(_read_logicals(dev, start, count, ss, regions, table))
+        if ext:  # logical numbers continue across extended partitions (as Linux numbers them)
+            parts.extend(_read_logicals(dev, start, count, ss, regions, table,
+                                        first_number=max([4] + [p.number for p in parts if p.logical]) + 1))
     table.partitions = parts
     table.header_regions = merge(regions)
 
 
 def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
-                   regions: list[tuple[int, int]], table: PartitionTable) -> list[Partition]:
+                   regions: list[tuple[int, int]], table: PartitionTable, first_number: int = 5) -> list[Partition]:
     """Follow the EBR chain of an extended partition (entry 1: logical, entry 2: link to next EBR)."""
     out: list[Partition] = []
-    ebr_lba, seen, number = ext_start, set(), 5
+    ebr_lba, seen, number = ext_start, set(), first_number
     while True:
-        if ebr_lba in seen or len(out) >= MAX_LOGICAL:
+        if ebr_lba in seen:
             table.warnings.append("EBR chain loops; stopped following it")
+            break
+        if len(seen) >= MAX_LOGICAL:
+            table.warnings.append(f"EBR chain longer than {MAX_LOGICAL}; stopped following it")
             break
         if (ebr_lba + 1) * ss > dev.size or not ext_start <= ebr_lba < ext_start + ext_count:
             table.warnings.append(f"EBR at LBA {ebr_lba} lies outside the extended partition")
