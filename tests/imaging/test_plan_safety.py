@@ -47,3 +47,16 @@ def test_system_and_repository_disk_detected(tmp_path: Path) -> None:
     res = rk("capture", holder, tmp_path / "repo", check=False, timeout=120)
     assert res.returncode == 1 and "is on the disk being captured" in res.stderr, res.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_new_pack_folder_is_made_durable(tmp_path: Path, monkeypatch) -> None:
+    """A pack's new data/<xx> folder is fsynced in data/ (else a power cut could lose a pack an index names)."""
+    from rescuekit.repo import packs
+
+    synced: list[Path] = []
+    monkeypatch.setattr(packs, "fsync_dir", lambda p: synced.append(Path(p)))
+    (tmp_path / "data").mkdir()
+    w = packs.PackWriter(tmp_path)
+    w.add(b"x" * 100, False, [("0" * 64, 0, 100)])
+    pack_id, _ = w.finish()
+    assert synced == [tmp_path / "data", tmp_path / "data" / pack_id[:2]]

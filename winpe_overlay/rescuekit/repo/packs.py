@@ -153,7 +153,9 @@ class PackWriter:
         self._f.close()
         pack_id = self._hash.hexdigest()
         final = pack_path(self.root, pack_id)
-        final.parent.mkdir(exist_ok=True)
+        if not final.parent.is_dir():
+            final.parent.mkdir(exist_ok=True)
+            fsync_dir(final.parent.parent)  # the new data/<xx> entry must be durable before an index names it
         os.replace(self.tmp, final)
         fsync_dir(final.parent)
         return pack_id, self.rows
