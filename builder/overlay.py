@@ -143,6 +143,11 @@ def _q(path: str | Path) -> str:
     s = str(path)
     if "\n" in s or ('"' in s and "'" in s):
         raise UsageError(f"path not usable in a wimlib update command (it has both quote characters): {s!r}")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # wimlib: "A string was not a valid UTF-8 string"
+        shown = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UsageError(f"path not usable in a wimlib update command (not valid UTF-8): {shown}") from None
     return f"'{s}'" if '"' in s else f'"{s}"'
 
 

@@ -61,8 +61,11 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: Sequence[str], wim: Path, *, stdin: str | None = None) -> str:
+    # surrogateescape: a host path that is not valid in the locale's encoding (Latin-1 bytes in a UTF-8
+    # locale) goes to wimlib as its original bytes, in arguments and in the update script alike.
     proc = subprocess.run(
-        [_tool(), *args], input=stdin, capture_output=True, text=True, env=_env(), check=False
+        [_tool(), *args], input=stdin, capture_output=True, text=True, errors="surrogateescape", env=_env(),
+        check=False,
     )
     if proc.returncode != 0:
         msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()

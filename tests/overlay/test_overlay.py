@@ -279,6 +279,10 @@ def test_update_script_quotes_a_path_with_a_double_quote(tmp_path):
     assert cmds[-1] == 'rename "/setup.exe" "/setup.exe.orig"'
     with pytest.raises(UsageError, match="both quote characters"):
         wimlib_commands(tmp_path / """it's "x\"""", "startnet", has_setup_exe=False)
+    # wimlib refuses a path that is not UTF-8 ("A string was not a valid UTF-8 string"): say so up front
+    import os
+    with pytest.raises(UsageError, match=r"not valid UTF-8\): .*/d\\xe9j\\xe0/rescuekit"):
+        wimlib_commands(tmp_path / os.fsdecode(b"d\xe9j\xe0"), "startnet", has_setup_exe=False)
 
 
 def test_overlay_into_a_wim_from_a_folder_with_a_double_quote(tiny_wim, tmp_path, embed_zip, wheelhouse):
