@@ -260,3 +260,10 @@ def test_corrupt_manifest_can_be_forgotten_by_id(repo: dict, repo_copy: Path) ->
     assert not bad.exists()
     rk("prune", repo_copy)
     assert rk_json("verify", repo_copy, "--read-data")["ok"]
+
+
+def test_newer_index_version_is_refused_not_bypassed(repo_copy: Path, tmp_path: Path) -> None:
+    _rewrite_index(repo_copy, lambda doc: doc.update(version=2, packs=[]))  # a newer, different layout
+    for args in (["restore", repo_copy, tmp_path / "t.img", "--yes"], ["prune", repo_copy]):
+        assert "format version 2 is newer" in _err(rk(*args, check=False))
+    assert not (tmp_path / "t.img").exists()
