@@ -205,6 +205,12 @@ def test_restore_refuses_targets_in_repository_and_missing_devices(repo_copy: Pa
     missing = "/dev/rescuekit-no-such-disk-" + tmp_path.name
     assert "no such device" in _err(rk("restore", repo_copy, missing, "--yes", check=False))
     assert not os.path.exists(missing)
+    if os.path.isdir("/dev/shm"):  # a tmpfs: image files may be created there
+        shm = Path("/dev/shm") / f"rescuekit-test-{tmp_path.name}-{os.getpid()}.img"
+        try:
+            rk("restore", repo_copy, shm, "--image", "mbr", "--yes")
+        finally:
+            shm.unlink(missing_ok=True)
     # a garbled restore journal is reported, not a crash
     (repo_copy / "restores" / "0123456789abcdef.json").write_text("[1, 2]")
     assert rk_json("images", repo_copy)["unfinished_restores"][0]["journal"] == "0123456789abcdef.json"

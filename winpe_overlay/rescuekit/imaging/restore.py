@@ -152,7 +152,8 @@ def _refuse_odd_target(target: str, root: Path, exists: bool) -> None:
     real, repo_real = Path(os.path.realpath(target)), Path(os.path.realpath(root))
     if real == repo_real or repo_real in real.parents:
         raise UsageError(f"refusing to restore onto {target}: it is inside the repository {root}")
-    if not exists and (real.parts[1:2] == ("dev",) or target.startswith("/dev/")):
+    dev_name = real.parts[1:2] == ("dev",) and real.parts[2:3] != ("shm",)  # /dev/shm is a plain tmpfs
+    if not exists and dev_name:
         raise RescueError(f"no such device: {target}; nothing was written (see `rescuekit disks`)")
 
 
