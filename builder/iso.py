@@ -217,7 +217,10 @@ class IsoTree:
         }
 
     def add_file(self, rel: str, host: Path) -> None:
-        self.iso.add_file(str(host), **self._names(rel))
+        try:
+            self.iso.add_file(str(host), **self._names(rel))
+        except PyCdlibException as exc:  # e.g. a name too long for UDF: say which file
+            raise RescueError(f"cannot put {rel} on the ISO: {exc}") from None
         self.files += 1
 
     def add_bytes(self, rel: str, data: bytes) -> None:

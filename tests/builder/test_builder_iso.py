@@ -194,3 +194,13 @@ def test_file_name_not_in_utf8_is_a_one_line_error(kit, tree, tmp_path):
     with pytest.raises(RescueError, match=r"file name is not valid UTF-8, so it cannot go on the ISO: docs/caf\\xe9\.txt"):
         master_iso({**tree, f"docs/{name}": host}, out, efi_image=kit.efi["efisys.bin"])
     assert list(out.parent.iterdir()) == []
+
+
+def test_name_too_long_for_udf_names_the_file(kit, tree, tmp_path):
+    name = "x" * 250 + ".txt"
+    host = write(tmp_path / "media" / name, "x\n")
+    out = tmp_path / "o" / "x.iso"
+    out.parent.mkdir()
+    with pytest.raises(RescueError, match=rf"cannot put docs/{name} on the ISO: UDF filename too long"):
+        master_iso({**tree, f"docs/{name}": host}, out, efi_image=kit.efi["efisys.bin"])
+    assert list(out.parent.iterdir()) == []
