@@ -273,3 +273,14 @@ def test_newer_index_version_is_refused_not_bypassed(repo_copy: Path, tmp_path: 
     for args in (["restore", repo_copy, tmp_path / "t.img", "--yes"], ["prune", repo_copy]):
         assert "format version 2 is newer" in _err(rk(*args, check=False))
     assert not (tmp_path / "t.img").exists()
+
+
+def test_capture_completes_a_repository_whose_creation_was_interrupted(disks: dict, tmp_path: Path) -> None:
+    r = tmp_path / "r"
+    for sub in ("data", "index", "images", "locks", "restores"):
+        (r / sub).mkdir(parents=True)
+    (r / ".config.0a1b2c3d.tmp").write_text('{"format": "rescu')  # killed while writing config
+    assert "not a rescuekit repository" in _err(rk("images", r, check=False))
+    rk("capture", disks["mbr"][0], r)
+    assert rk_json("verify", r)["ok"]
+    assert not list(r.glob(".config.*"))

@@ -23,6 +23,11 @@ ZSTD_LEVEL = 3
 INDEX_EVERY_PACKS = 16  # write an index file this often so an interrupted capture keeps its progress
 
 
+def _config_leftover(name: str) -> bool:
+    """The temp file of a config write interrupted while creating a repository (fsutil.temp_name)."""
+    return name.startswith(".config.") and name.endswith(".tmp")
+
+
 class Repository:
     def __init__(self, root: Path, config: RepoConfig) -> None:
         self.root = root
@@ -43,13 +48,15 @@ class Repository:
             return cls.open(root)
         if root.exists() and not root.is_dir():
             raise UsageError(f"{root} is a file, not a repository folder")
-        if root.exists() and any(p.name not in SUBDIRS for p in root.iterdir()):
+        if root.exists() and any(p.name not in SUBDIRS and not _config_leftover(p.name) for p in root.iterdir()):
             raise UsageError(f"{root} is a non-empty folder but not a rescuekit repository; use an empty or new folder")
         cfg = new_config(**cfg_args)
         root.mkdir(parents=True, exist_ok=True)
         for sub in SUBDIRS:
             (root / sub).mkdir(exist_ok=True)
         fsync_dir(root)
+        for leftover in [p for p in root.iterdir() if _config_leftover(p.name)]:
+            leftover.unlink(missing_ok=True)
         atomic_write(root / "config", cfg.to_json())  # config last: a half-created folder is not a repository
         return cls(root, cfg)
 
