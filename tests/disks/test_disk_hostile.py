@@ -161,3 +161,18 @@ def test_fat16_with_a_fat12_cluster_count_means_whole_partition(mtd, tmp_path):
         assert fs.kind == "fat12"
         assert filesystems.used_ranges(d, 0, d.size, fs) == [(0, d.size)]
         assert "says FAT16" in fs.warnings[0] and "whole partition" in fs.warnings[0]
+
+
+def test_ntfs_mft_past_the_partition_is_not_read(ntfs_disk, tmp_path):
+    """A boot sector whose $MFT lies beyond the partition (here: in the next volume's place) is refused
+    instead of reading another volume's records."""
+    img = bytearray(ntfs_disk[:PART + VOL]) + bytearray(ntfs_disk[PART:PART + VOL])  # a copy follows
+    nb = ntfs.parse_boot(bytes(img[PART:PART + 512]))
+    struct.pack_into("<qq", img, PART + 0x28, 2 * VOL // 512 - 1, nb.mft_lcn + VOL // nb.cluster_size)
+    path = tmp_path / "disk.img"
+    path.write_bytes(img)
+    with device.open_source(path) as d:
+        fs = filesystems.detect(d, PART, VOL)
+        assert fs.kind == "ntfs"
+        assert filesystems.used_ranges(d, PART, VOL, fs) == [(0, VOL)]
+        assert "past the end of the partition" in fs.warnings[0]

@@ -270,6 +270,8 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
     cs = boot.cluster_size
     nr = boot.nr_clusters
     where = f"on {dev.path} at {offset}"
+    if boot.mft_lcn * cs + 16 * boot.mft_record_size > size:
+        raise RescueError(f"NTFS $MFT (LCN {boot.mft_lcn}) lies past the end of the partition {where}")
     extents = _data_extents(dev, offset, boot, FILE_BITMAP)
     if not extents:
         raise RescueError(f"NTFS $Bitmap {where} has no $DATA attribute")
