@@ -332,6 +332,8 @@ def exfat_used_ranges(dev: BlockDevice, offset: int, size: int, b: ExfatBoot) ->
     if len(chain) < nclus:
         raise RescueError(f"{where}: the allocation bitmap's cluster chain ends after {len(chain)} of "
                           f"{nclus} clusters")
+    if any(b.cluster_pos(c) + b.cluster_size > size for c in (max(chain), b.root_cluster)):
+        raise RescueError(f"{where}: the allocation bitmap or root directory lies past the partition's end")
     rb = RangeBuilder()
     heap = b.heap_offset * b.bytes_per_sector
     rb.add(0, heap)
