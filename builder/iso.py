@@ -35,6 +35,7 @@ BIOS_LOAD_SECTORS = 8  # etfsboot.com: 4 KiB, as oscdimg loads it
 BIOS_IMAGE_PATH = "/ETFSBOOT.IMG;1"
 EFI_IMAGE_PATH = "/EFISYS.IMG;1"
 BOOT_CATALOG_PATH = "/BOOT.CAT;1"
+_BOOT_ISO_PATHS = (BIOS_IMAGE_PATH.split(";")[0], EFI_IMAGE_PATH.split(";")[0], BOOT_CATALOG_PATH.split(";")[0])
 _LABEL_RE = re.compile(r"^[A-Z0-9_]{1,32}$")
 _D_CHARS = re.compile(r"[^A-Z0-9_]")
 _JOLIET_MAX = 64
@@ -175,6 +176,18 @@ class IsoTree:
         self.dirs: dict[str, tuple[str, str, str]] = {"": ("", "", "")}
         self.files = 0
         self.claimed: dict[str, str] = {}
+        # The hidden El Torito entries own these root names in ISO 9660: a media file called boot.cat or
+        # efisys.img gets another ISO 9660 name instead of being taken for (or clashing with) them.
+        self.namer._used[("iso", "")] = {PurePosixPath(p).name.upper() for p in _BOOT_ISO_PATHS}
+
+    def catalog_name(self) -> str:
+        """A root name for the boot catalog's (removed again) Joliet/UDF entries that no media file uses."""
+        taken = set(self.claimed) | self.namer._used.get(("joliet", ""), set())
+        name, n = "boot.cat", 0
+        while name in taken:
+            n += 1
+            name = f"boot{n}.cat"
+        return name
 
     def _dir(self, rel: PurePosixPath) -> tuple[str, str, str]:
         key = rel.as_posix().lower() if rel.parts else ""
@@ -269,6 +282,7 @@ def master_iso(
             for rel, data in sorted((extra or {}).items()):
                 tree.add_bytes(rel, data)
             boot = [(BIOS_IMAGE_PATH, bios_image, 0x00), (EFI_IMAGE_PATH, efi_image, 0xEF)]
+            catalog = "/" + tree.catalog_name()
             first = True
             for iso_path, image, platform in boot:
                 if image is None:
@@ -278,6 +292,8 @@ def master_iso(
                 iso.add_eltorito(
                     iso_path,
                     bootcatfile=BOOT_CATALOG_PATH,
+                    joliet_bootcatfile=catalog,
+                    udf_bootcatfile=catalog,
                     # BIOS: exactly 8 sectors, as oscdimg; UEFI: pycdlib counts the image's sectors.
                     boot_load_size=BIOS_LOAD_SECTORS if platform == 0 else None,
                     platform_id=platform,
@@ -287,7 +303,7 @@ def master_iso(
                 )
                 entries.append(f"{'BIOS' if platform == 0 else 'UEFI'} {Path(image).name}")
                 first = False
-            _hide_boot_catalog(iso)
+            _hide_boot_catalog(iso, catalog)
             total = iso.pvd.space_size * 2048 if iso.pvd else None
             with open(tmp, "xb") as f, byte_progress(f"writing {output.name}", total, enabled=progress) as adv:
                 last = [0]
@@ -311,9 +327,9 @@ def master_iso(
     return IsoResult(output, output.stat().st_size, tree.files, entries)
 
 
-def _hide_boot_catalog(iso: pycdlib.PyCdlib) -> None:
+def _hide_boot_catalog(iso: pycdlib.PyCdlib, catalog: str) -> None:
     """Keep the catalog out of the Joliet/UDF trees and hidden in ISO 9660 (oscdimg shows no boot.cat)."""
-    for kw in ({"joliet_path": "/boot.cat"}, {"udf_path": "/boot.cat"}):
+    for kw in ({"joliet_path": catalog}, {"udf_path": catalog}):
         with contextlib.suppress(PyCdlibException):
             iso.rm_hard_link(**kw)
     with contextlib.suppress(PyCdlibException):

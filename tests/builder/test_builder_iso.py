@@ -204,3 +204,25 @@ def test_name_too_long_for_udf_names_the_file(kit, tree, tmp_path):
     with pytest.raises(RescueError, match=rf"cannot put docs/{name} on the ISO: UDF filename too long"):
         master_iso({**tree, f"docs/{name}": host}, out, efi_image=kit.efi["efisys.bin"])
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["boot.cat", "efisys.img", "etfsboot.img"])
+def test_media_file_named_like_a_hidden_boot_entry(kit, tree, tmp_path, name):
+    """A media file boot.cat made a broken UDF tree (the catalog's Joliet/UDF links were removed by name); one
+    called efisys.img became the UEFI boot image. Both boot images and the user's file must come out right."""
+    host = write(tmp_path / "extra" / name, "mine\n")
+    out = tmp_path / "o.iso"
+    master_iso({**tree, name: host}, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"])
+    iso = pycdlib.PyCdlib()
+    iso.open(str(out))  # raised PyCdlibInvalidISO for boot.cat
+    try:
+        assert _read(iso, udf_path=f"/{name}") == b"mine\n" and _read(iso, joliet_path=f"/{name}") == b"mine\n"
+    finally:
+        iso.close()
+    ents = el_torito(out)
+    assert [(e["platform"], e["load_size"]) for e in ents] == [("BIOS", 8), ("UEFI", 2880)]
+    with open(out, "rb") as f:
+        f.seek(ents[1]["lba"] * 2048)
+        assert f.read(2048) == kit.efi["efisys.bin"].read_bytes()[:2048]
+        f.seek(ents[0]["lba"] * 2048)
+        assert f.read(4096) == kit.etfs.read_bytes()
