@@ -60,3 +60,26 @@ def test_new_pack_folder_is_made_durable(tmp_path: Path, monkeypatch) -> None:
     w.add(b"x" * 100, False, [("0" * 64, 0, 100)])
     pack_id, _ = w.finish()
     assert synced == [tmp_path / "data", tmp_path / "data" / pack_id[:2]]
+
+
+def test_unallocated_tail_is_not_captured_but_backup_gpt_is(tmp_path: Path) -> None:
+    """A small partition on a big disk: the plan reads the partition and the table regions, not the empty tail."""
+    import os
+    import subprocess
+
+    from rescuekit.disk.device import open_source
+    from rescuekit.imaging.plan import make_plan
+
+    disk = tmp_path / "disk.img"
+    size = 64 << 20
+    with open(disk, "wb") as f:  # stale data everywhere, so nothing is elided as zeros
+        f.write(os.urandom(size))
+    subprocess.run(["sgdisk", "-Z", str(disk)], check=True, capture_output=True)
+    subprocess.run(["sgdisk", "-n", "1:2048:+8M", "-n", "2:30M:+4M", str(disk)], check=True, capture_output=True)
+    with open_source(disk) as dev:
+        plan = make_plan(dev, 256 * K)
+    covered = lambda a, b: sum(max(0, min(o + n, b) - max(o, a)) for o, n in plan.extents)  # noqa: E731
+    assert covered(0, 1 << 20) == 1 << 20                       # first MiB (protective MBR, GPT)
+    assert covered(9 << 20, 30 << 20) == (30 - 9) << 20         # the gap between the partitions is kept
+    assert covered(34 << 20, size - (1 << 20)) == 0              # the unallocated tail is not read
+    assert covered(size - 33 * 512, size) == 33 * 512            # the backup GPT is

@@ -1,5 +1,9 @@
 """What a capture stores: the first MiB, the partition table regions, the space between partitions and each
-partition's file-system used ranges, rounded out to the chunk grid (which is aligned to disk offset 0)."""
+partition's file-system used ranges, rounded out to the chunk grid (which is aligned to disk offset 0).
+
+Unallocated space after the last partition is not stored (only the table regions there, e.g. the backup GPT):
+like Macrium's and Clonezilla's images, and because a small system partition on a large disk must not make
+the capture read the whole disk."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -83,12 +87,10 @@ def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
     ranges: list[tuple[int, int]] = [(0, min(FIRST_REGION, size))] + list(table.header_regions)
     data_parts = [p for p in table.partitions if not p.extended]
     pos = 0
-    for p in sorted(data_parts, key=lambda p: p.start):  # everything outside data partitions (gaps, EBRs, tail)
+    for p in sorted(data_parts, key=lambda p: p.start):  # the gaps before and between data partitions (EBRs...)
         if p.start > pos:
             ranges.append((pos, p.start - pos))
         pos = max(pos, p.end)
-    if pos < size:
-        ranges.append((pos, size - pos))
     per_part = []
     for p in data_parts:
         if p.start >= size:
