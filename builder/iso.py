@@ -182,7 +182,7 @@ class IsoTree:
 
     def catalog_name(self) -> str:
         """A root name for the boot catalog's (removed again) Joliet/UDF entries that no media file uses."""
-        taken = set(self.claimed) | self.namer._used.get(("joliet", ""), set())
+        taken = set(self.claimed) | set(self.dirs) | self.namer._used.get(("joliet", ""), set())
         name, n = "boot.cat", 0
         while name in taken:
             n += 1

@@ -206,7 +206,7 @@ def test_name_too_long_for_udf_names_the_file(kit, tree, tmp_path):
     assert list(out.parent.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["boot.cat", "efisys.img", "etfsboot.img"])
+@pytest.mark.parametrize("name", ["boot.cat", "efisys.img", "etfsboot.img", "boot.cat/inside.txt"])
 def test_media_file_named_like_a_hidden_boot_entry(kit, tree, tmp_path, name):
     """A media file boot.cat made a broken UDF tree (the catalog's Joliet/UDF links were removed by name); one
     called efisys.img became the UEFI boot image. Both boot images and the user's file must come out right."""
