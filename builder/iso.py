@@ -195,6 +195,8 @@ class IsoTree:
             return self.dirs[key]
         if len(rel.parts) > _ISO_DEPTH_MAX:
             raise RescueError(f"folder too deep for ISO 9660 (max {_ISO_DEPTH_MAX} levels): {rel}")
+        if key in self.claimed:  # one name as a file and a folder: the UDF tree would be corrupt
+            raise RescueError(f"a file and a folder have the same name: {self.claimed[key]} and {rel}/")
         piso, pjol, pudf = self._dir(rel.parent) if len(rel.parts) > 1 else self.dirs[""]
         name = rel.name
         d = (
@@ -211,6 +213,8 @@ class IsoTree:
         key = rel.lower()
         if key in self.claimed:
             raise RescueError(f"two files differ only in case: {self.claimed[key]} and {rel}")
+        if key in self.dirs:
+            raise RescueError(f"a file and a folder have the same name: {rel} and {self.dirs[key][2].lstrip('/')}/")
         self.claimed[key] = rel
 
     def _names(self, rel: str) -> dict[str, str]:

@@ -226,3 +226,17 @@ def test_media_file_named_like_a_hidden_boot_entry(kit, tree, tmp_path, name):
         assert f.read(2048) == kit.efi["efisys.bin"].read_bytes()[:2048]
         f.seek(ents[0]["lba"] * 2048)
         assert f.read(4096) == kit.etfs.read_bytes()
+
+
+@pytest.mark.parametrize("names", [("bootmgr", "BOOTMGR/a.txt"), ("docs/x", "docs/X/y.txt"), ("rescuekit", None)])
+def test_file_and_folder_of_one_name_is_a_one_line_error(kit, tree, tmp_path, names):
+    """Written as is, such a pair gave an ISO whose UDF tree no reader can parse."""
+    files = dict(tree)
+    for n in names:
+        if n is not None:
+            files[n] = write(tmp_path / "extra" / n.replace("/", "_"), "x\n")
+    out = tmp_path / "o" / "x.iso"
+    out.parent.mkdir()
+    with pytest.raises(RescueError, match="a file and a folder have the same name"):
+        master_iso(files, out, efi_image=kit.efi["efisys.bin"], extra={"rescuekit/build.json": b"{}\n"})
+    assert list(out.parent.iterdir()) == []
