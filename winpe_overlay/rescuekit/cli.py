@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import shutil
 import sys
 
 import click
@@ -41,6 +42,12 @@ def _register_all(group: click.Group, modules: list[str]) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        # copytree collects every failure as (src, dst, why): name the first and count the rest
+        failures = exc.args[0]
+        src, _dst, why = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return f"cannot copy {src}: {why}{more}"
     if isinstance(exc, OSError):
         where = exc.filename
         what = exc.strerror or str(exc)
