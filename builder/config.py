@@ -7,10 +7,10 @@ with a one-line error naming the option. Values that may contain spaces are alwa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from rescuekit import __version__
-from rescuekit.config import ACTIONS  # the runtime's list: what config.toml may say
+from rescuekit.config import ACTIONS, Settings  # the runtime's reader: what config.toml may say
 from rescuekit.errors import UsageError
 SHELLS = ("startnet", "winpeshl")
 
@@ -98,16 +98,12 @@ def validate_choice(value: str, choices: tuple[str, ...], option: str) -> str:
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
-    """The build's choices for the runtime; written to ``X:\\rescuekit\\config.toml``."""
+class RuntimeConfig(Settings):
+    """The build's choices for the runtime; written to ``X:\\rescuekit\\config.toml``.
 
-    default_action: str = "menu"
-    repository: str | None = None
-    image: str | None = None
-    target: str | None = None
-    locale: str | None = None
-    shell: str = "startnet"
-    network: bool = False
+    The keys are the runtime's own ``Settings`` (its reader), so writer and reader cannot drift apart.
+    """
+
     tool_version: str = __version__
     build_time: str = ""
 
@@ -150,17 +146,7 @@ class RuntimeConfig:
 
     def as_toml_table(self) -> dict[str, object]:
         """Key/value pairs for config.toml (None values left out)."""
-        table: dict[str, object] = {
-            "default_action": self.default_action,
-            "repository": self.repository,
-            "image": self.image,
-            "target": self.target,
-            "locale": self.locale,
-            "shell": self.shell,
-            "network": self.network,
-            "tool_version": self.tool_version,
-            "build_time": self.build_time,
-        }
+        table = {f.name: getattr(self, f.name) for f in fields(self)}
         return {k: v for k, v in table.items() if v is not None}
 
 
