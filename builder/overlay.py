@@ -22,6 +22,7 @@ from builder.drivers import DriverDir, stage_drivers, validate_driver_dir
 from builder.python_embed import EmbedInfo, check_version, resolve_embed, unpack_embed
 from builder.render import render_overlay_files
 from builder.wheels import copy_runtime_package, gather_wheels, install_wheel
+from rescuekit import modules
 from rescuekit.errors import UsageError
 
 BACKENDS = ("wimlib", "dism")
@@ -173,6 +174,15 @@ def _exists(wim_path: Path, index: int, path: str) -> bool:
         return False
 
 
+def check_runtime_in_wim(boot_wim: Path, index: int, tree: Path) -> None:
+    """The runtime inside the finished image has every module of the package's manifest (read back by wimlib)."""
+    prefix = f"/{layout.REL_LIB_DIR}/rescuekit/"
+    present = [p[len(prefix):] for p in wim.dir_listing(boot_wim, index, prefix.rstrip("/"))
+               if p.lower().startswith(prefix.lower())]
+    expected = modules.read_manifest(tree / layout.REL_LIB_DIR / "rescuekit")
+    modules.check_complete(present, expected, f"{boot_wim} image {index} ({prefix})")
+
+
 def apply_overlay(
     boot_wim: Path,
     workdir: Path,
@@ -195,6 +205,7 @@ def apply_overlay(
         has_setup = _exists(boot_wim, index, "/setup.exe")
         wim.update(boot_wim, index, wimlib_commands(tree, opts.config.shell, has_setup), rebuild=True)
         wim.verify(boot_wim)
+        check_runtime_in_wim(boot_wim, index, tree)
     else:
         remove = [layout.REL_WINPESHL] if opts.config.shell != "winpeshl" else []
         DismBackend(dism_runner).apply(

@@ -166,12 +166,17 @@ def install_wheel(wheel: Wheel, site_packages: Path) -> list[str]:
 
 
 def copy_runtime_package(dest_lib: Path) -> Path:
-    """Copy the runtime package (winpe_overlay/rescuekit, without caches) to ``dest_lib/rescuekit``."""
+    """Copy the installed runtime package (without caches) to ``dest_lib/rescuekit``, checked against its module
+    manifest before and after the copy: an incomplete install (or copy) is refused, never laid into boot.wim."""
     import rescuekit
+    from rescuekit import modules
 
     src = Path(rescuekit.__file__).resolve().parent
+    expected = modules.read_manifest(src)
+    modules.check_complete(modules.scan(src), expected, str(src))
     dst = dest_lib / "rescuekit"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"), dirs_exist_ok=True)
+    modules.check_complete(modules.scan(dst), expected, str(dst))
     return dst
 
 

@@ -1,12 +1,29 @@
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
+
+from tests.conftest import RK_HOST, RK_RUNTIME
 
 
 def test_version_and_help():
-    out = subprocess.run([sys.executable, "-m", "rescuekit", "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and "rescuekit" in out.stdout
-    out = subprocess.run(["rescuekit", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0
+    from rescuekit import __version__
+
+    for cmd in (RK_RUNTIME, RK_HOST):
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == f"rescuekit, version {__version__}", out
+    host = subprocess.run([*RK_HOST, "--help"], capture_output=True, text=True).stdout
+    runtime = subprocess.run([*RK_RUNTIME, "--help"], capture_output=True, text=True).stdout
+    assert "build" in host and "inspect" in host and "capture" in host
+    assert "capture" in runtime and " build " not in runtime  # the runtime never carries the builder
+
+
+def test_console_script_of_this_environment():
+    """The `rescuekit` script pip installed next to this interpreter (not one found on PATH) runs the host CLI."""
+    script = Path(sysconfig.get_path("scripts")) / ("rescuekit.exe" if sys.platform == "win32" else "rescuekit")
+    assert script.is_file(), f"no console script at {script}: is rescuekit installed into {sys.prefix}?"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "build" in out.stdout, out.stderr
 
 
 def test_copytree_failures_are_one_line():

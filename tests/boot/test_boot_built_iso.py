@@ -4,9 +4,7 @@ Passes only when SeaBIOS / OVMF really ran the boot program the ISO's El Torito 
 base's nonce from the disc.  The catalog is cross-checked with xorriso, a tool we did not write."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from boot_media import BOOT_TIMEOUT, el_torito_entries, fw_dir, require_tools, usb_image
 from make_standin_base import read_nonce
 from qemu_boot import boot
+from tests.conftest import RK_HOST
 
 pytestmark = pytest.mark.qemu
 
@@ -29,9 +28,7 @@ BUILDS = {
 
 
 def rescuekit_build(source: Path, output: Path, *options: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("rescuekit")
-    cmd = [exe] if exe else [sys.executable, "-c", "from builder.cli import main; main()"]
-    return subprocess.run([*cmd, "build", "--source", str(source), "--output", str(output), *options],
+    return subprocess.run([*RK_HOST, "build", "--source", str(source), "--output", str(output), *options],
                           capture_output=True, text=True)
 
 

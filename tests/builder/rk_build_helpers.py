@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RK_HOST
+
 
 def require_tools(*tools: str) -> None:
     """Fail (not skip) when a system tool that .ci/run installs is missing."""
@@ -27,7 +29,7 @@ EPOCH = "1700000000"
 def rk_build(*args: str, env=None) -> subprocess.CompletedProcess:
     """``rescuekit build ARGS`` as a user runs it, as plain WinPE (``--no-runtime``): these tests are about the
     base, the boot files and the ISO; the runtime overlay is tested in tests/overlay and tests/boot."""
-    return subprocess.run(["rescuekit", "build", "--no-runtime", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([*RK_HOST, "build", "--no-runtime", *args], capture_output=True, text=True, env=env)
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -13,12 +13,12 @@ import pytest
 
 from builder import wim
 from make_standin_base import make_standin_base
-from tests.conftest import require_tools
+from tests.conftest import RK_HOST, require_tools
 from tests.overlay.conftest import make_embed_zip
 
 
 def rk(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["rescuekit", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([*RK_HOST, *args], capture_output=True, text=True, env=env)
 
 
 def boot_wim_from_iso(iso_path: Path, dest: Path) -> Path:
@@ -228,3 +228,54 @@ def test_inspect_shows_a_foreign_manifest_without_crashing(tmp_path):
     r = rk("inspect", str(boot))
     assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
     assert "runtime" in r.stdout and "wheels" in r.stdout
+
+
+def test_runtime_in_boot_wim_is_the_whole_package(built):
+    """Every module of the package's manifest is in the ISO's boot.wim (and nothing the manifest does not know)."""
+    from rescuekit import modules
+
+    _, boot, _ = built
+    prefix = "/rescuekit/lib/rescuekit/"
+    present = sorted(p[len(prefix):] for p in wim.dir_listing(boot, 1, prefix.rstrip("/"))
+                     if p.startswith(prefix) and p.endswith(".py"))
+    assert present == modules.read_manifest() == modules.scan()
+
+
+def test_default_build_with_the_runtime_is_reproducible(standin, tmp_path):
+    """The default build (real embeddable CPython, downloaded win_amd64 wheels, runtime, config) under
+    SOURCE_DATE_EPOCH gives the same bytes twice: every staged overlay file's time must be pinned."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    digests = []
+    for n in (1, 2):
+        out = tmp_path / f"r{n}" / "rescue.iso"
+        out.parent.mkdir()
+        r = rk("build", "--source", str(standin), "--output", str(out), env=env)
+        assert r.returncode == 0, r.stderr
+        assert "runtime: Python 3.13.2, " in r.stderr
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_incomplete_runtime_package_is_refused(standin, embed_zip, wheelhouse, tmp_path):
+    """A rescuekit install that lost a subpackage (the hand-kept package list once did that) is not laid into
+    boot.wim: the build stops with one line naming the missing module and writes no output."""
+    import rescuekit
+
+    broken = tmp_path / "site"
+    shutil.copytree(Path(rescuekit.__file__).parent, broken / "rescuekit",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(broken / "rescuekit" / "disk")
+    env = {**os.environ, "PYTHONPATH": str(broken)}  # found before the installed package
+    out = tmp_path / "out" / "x.iso"
+    out.parent.mkdir()
+    r = rk("build", "--source", str(standin), "--output", str(out), "--python-embed", str(embed_zip),
+           "--wheelhouse", str(wheelhouse), env=env)
+    line = _one_error_line(r)
+    assert f"incomplete rescuekit runtime in {broken / 'rescuekit'}: missing disk/__init__.py" in line, line
+    assert list(out.parent.iterdir()) == []
+    (broken / "rescuekit" / "MODULES.txt").unlink()
+    shutil.copytree(Path(rescuekit.__file__).parent / "disk", broken / "rescuekit" / "disk")
+    r = rk("build", "--source", str(standin), "--output", str(out), "--python-embed", str(embed_zip),
+           "--wheelhouse", str(wheelhouse), env=env)
+    assert "runtime package has no MODULES.txt" in _one_error_line(r)
+    assert list(out.parent.iterdir()) == []

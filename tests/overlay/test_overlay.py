@@ -228,7 +228,7 @@ def test_staged_runtime_imports_from_the_pth_paths_alone(overlaid, tmp_path):
     wheels and the runtime package must then import from the staged tree; the compiled deps (win_amd64 in the
     image) are stood in for by the host's builds, the embedded stdlib zip by the host's stdlib."""
     import importlib
-    import sysconfig
+    import os
 
     _, _, root = overlaid
     pydir = root / "work" / "overlay" / "rescuekit" / "python"
@@ -240,7 +240,9 @@ def test_staged_runtime_imports_from_the_pth_paths_alone(overlaid, tmp_path):
     for mod in ("zstandard", "blake3"):
         shutil.copytree(Path(importlib.import_module(mod).__file__).parent, native / mod,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    stdlib = [sysconfig.get_paths()["stdlib"], str(Path(sysconfig.get_paths()["platstdlib"]) / "lib-dynload")]
+    # The host's standard library where this interpreter really finds it (in a venv, sysconfig's platstdlib names
+    # the venv, which has no lib-dynload): the folder of os.py and the lib-dynload entry of sys.path.
+    stdlib = [str(Path(os.__file__).parent), *(p for p in sys.path if Path(p).name == "lib-dynload")]
     code = (
         "import sys, runpy; sys.path[:] = {paths!r}; sys.argv = ['rescuekit', '--help'];"
         "import click, rich, rescuekit; print('FROM', click.__file__, rich.__file__, rescuekit.__file__);"
