@@ -188,3 +188,37 @@ def test_fifo_is_refused_without_blocking(tmp_path):
         t.join()
         pytest.fail("open_source blocked on a FIFO")
     assert len(got) == 1 and isinstance(got[0], UsageError) and "neither a regular file" in str(got[0])
+
+
+def test_refused_open_says_why_for_root_and_for_users(tmp_path):
+    """EPERM/EACCES: "run as root" only when not root; as root, say that the system refuses the open (seen as root
+    on a container's /dev/vda, where advising to run as root was wrong). Real refusals: an immutable file for root,
+    a 0600 file for an unprivileged user."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chattr +i, setpriv)")
+    img = tmp_path / "locked.img"
+    img.write_bytes(bytes(1 << 20))
+    if subprocess.run(["chattr", "+i", str(img)], capture_output=True).returncode != 0:
+        pytest.skip(f"file system of {tmp_path} has no immutable attribute")
+    try:
+        r = subprocess.run([sys.executable, "-P", "-m", "rescuekit", "restore", str(tmp_path / "no-repo"), str(img),
+                            "--yes"], capture_output=True, text=True)
+        from rescuekit.disk import device
+        from rescuekit.errors import RescueError
+
+        with pytest.raises(RescueError, match=r"operation not permitted opening .*locked.img \(read-write\) "
+                                              r"although running as root: the system does not let"):
+            device.open_target(img)
+    finally:
+        subprocess.run(["chattr", "-i", str(img)], check=True)
+    assert "Traceback" not in r.stderr
+    img.chmod(0o600)
+    os.seteuid(65534)  # the kernel checks the file mode for a user; back to root in finally
+    try:
+        with pytest.raises(RescueError) as err:
+            device.open_source(img)
+    finally:
+        os.seteuid(0)
+    assert str(err.value) == f"permission denied opening {img} (read); run as root/administrator"

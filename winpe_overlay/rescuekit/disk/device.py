@@ -201,6 +201,8 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
         if not writable or create_size is None:
             raise RescueError(f"no such disk, partition or image file: {spath}") from None
         return _create_file(spath, create_size)
+    except PermissionError as exc:  # a folder on the way cannot be searched
+        raise RescueError(_denied(spath, writable, exc)) from None
     if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{spath} is a directory, not a disk, partition or image file")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):  # before open: a FIFO's open blocks
@@ -214,8 +216,7 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
         if exc.errno == errno.EBUSY:
             raise RescueError(f"{spath} is in use (mounted or held by another program); unmount it first") from None
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise RescueError(f"permission denied opening {spath} ({'read-write' if writable else 'read'});"
-                              " run as root/administrator") from None
+            raise RescueError(_denied(spath, writable, exc)) from None
         raise RescueError(f"cannot open {spath}: {exc.strerror}") from None
     try:
         if stat.S_ISBLK(st.st_mode):
@@ -229,6 +230,16 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
     except BaseException:
         os.close(fd)
         raise
+
+
+def _denied(path: str, writable: bool, exc: OSError) -> str:
+    """Why an open was refused: "run as root" helps only when we are not root already."""
+    how = "read-write" if writable else "read"
+    if os.geteuid() != 0:
+        return f"permission denied opening {path} ({how}); run as root/administrator"
+    # Root and still refused: a container's device policy (cgroup), a security module, or an immutable file.
+    return (f"{exc.strerror.lower()} opening {path} ({how}) although running as root: the system does not let "
+            "this process open it (container device policy, security module or immutable file)")
 
 
 def _create_file(path: str, size: int) -> FileDevice:
