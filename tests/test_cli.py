@@ -33,3 +33,25 @@ def test_copytree_failures_are_one_line():
 
     exc = shutil.Error([("/a/x", "/b/x", "[Errno 13] Permission denied"), ("/a/y", "/b/y", "boom")])
     assert _one_line(exc) == "cannot copy /a/x: [Errno 13] Permission denied (and 1 more)"
+
+
+def test_runtime_imports_only_what_a_verb_needs():
+    """WinPE reads the runtime from a RAM disk loaded off slow media: `--help` and a verb's `--help` load click and
+    the command modules, not rich, zstandard, blake3, the repository or the disk layer (a verb imports those when
+    it runs)."""
+    code = (
+        "import sys\n"
+        "from rescuekit.cli import COMMAND_MODULES, _register_all, cli\n"
+        "_register_all(cli, COMMAND_MODULES)\n"
+        "for args in ([], *[[v] for v in sorted(cli.commands)]):\n"
+        "    try:\n"
+        "        cli.main(args=[*args, '--help'], standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('rich', 'zstandard', 'blake3', 'rescuekit.repo', 'rescuekit.disk.', 'rescuekit.imaging.capture',"
+        " 'rescuekit.imaging.restore')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    r = subprocess.run([*RK_RUNTIME[:2], "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"

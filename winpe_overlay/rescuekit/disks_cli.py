@@ -5,7 +5,6 @@ import json
 
 import click
 
-from rescuekit.disk import device, inventory
 from rescuekit.errors import RescueError
 
 
@@ -20,6 +19,8 @@ def _size(n: int | None) -> str:
 
 
 def _collect(paths: tuple[str, ...]) -> list[dict]:
+    from rescuekit.disk import device, inventory  # when the verb runs: `--help` and other verbs never need them
+
     out = []
     if paths:
         for p in paths:
