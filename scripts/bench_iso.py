@@ -76,7 +76,8 @@ def boot_images(work: Path) -> tuple[Path, Path]:
 
 
 def run_ours(tree: Path, out: Path, etfs: Path, efisys: Path) -> float:
-    sys.path.insert(0, str(REPO))
+    if str(REPO) not in sys.path:  # a checkout without an install; appended, so an installed rescuekit wins
+        sys.path.append(str(REPO))
     from builder.iso import master_iso
 
     files = {p.relative_to(tree).as_posix(): p for p in sorted(tree.rglob("*")) if p.is_file()}
