@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Every ISO the tests build (in process or by a `rescuekit build` subprocess) is read back by builder.isocheck the
+# way the boot chain reads it; a failed check fails the build (builder/iso.py).
+os.environ["RESCUEKIT_ISO_CHECK"] = "strict"
 
 
 def require_tools(*tools: str) -> None:
