@@ -25,10 +25,10 @@ from pathlib import Path, PurePosixPath
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
-
-from builder import isocheck
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.progress import byte_progress
+
+from builder import isocheck
 
 DEFAULT_LABEL = "RESCUEKIT"
 BIOS_LOAD_SECTORS = isocheck.BIOS_LOAD_SECTORS  # etfsboot.com: 4 KiB, as oscdimg loads it
@@ -346,7 +346,7 @@ def _validation_id(iso: pycdlib.PyCdlib) -> None:
     val = iso.eltorito_boot_catalog.validation_entry
     val.id_string = isocheck.VALIDATION_ID.ljust(24, b"\0")
     val.checksum = 0
-    val.checksum = val._checksum(val._record())  # noqa: SLF001 - pycdlib has no setter for this field
+    val.checksum = val._checksum(val._record())
 
 
 def _boot_check(written: Path, output: Path, known: list[str]) -> list[str]:

@@ -566,30 +566,38 @@ def check_iso(path: Path) -> Report:
         bad = [p for p, r in names if not r.is_dir and (b";" in r.identifier or r.identifier.endswith(b"."))]
         add("iso9660.names", not bad, f"{len(bad)} of {len(names)} names carry a ;version or a lone trailing dot"
             + (f", e.g. {bad[0]}" if bad else " (as oscdimg writes them)"))
-        for exact in ISO_EXACT:
-            rel = exact.lower()
-            if rel not in need and rel not in udf_files:
-                if iso.lookup(exact, exact=False) is not None and udf is not None:
-                    add(f"iso9660:{exact}", False, "on the ISO 9660 tree but not in UDF")
-                continue
-            rec = iso.lookup(exact, exact=True)
-            loose = iso.lookup(exact, exact=False) if rec is None else rec
-            add(f"iso9660:{exact}", rec is not None and not rec.is_dir,
-                f"exact identifier {exact!r} " + ("found" if rec else "missing")
-                + (f" (there is {loose.identifier.decode('latin-1')!r}: etfsboot.com compares byte-exact)"
-                   if rec is None and loose is not None else ""))
-        for rel in BOOT_FILES:
-            if rel not in need and rel not in udf_files:
-                continue
-            rec = iso.lookup(rel, exact=False)
-            same = ""
-            ok = rec is not None and not rec.is_dir
-            if ok and rel in udf_files and udf_files[rel].ad_type != 3:
-                u = udf_files[rel]
-                ok = rec.size == u.size and (u.size == 0 or rec.extents[0][0] == u.extents[0][0])
-                same = ", same data as UDF" if ok else f", NOT the UDF file's data (sector {rec.extents[0][0]})"
-            add(f"iso9660~{rel}", ok, ("found after case folding" if rec else "not reachable after case folding") + same)
+        try:
+            _iso_checks(iso, add, need, udf, udf_files)
+        except IsoFormatError as exc:
+            add("iso9660.tree", False, str(exc))
     return Report(path, checks, udf is not None, bool(bios), bool(uefi))
+
+
+def _iso_checks(iso: Iso9660, add, need: set[str], udf: Udf | None, udf_files: dict[str, UdfEntry]) -> None:
+    """The ISO 9660 part of :func:`check_iso`: exact identifiers for etfsboot.com, folded names for bootmgr."""
+    for exact in ISO_EXACT:
+        rel = exact.lower()
+        if rel not in need and rel not in udf_files:
+            if iso.lookup(exact, exact=False) is not None and udf is not None:
+                add(f"iso9660:{exact}", False, "on the ISO 9660 tree but not in UDF")
+            continue
+        rec = iso.lookup(exact, exact=True)
+        loose = iso.lookup(exact, exact=False) if rec is None else rec
+        add(f"iso9660:{exact}", rec is not None and not rec.is_dir,
+            f"exact identifier {exact!r} " + ("found" if rec else "missing")
+            + (f" (there is {loose.identifier.decode('latin-1')!r}: etfsboot.com compares byte-exact)"
+               if rec is None and loose is not None else ""))
+    for rel in BOOT_FILES:
+        if rel not in need and rel not in udf_files:
+            continue
+        rec = iso.lookup(rel, exact=False)
+        same = ""
+        ok = rec is not None and not rec.is_dir
+        if ok and rel in udf_files and udf_files[rel].ad_type != 3:
+            u = udf_files[rel]
+            ok = rec.size == u.size and (u.size == 0 or rec.extents[0][0] == u.extents[0][0])
+            same = ", same data as UDF" if ok else f", NOT the UDF file's data (sector {rec.extents[0][0]})"
+        add(f"iso9660~{rel}", ok, ("found after case folding" if rec else "not reachable after case folding") + same)
 
 
 def format_report(rep: Report) -> str:
@@ -598,5 +606,15 @@ def format_report(rep: Report) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BOOT_FILES", "Check", "IsoFormatError", "Report", "Udf", "Iso9660", "check_iso", "format_report",
-           "pvd_size", "read_pvd"]
+__all__ = [
+    "BOOT_FILES",
+    "Check",
+    "Iso9660",
+    "IsoFormatError",
+    "Report",
+    "Udf",
+    "check_iso",
+    "format_report",
+    "pvd_size",
+    "read_pvd",
+]
