@@ -55,6 +55,181 @@ setup:
     mov sp, 0x7C00
     jmp 0x0000:main           ; normalise CS:IP (some BIOSes jump to 07C0:0000)
 
+; Everything that can run when the BIOS loaded less than 4 KiB sits here, in the first 2048 bytes: the output
+; routines and the messages main prints before it has checked the whole image arrived.
+; fail_named: SI = reason; the file it is about is [cur_name].
+fail_named:
+    push si
+    mov si, msg_fail
+    call print
+    pop si
+    call print
+    mov si, [cur_name]
+    call print
+    call newline
+    jmp halt
+
+; fail: SI = reason
+fail:
+    push si
+    mov si, msg_fail
+    call print
+    pop si
+    call print
+    call newline
+halt:
+    cli
+.l: hlt
+    jmp .l
+
+upcase:
+    cmp al, 'a'
+    jb .r
+    cmp al, 'z'
+    ja .r
+    sub al, 'a' - 'A'
+.r: ret
+
+; read_sector: EAX = LBA, DI = destination offset (segment 0). One 2048-byte sector. Fails the boot on error.
+read_sector:
+    call read_sector_cf
+    jc .err
+    ret
+.err:
+    mov si, err_read
+    call print
+    mov al, [err_code]
+    call print_hex8
+    call newline
+    mov si, err_io
+    jmp fail
+
+; read_sector_cf: as read_sector, but CF=1 (and [err_code]) on a read error.  Preserves all registers.
+read_sector_cf:
+    pushad
+    mov word [dap_count], 1
+    mov [dap_off], di
+    mov word [dap_seg], 0
+    mov [dap_lba], eax
+    mov dword [dap_lba + 4], 0
+    mov si, dap
+    mov dl, [drive]
+    mov ah, 0x42
+    int 0x13
+    mov [err_code], ah
+    popad
+    ret
+
+uart_init:
+    mov dx, COM1 + 1
+    xor al, al
+    out dx, al                ; IER: no interrupts
+    mov dx, COM1 + 3
+    mov al, 0x80
+    out dx, al                ; LCR: DLAB on
+    mov dx, COM1
+    mov al, 1
+    out dx, al                ; divisor 1 = 115200 baud
+    inc dx
+    xor al, al
+    out dx, al
+    mov dx, COM1 + 3
+    mov al, 3
+    out dx, al                ; 8N1, DLAB off
+    mov dx, COM1 + 2
+    mov al, 0xC7
+    out dx, al                ; FIFO on, cleared
+    mov dx, COM1 + 4
+    mov al, 0x0B
+    out dx, al                ; DTR, RTS, OUT2
+    ret
+
+; putc: AL to COM1 and to the screen.  Preserves all registers.
+putc:
+    pusha
+    mov bl, al
+    mov dx, COM1 + 5
+    mov cx, 0xFFFF            ; don't hang forever when there is no UART
+.wait:
+    in al, dx
+    test al, 0x20
+    jnz .send
+    loop .wait
+.send:
+    mov dx, COM1
+    mov al, bl
+    out dx, al
+    mov ah, 0x0E
+    mov bh, 0
+    mov al, bl
+    int 0x10
+    popa
+    ret
+
+newline:
+    push si
+    mov si, crlf
+    call print
+    pop si
+    ret
+
+; print: zero-terminated string at SI.
+print:
+    push ax
+    push si
+.l:
+    lodsb
+    test al, al
+    jz .done
+    call putc
+    jmp .l
+.done:
+    pop si
+    pop ax
+    ret
+
+; print_hex32: EAX as 8 hex digits.
+print_hex32:
+    push eax
+    shr eax, 16
+    push ax
+    mov al, ah
+    call print_hex8
+    pop ax
+    call print_hex8
+    pop eax
+    push eax
+    mov al, ah
+    call print_hex8
+    pop eax
+    ; fall through: low byte
+
+; print_hex8: AL as two hex digits.
+print_hex8:
+    push ax
+    shr al, 4
+    call .nib
+    pop ax
+    and al, 0x0F
+.nib:
+    push ax
+    and al, 0x0F
+    add al, '0'
+    cmp al, '9'
+    jbe .out
+    add al, 'A' - '0' - 10
+.out:
+    call putc
+    pop ax
+    ret
+
+msg_hello db 13, 10, "RESCUEKIT STAND-IN BIOS (rescuekit test boot program, NOT Windows etfsboot.com)", 13, 10, 0
+msg_drive db "boot drive 0x", 0
+msg_fail  db "RESCUEKIT BIOS FAIL ", 0
+err_short db "only part of the 4 KiB boot image was loaded (El Torito load size must be 8 x 512 bytes)", 0
+crlf      db 13, 10, 0
+
+
 main:
     sti
     cld
@@ -629,174 +804,6 @@ show_text:
 .done:
     jmp newline
 
-; fail_named: SI = reason; the file it is about is [cur_name].
-fail_named:
-    push si
-    mov si, msg_fail
-    call print
-    pop si
-    call print
-    mov si, [cur_name]
-    call print
-    call newline
-    jmp halt
-
-; fail: SI = reason
-fail:
-    push si
-    mov si, msg_fail
-    call print
-    pop si
-    call print
-    call newline
-halt:
-    cli
-.l: hlt
-    jmp .l
-
-upcase:
-    cmp al, 'a'
-    jb .r
-    cmp al, 'z'
-    ja .r
-    sub al, 'a' - 'A'
-.r: ret
-
-; read_sector: EAX = LBA, DI = destination offset (segment 0). One 2048-byte sector. Fails the boot on error.
-read_sector:
-    call read_sector_cf
-    jc .err
-    ret
-.err:
-    mov si, err_read
-    call print
-    mov al, [err_code]
-    call print_hex8
-    call newline
-    mov si, err_io
-    jmp fail
-
-; read_sector_cf: as read_sector, but CF=1 (and [err_code]) on a read error.  Preserves all registers.
-read_sector_cf:
-    pushad
-    mov word [dap_count], 1
-    mov [dap_off], di
-    mov word [dap_seg], 0
-    mov [dap_lba], eax
-    mov dword [dap_lba + 4], 0
-    mov si, dap
-    mov dl, [drive]
-    mov ah, 0x42
-    int 0x13
-    mov [err_code], ah
-    popad
-    ret
-
-uart_init:
-    mov dx, COM1 + 1
-    xor al, al
-    out dx, al                ; IER: no interrupts
-    mov dx, COM1 + 3
-    mov al, 0x80
-    out dx, al                ; LCR: DLAB on
-    mov dx, COM1
-    mov al, 1
-    out dx, al                ; divisor 1 = 115200 baud
-    inc dx
-    xor al, al
-    out dx, al
-    mov dx, COM1 + 3
-    mov al, 3
-    out dx, al                ; 8N1, DLAB off
-    mov dx, COM1 + 2
-    mov al, 0xC7
-    out dx, al                ; FIFO on, cleared
-    mov dx, COM1 + 4
-    mov al, 0x0B
-    out dx, al                ; DTR, RTS, OUT2
-    ret
-
-; putc: AL to COM1 and to the screen.  Preserves all registers.
-putc:
-    pusha
-    mov bl, al
-    mov dx, COM1 + 5
-    mov cx, 0xFFFF            ; don't hang forever when there is no UART
-.wait:
-    in al, dx
-    test al, 0x20
-    jnz .send
-    loop .wait
-.send:
-    mov dx, COM1
-    mov al, bl
-    out dx, al
-    mov ah, 0x0E
-    mov bh, 0
-    mov al, bl
-    int 0x10
-    popa
-    ret
-
-newline:
-    push si
-    mov si, crlf
-    call print
-    pop si
-    ret
-
-; print: zero-terminated string at SI.
-print:
-    push ax
-    push si
-.l:
-    lodsb
-    test al, al
-    jz .done
-    call putc
-    jmp .l
-.done:
-    pop si
-    pop ax
-    ret
-
-; print_hex32: EAX as 8 hex digits.
-print_hex32:
-    push eax
-    shr eax, 16
-    push ax
-    mov al, ah
-    call print_hex8
-    pop ax
-    call print_hex8
-    pop eax
-    push eax
-    mov al, ah
-    call print_hex8
-    pop eax
-    ; fall through: low byte
-
-; print_hex8: AL as two hex digits.
-print_hex8:
-    push ax
-    shr al, 4
-    call .nib
-    pop ax
-    and al, 0x0F
-.nib:
-    push ax
-    and al, 0x0F
-    add al, '0'
-    cmp al, '9'
-    jbe .out
-    add al, 'A' - '0' - 10
-.out:
-    call putc
-    pop ax
-    ret
-
-msg_hello db 13, 10, "RESCUEKIT STAND-IN BIOS (rescuekit test boot program, NOT Windows etfsboot.com)", 13, 10, 0
-msg_drive db "boot drive 0x", 0
 msg_path_udf db "PATH=UDF (anchor at sector 256; names matched ignoring case)", 13, 10, 0
 msg_path_iso db "PATH=ISO9660 (no UDF anchor at sector 256; BOOTMGR matched byte-exact)", 13, 10, 0
 msg_mgr   db "BOOTMGR found:", 0
@@ -807,8 +814,6 @@ msg_ext1  db " one extent, 0x", 0
 msg_ext2  db " bytes at sector 0x", 0
 msg_nonce db "NONCE=", 0
 msg_ok    db "RESCUEKIT BIOS OK", 13, 10, 0
-msg_fail  db "RESCUEKIT BIOS FAIL ", 0
-err_short db "only part of the 4 KiB boot image was loaded (El Torito load size must be 8 x 512 bytes)", 0
 err_patched db "bytes 8-63 of the boot image were overwritten (a boot info table was patched in)", 0
 err_ext   db "no int 13h extensions for the boot drive", 0
 err_pvd   db "no ISO 9660 primary volume descriptor at LBA 16", 0
@@ -827,7 +832,6 @@ err_mgr_dir db "BOOTMGR is a folder", 0
 err_mgr_multi db "BOOTMGR is a multi-extent ISO 9660 file", 0
 err_read  db "int 13h AH=42h read error 0x", 0
 err_io    db "disc read error", 0
-crlf      db 13, 10, 0
 cd001     db "CD001"
 name_bootmgr db "BOOTMGR", 0
 name_boot db "BOOT", 0

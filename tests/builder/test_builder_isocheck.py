@@ -3,12 +3,17 @@
 Cross-checked on ISOs written by tools we did not write (genisoimage -udf, xorriso), and on ours broken on purpose."""
 from __future__ import annotations
 
-import shutil
-import struct
 from pathlib import Path
 
 import pytest
-from rk_build_helpers import make_copype, make_iso_plain, require_tools, run, write
+from rk_build_helpers import (
+    make_copype,
+    make_iso_genisoimage_boot,
+    make_iso_plain,
+    patch_sector,
+    split_udf_extent,
+    write,
+)
 
 from builder import isocheck
 from builder.iso import master_iso
@@ -35,17 +40,7 @@ def ours(kit, media, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def genisoimage_udf(kit, media, tmp_path_factory) -> Path:
     """The same tree by genisoimage -udf, the recipe people use on Linux (BIOS + UEFI El Torito)."""
-    require_tools("genisoimage")
-    work = tmp_path_factory.mktemp("gen")
-    tree = work / "tree"
-    shutil.copytree(media, tree)
-    shutil.copyfile(kit.etfs, tree / "etfsboot.com")
-    shutil.copyfile(kit.efi["efisys.bin"], tree / "efisys.bin")
-    out = work / "gen.iso"
-    run(["genisoimage", "-quiet", "-udf", "-iso-level", "3", "-J", "-V", "GEN", "-b", "etfsboot.com", "-no-emul-boot",
-         "-boot-load-size", "8", "-hide", "etfsboot.com", "-hide", "efisys.bin", "-hide", "boot.catalog",
-         "-eltorito-alt-boot", "-e", "efisys.bin", "-no-emul-boot", "-o", str(out), str(tree)])
-    return out
+    return make_iso_genisoimage_boot(media, kit.etfs, kit.efi["efisys.bin"], tmp_path_factory.mktemp("gen") / "gen.iso")
 
 
 def test_our_iso_passes_every_check(ours):
@@ -86,47 +81,15 @@ def test_iso9660_only_disc(kit, media, tmp_path):
     assert not rep.get("iso9660.names").ok  # xorriso writes ";1"
 
 
-def _patch(iso: Path, out: Path, lba: int, edit) -> Path:
-    data = bytearray(iso.read_bytes())
-    sector = bytearray(data[lba * 2048:(lba + 1) * 2048])
-    edit(sector)
-    data[lba * 2048:(lba + 1) * 2048] = sector
-    out.write_bytes(bytes(data))
-    return out
-
-
-def _retag(buf: bytearray, crc_len: int | None = None) -> None:
-    """Recompute a descriptor tag's CRC and checksum after an edit (ECMA-167 3/7.2)."""
-    if crc_len is not None:
-        struct.pack_into("<H", buf, 10, crc_len)
-    (n,) = struct.unpack_from("<H", buf, 10)
-    struct.pack_into("<H", buf, 8, isocheck._crc_itu(bytes(buf[16:16 + n])))
-    buf[4] = (sum(buf[:4]) + sum(buf[5:16])) & 0xFF
-
-
 def test_broken_anchor_is_a_failed_check(ours, tmp_path):
-    bad = _patch(ours, tmp_path / "anchor.iso", 256, lambda b: b.__setitem__(20, b[20] ^ 0xFF))
+    bad = patch_sector(ours, tmp_path / "anchor.iso", 256, lambda b: b.__setitem__(20, b[20] ^ 0xFF))
     rep = isocheck.check_iso(bad)
     assert not rep.get("udf.anchor").ok and "bad descriptor CRC at sector 256" in rep.get("udf.anchor").detail
 
 
 def test_boot_file_in_two_extents_is_a_failed_check(ours, tmp_path):
-    """Split BOOTMGR's one short_ad into two (still contiguous): etfsboot.com wants one extent, the check fails."""
-    with open(ours, "rb") as f:
-        udf = isocheck.Udf.open(isocheck.Disc(f, ours.stat().st_size, "ours.iso"))
-        ent = udf.lookup("bootmgr")[-1]
-    assert ent.single_extent and ent.size > 1
-
-    def split(b: bytearray) -> None:
-        (l_ea,) = struct.unpack_from("<I", b, 168)
-        off = 176 + l_ea
-        length, pos = struct.unpack_from("<II", b, off)
-        struct.pack_into("<IIII", b, off, 1, pos, length - 1, pos)  # 1 byte, then the rest (bytes are nonsense)
-        struct.pack_into("<I", b, 172, 16)
-        (crc_len,) = struct.unpack_from("<H", b, 10)
-        _retag(b, crc_len + 8)
-
-    bad = _patch(ours, tmp_path / "split.iso", ent.icb, split)
+    """Split BOOTMGR's one short_ad into two: etfsboot.com wants one extent, the check fails."""
+    bad = split_udf_extent(ours, tmp_path / "split.iso", "bootmgr")
     rep = isocheck.check_iso(bad)
     assert not rep.get("udf:bootmgr").ok and "in 2 extents" in rep.get("udf:bootmgr").detail
     assert rep.get("udf:boot/bcd").ok
