@@ -22,6 +22,7 @@ from rescuekit.errors import RescueError, UsageError
 # An overlay step gets the staged single-image boot.wim (image 1, writable) and a scratch folder.
 BootWimStep = Callable[[Path, Path], None]
 BUILD_INFO_PATH = "rescuekit/build.json"
+BOOTFIX_PATH = "boot/bootfix.bin"
 
 
 @dataclass
@@ -131,6 +132,14 @@ def build_iso(opts: BuildOptions) -> BuildResult:
 
         files = dict(src.media)
         files[src.boot_wim_key] = boot_wim
+        notes = list(src.notes)
+        if src.no_prompt and src.etfsboot is not None:
+            # The BIOS "Press any key to boot from CD or DVD" is boot\bootfix.bin, which etfsboot.com runs when present.
+            fix = [k for k in files if k.lower() == BOOTFIX_PATH]
+            for k in fix:
+                del files[k]
+            if fix:
+                notes.append(f"--no-prompt: {fix[0]} left off the disc (no BIOS 'Press any key')")
         if any(k.lower() == BUILD_INFO_PATH for k in files):
             raise RescueError(f"source already has {BUILD_INFO_PATH}: {src.path} (is it a rescuekit ISO?)")
         info = build_info(src, boot_sha, label, epoch)
@@ -157,5 +166,5 @@ def build_iso(opts: BuildOptions) -> BuildResult:
         files=result.files,
         uefi_ca=src.uefi_ca,
         no_prompt=src.no_prompt,
-        notes=src.notes,
+        notes=notes + result.notes,
     )

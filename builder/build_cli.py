@@ -27,7 +27,7 @@ def _human(n: int) -> str:
 @click.option("--source", type=click.Path(path_type=Path), default=None,
               help="copype folder, ADK root, Windows ISO/folder, or winre.wim (default on Windows: the installed ADK).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="ISO file to write.")
-@click.option("--no-prompt", is_flag=True, help='UEFI: no "Press any key to boot from CD" (efisys_noprompt).')
+@click.option("--no-prompt", is_flag=True, help='No "Press any key to boot from CD": UEFI efisys_noprompt, BIOS without boot\\bootfix.bin.')
 @click.option("--label", default=iso.DEFAULT_LABEL, show_default=True, help="Volume label (A-Z 0-9 _, max 32).")
 @click.option("--uefi-ca", type=click.Choice(UEFI_CAS), default="2011", show_default=True,
               help="Secure Boot CA of the UEFI boot manager: 2023 for PCs with the BlackLotus revocation (/bootex).")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import tempfile
 import tomllib
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from builder import layout, sources, wim
+from builder import isocheck, layout, sources, wim
 from builder.build import BUILD_INFO_PATH as BUILD_INFO
 from rescuekit.errors import RescueError, UsageError
 
@@ -48,6 +49,7 @@ def _iso_get(iso, rel: str, out) -> bool:
         tries.append({"udf_path": "/" + rel})
     if iso.has_joliet():
         tries.append({"joliet_path": "/" + rel})
+    tries.append({"iso_path": "/" + rel.upper()})  # as rescuekit (and oscdimg) write names: no ";1"
     tries.append({"iso_path": "/" + rel.upper() + ";1"})
     for kw in tries:
         try:
@@ -179,11 +181,32 @@ def _table(ins: Inspection) -> Table:
     return t
 
 
+def check_medium(medium: Path, as_json: bool) -> None:
+    """``inspect --check``: walk an ISO as the boot chain does (builder.isocheck); failures exit 1."""
+    if not medium.exists():
+        raise UsageError(f"no such file or folder: {medium}")
+    if not medium.is_file() or not sources.is_iso(medium):
+        raise UsageError(f"--check needs an ISO file: {medium}")
+    try:
+        rep = isocheck.check_iso(medium)
+    except (OSError, struct.error, ValueError) as exc:
+        raise RescueError(f"cannot read ISO {medium}: {exc}") from None
+    click.echo(json.dumps(rep.as_dict(), indent=2) if as_json else isocheck.format_report(rep))
+    if not rep.ok:
+        raise RescueError(f"{medium}: {len(rep.failed)} of {len(rep.checks)} boot-chain checks failed "
+                          f"(first: {rep.failed[0].name})")
+
+
 @click.command("inspect")
 @click.argument("medium", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def inspect_cmd(medium: Path, as_json: bool) -> None:
+@click.option("--check", is_flag=True,
+              help="Walk the ISO as Microsoft's boot chain reads it (UDF, ISO 9660 names, El Torito); exit 1 on a failure.")
+def inspect_cmd(medium: Path, as_json: bool, check: bool) -> None:
     """Show what a rescue ISO (or its boot.wim / media folder) contains: base, Python, runtime, drivers, config."""
+    if check:
+        check_medium(medium, as_json)
+        return
     ins = inspect_medium(medium)
     if as_json:
         click.echo(json.dumps(ins.as_dict(), indent=2))

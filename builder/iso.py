@@ -25,17 +25,19 @@ from pathlib import Path, PurePosixPath
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
-
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.progress import byte_progress
 
+from builder import isocheck
+
 DEFAULT_LABEL = "RESCUEKIT"
-BIOS_LOAD_SECTORS = 8  # etfsboot.com: 4 KiB, as oscdimg loads it
+BIOS_LOAD_SECTORS = isocheck.BIOS_LOAD_SECTORS  # etfsboot.com: 4 KiB, as oscdimg loads it
+UEFI_LOAD_SECTORS = isocheck.UEFI_LOAD_SECTORS  # as on Microsoft's media; UEFI reads the FAT image to its end
 # El Torito images and the catalog live in the ISO 9660 tree only, hidden, as oscdimg leaves them out of the tree.
-BIOS_IMAGE_PATH = "/ETFSBOOT.IMG;1"
-EFI_IMAGE_PATH = "/EFISYS.IMG;1"
-BOOT_CATALOG_PATH = "/BOOT.CAT;1"
-_BOOT_ISO_PATHS = (BIOS_IMAGE_PATH.split(";")[0], EFI_IMAGE_PATH.split(";")[0], BOOT_CATALOG_PATH.split(";")[0])
+BIOS_IMAGE_PATH = "/ETFSBOOT.IMG"
+EFI_IMAGE_PATH = "/EFISYS.IMG"
+BOOT_CATALOG_PATH = "/BOOT.CAT"
+_BOOT_ISO_PATHS = (BIOS_IMAGE_PATH, EFI_IMAGE_PATH, BOOT_CATALOG_PATH)
 _LABEL_RE = re.compile(r"^[A-Z0-9_]{1,32}$")
 _D_CHARS = re.compile(r"[^A-Z0-9_]")
 _JOLIET_MAX = 64
@@ -43,6 +45,7 @@ _ISO_FILE_MAX = 30  # Ecma-119 7.5.2: name + extension
 _ISO_DIR_MAX = 31
 _ISO_DEPTH_MAX = 7  # below the root (Ecma-119 6.8.2.1)
 _WRITE_BLOCK = 1 << 20
+ISO_CHECK_ENV = "RESCUEKIT_ISO_CHECK"  # "strict": a failed boot-chain check of the written ISO is an error
 # ISO 9660 directory records store the year as 1900 + one byte (Ecma-119 9.1.5): 2156-01-01T00:00:00Z is too late.
 _EPOCH_MAX = 5869584000
 
@@ -53,6 +56,7 @@ class IsoResult:
     size: int
     files: int
     boot_entries: list[str]
+    notes: list[str]
 
 
 def normalize_label(label: str) -> str:
@@ -130,9 +134,9 @@ class _Namer:
     def __init__(self) -> None:
         self._used: dict[tuple[str, str], set[str]] = {}
 
-    def _unique(self, space: str, parent: str, base: str, ext: str, limit: int, dot: bool = False) -> str:
+    def _unique(self, space: str, parent: str, base: str, ext: str, limit: int) -> str:
         used = self._used.setdefault((space, parent), set())
-        dot = dot or bool(ext)
+        dot = bool(ext)
         n = 0
         while True:
             suffix = (f"~{n}" if space == "joliet" else f"_{n}") if n else ""
@@ -152,8 +156,11 @@ class _Namer:
         if not dot:
             stem, ext = up, ""
         stem, ext = _D_CHARS.sub("_", stem), _D_CHARS.sub("_", ext)[:8]
-        # Ecma-119 7.5.1: the separator dot is written even without an extension ("BOOTMGR.;1").
-        return self._unique("iso", parent, stem or "_", ext, _ISO_FILE_MAX, dot=True) + ";1"
+        # As oscdimg -u1 writes them: no ";1" version and no lone dot ("BOOTMGR", "BOOTFIX.BIN"), because etfsboot.com
+        # compares the root identifier byte-exact (KB931708). Ecma-119 7.5.1 asks for both; readers don't need them.
+        # 8.3 names stay 8.3; longer ones keep up to 30 characters (not mangled to 8.3: the boot library's ETFS
+        # driver compares whole names after case folding, so only the full name is reachable).
+        return self._unique("iso", parent, stem or "_", ext, _ISO_FILE_MAX)
 
     def joliet_name(self, parent: str, name: str, is_dir: bool) -> str:
         name = re.sub(r"[*/:;?\\]", "_", name)
@@ -298,8 +305,8 @@ def master_iso(
                     bootcatfile=BOOT_CATALOG_PATH,
                     joliet_bootcatfile=catalog,
                     udf_bootcatfile=catalog,
-                    # BIOS: exactly 8 sectors, as oscdimg; UEFI: pycdlib counts the image's sectors.
-                    boot_load_size=BIOS_LOAD_SECTORS if platform == 0 else None,
+                    # BIOS: exactly 8 sectors, as oscdimg; UEFI: 1, as on Microsoft's media.
+                    boot_load_size=BIOS_LOAD_SECTORS if platform == 0 else UEFI_LOAD_SECTORS,
                     platform_id=platform,
                     efi=platform == 0xEF and not first,
                     boot_info_table=False,
@@ -308,6 +315,7 @@ def master_iso(
                 entries.append(f"{'BIOS' if platform == 0 else 'UEFI'} {Path(image).name}")
                 first = False
             _hide_boot_catalog(iso, catalog)
+            _validation_id(iso)
             total = iso.pvd.space_size * 2048 if iso.pvd else None
             with open(tmp, "xb") as f, byte_progress(f"writing {output.name}", total, enabled=progress) as adv:
                 last = [0]
@@ -319,6 +327,8 @@ def master_iso(
                 iso.write_fp(f, blocksize=_WRITE_BLOCK, progress_cb=cb)
                 f.flush()
                 os.fsync(f.fileno())
+        notes = _single_extent_notes(files)
+        notes += _boot_check(tmp, output, notes)
         os.replace(tmp, output)
         _fsync_dir(output.parent)
     except PyCdlibException as exc:
@@ -328,7 +338,43 @@ def master_iso(
             iso.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return IsoResult(output, output.stat().st_size, tree.files, entries)
+    return IsoResult(output, output.stat().st_size, tree.files, entries, notes)
+
+
+def _validation_id(iso: pycdlib.PyCdlib) -> None:
+    """Write the catalog validation entry's ID string as oscdimg does (pycdlib leaves it zero; cosmetic)."""
+    val = iso.eltorito_boot_catalog.validation_entry
+    val.id_string = isocheck.VALIDATION_ID.ljust(24, b"\0")
+    val.checksum = 0
+    val.checksum = val._checksum(val._record())
+
+
+def _boot_check(written: Path, output: Path, known: list[str]) -> list[str]:
+    """Read the written ISO back as the boot chain does (builder.isocheck); each failed check is a note.
+
+    With ``RESCUEKIT_ISO_CHECK=strict`` (the test suite sets it) a failed check is an error instead, so every ISO the
+    tests build is walked this way.  Files already named by a single-extent note are not reported twice.
+    """
+    report = isocheck.check_iso(written)
+    seen = {n.split(" ", 1)[0].lower() for n in known}
+    failed = [c for c in report.failed if not (c.name.startswith("udf:") and c.name[4:] in seen)]
+    notes = [f"boot check {c.name}: {c.detail}" for c in failed]
+    if notes and os.environ.get(ISO_CHECK_ENV) == "strict":
+        raise RescueError(f"{output}: the ISO fails its boot-chain check ({len(notes)} failed): {notes[0]}")
+    return notes
+
+
+def _single_extent_notes(files: Mapping[str, Path]) -> list[str]:
+    """Boot-path files that UDF cannot hold in one extent (30-bit extent lengths: ~1 GiB)."""
+    notes = []
+    for rel, host in files.items():
+        if rel.lower() in isocheck.BOOT_FILES:
+            size = Path(host).stat().st_size
+            if size > isocheck.UDF_MAX_EXTENT:
+                notes.append(f"{rel} is {size} bytes: over {isocheck.UDF_MAX_EXTENT}, UDF stores it in "
+                             f"{-(-size // isocheck.UDF_MAX_EXTENT)} extents (Microsoft's boot code is only known to "
+                             "read boot files in one extent)")
+    return notes
 
 
 def _hide_boot_catalog(iso: pycdlib.PyCdlib, catalog: str) -> None:

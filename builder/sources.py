@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from builder import wim
+from builder import isocheck, wim
 from rescuekit.errors import RescueError, UsageError
 
 UEFI_CAS = ("2011", "2023")
@@ -118,8 +118,7 @@ def check_fat_image(path: Path) -> None:
 
 def is_iso(path: Path) -> bool:
     with open(path, "rb") as f:
-        f.seek(0x8001)
-        return f.read(5) == b"CD001"
+        return isocheck.read_pvd(f) is not None
 
 
 def is_wim(path: Path) -> bool:
@@ -270,13 +269,8 @@ def open_iso(iso_path: Path) -> pycdlib.PyCdlib:
 def _pvd_size(iso_path: Path) -> int | None:
     """Volume size in bytes from the primary volume descriptor at sector 16 (Ecma-119 8.4), None if absent."""
     with open(iso_path, "rb") as f:
-        f.seek(0x8000)
-        pvd = f.read(2048)
-    if len(pvd) < 2048 or pvd[:6] != b"\x01CD001":
-        return None
-    (blocks,) = struct.unpack_from("<I", pvd, 80)
-    (block_size,) = struct.unpack_from("<H", pvd, 128)
-    return blocks * block_size
+        pvd = isocheck.read_pvd(f)
+    return None if pvd is None else isocheck.pvd_size(pvd)
 
 
 def _extract_iso(iso_path: Path, workdir: Path) -> Path:

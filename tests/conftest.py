@@ -19,6 +19,10 @@ if str(REPO) not in sys.path:
 RK_HOST = [sys.executable, "-P", "-m", "builder"]  # build, inspect + every runtime verb (the console script's CLI)
 RK_RUNTIME = [sys.executable, "-P", "-m", "rescuekit"]  # the runtime alone, as WinPE starts it
 
+# Every ISO the tests build (in process or by a `rescuekit build` subprocess) is read back by builder.isocheck the
+# way the boot chain reads it; a failed check fails the build (builder/iso.py).
+os.environ["RESCUEKIT_ISO_CHECK"] = "strict"
+
 
 def require_tools(*tools: str) -> None:
     """Fail (not skip) when a system tool that .ci/run installs is missing."""

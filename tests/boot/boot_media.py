@@ -19,15 +19,18 @@ def fw_dir(base: Path) -> Path:
 
 
 def xorriso_iso(base: Path, out: Path, efisys: str = "efisys.bin", *, media: Path | None = None,
-                load_size: int = 8, boot_info_table: bool = False) -> Path:
+                load_size: int = 8, boot_info_table: bool = False, exact_names: bool = True) -> Path:
     """An ISO shaped like ``MakeWinPEMedia /ISO`` (oscdimg -bootdata:2#p0,e,b<etfsboot.com>#pEF,e,b<efisys.bin>),
     made with xorriso: BIOS no-emulation entry loading 8 x 512 bytes with NO boot info table, UEFI no-emulation
-    entry, ISO 9660 level 3 + Joliet.  Boot images and catalog are hidden from the directory tree, like oscdimg.
-    ``load_size``/``boot_info_table`` make it wrong on purpose (what etfsboot.com must not get)."""
+    entry, ISO 9660 level 3 + Joliet, and NO UDF (xorriso has none).  Boot images and catalog are hidden from the
+    directory tree, like oscdimg.  ``exact_names``: ISO 9660 names as oscdimg writes them (``-N -d``: ``BOOTMGR``,
+    not xorriso's default ``BOOTMGR.;1``).  ``load_size``/``boot_info_table``/``exact_names=False`` make it wrong on
+    purpose (what etfsboot.com must not get)."""
     require_tools("xorriso")
     fw = fw_dir(base)
     media = media or base / "media"
-    cmd = ["xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", "-J", "-joliet-long", "-V", "STANDIN",
+    cmd = ["xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", *(["-N", "-d"] if exact_names else []),
+           "-J", "-joliet-long", "-V", "STANDIN",
            "-o", str(out), "-graft-points",
            "-b", "/.bootimg/etfsboot.com", "-no-emul-boot", "-boot-load-size", str(load_size),
            *(["-boot-info-table"] if boot_info_table else []), "-c", "/.bootimg/boot.cat",

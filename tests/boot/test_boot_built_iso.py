@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builder import isocheck
 from boot_media import BOOT_TIMEOUT, el_torito_entries, fw_dir, require_tools, usb_image
 from make_standin_base import read_nonce
 from qemu_boot import boot
@@ -56,6 +57,9 @@ def test_el_torito_has_bios_and_uefi_entries(name: str, built_iso) -> None:
     entries = el_torito_entries(iso)
     assert [(e["Pltf"], e["Emul"]) for e in entries] == [("BIOS", "none"), ("UEFI", "none")]
     assert entries[0]["Ldsiz"] == "8"  # etfsboot.com loads as 8 x 512 bytes
+    assert entries[1]["Ldsiz"] == "1"  # as Microsoft's media
+    rep = isocheck.check_iso(iso)  # the boot-chain walk: UDF, exact ISO 9660 names, El Torito
+    assert rep.ok, isocheck.format_report(rep)
 
 
 @pytest.mark.parametrize("name", ["fwfiles", "bootbins"])
@@ -80,11 +84,26 @@ def test_ovmf_boots_built_iso(name: str, built_iso, qemu_tools: None) -> None:
 
 @pytest.mark.parametrize("name", ["fwfiles", "bootbins-2023-noprompt"])
 def test_seabios_boots_built_iso(name: str, built_iso, qemu_tools: None) -> None:
+    """Through UDF (the stand-in etfsboot takes it first when the anchor is there); --no-prompt leaves bootfix.bin off."""
     iso, base = built_iso(name)
     res = boot(iso, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
     assert res.ok, res.log
     assert "RESCUEKIT STAND-IN BIOS" in res.text
+    assert "PATH=UDF" in res.text and "BOOTMGR found: one extent" in res.text
+    assert ("BOOTFIX=absent" if "--no-prompt" in BUILDS[name][1] else "BOOTFIX=present") in res.text
     assert f"NONCE={read_nonce(base)}\n" in res.text
+
+
+def test_seabios_refuses_bootmgr_in_two_extents(built_iso, tmp_path: Path, qemu_tools: None) -> None:
+    """The built ISO with BOOTMGR's UDF File Entry split into two extents: the stand-in refuses, as etfsboot.com
+    is only known to read one (and there is no ISO 9660 fallback when UDF is present)."""
+    from tests.builder.rk_build_helpers import split_udf_extent
+
+    iso, _ = built_iso("fwfiles")
+    bad = split_udf_extent(iso, tmp_path / "split.iso", "bootmgr")
+    res = boot(bad, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
+    assert not res.ok and res.reason == "failure marker seen", res.log
+    assert "RESCUEKIT BIOS FAIL UDF: not in one extent: BOOTMGR" in res.text
 
 
 def test_iso_files_make_a_uefi_bootable_stick(built_iso, tmp_path: Path, qemu_tools: None) -> None:

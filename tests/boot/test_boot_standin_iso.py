@@ -25,10 +25,36 @@ def test_el_torito_catalog_like_makewinpemedia(xorriso_fwfiles_iso: Path) -> Non
 
 
 def test_seabios_boots_cd(xorriso_fwfiles_iso: Path, standin_fwfiles: Path, qemu_tools: None) -> None:
+    """No UDF on the disc (xorriso): the stand-in etfsboot reads ISO 9660 and finds the exact identifier BOOTMGR."""
     res = boot(xorriso_fwfiles_iso, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
     assert res.ok, res.log
     assert "RESCUEKIT STAND-IN BIOS" in res.log
+    assert "PATH=ISO9660" in res.text and "BOOTMGR found: one extent" in res.text
+    assert "BOOTFIX=present" in res.text
     assert f"NONCE={read_nonce(standin_fwfiles)}\r\n" in res.log
+
+
+def test_seabios_iso9660_needs_exact_bootmgr(standin_fwfiles: Path, tmp_path: Path, qemu_tools: None) -> None:
+    """xorriso's default ISO 9660 name BOOTMGR.;1 (no UDF to fall back on): like etfsboot.com (KB931708), no boot."""
+    iso = xorriso_iso(standin_fwfiles, tmp_path / "versioned.iso", exact_names=False)
+    res = boot(iso, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
+    assert not res.ok and res.reason == "failure marker seen", res.log
+    assert "PATH=ISO9660" in res.text
+    assert "RESCUEKIT BIOS FAIL BOOTMGR not found in the ISO 9660 root directory" in res.text
+
+
+def test_seabios_boots_genisoimage_udf_through_udf(standin_fwfiles: Path, tmp_path: Path, qemu_tools: None) -> None:
+    """genisoimage -udf writes BOOTMGR.;1 in ISO 9660, so only the UDF walk (taken first, as etfsboot.com does)
+    can find it: the boot passes and says PATH=UDF."""
+    from tests.builder.rk_build_helpers import make_iso_genisoimage_boot
+
+    fw = standin_fwfiles / "fwfiles"
+    iso = make_iso_genisoimage_boot(standin_fwfiles / "media", fw / "etfsboot.com", fw / "efisys.bin",
+                                    tmp_path / "gen.iso")
+    res = boot(iso, "bios", "cdrom", expect="RESCUEKIT BIOS OK", timeout=BOOT_TIMEOUT)
+    assert res.ok, res.log
+    assert "PATH=UDF" in res.text and "BOOTMGR found: one extent" in res.text
+    assert f"NONCE={read_nonce(standin_fwfiles)}\n" in res.text
 
 
 def test_ovmf_boots_cd(xorriso_fwfiles_iso: Path, standin_fwfiles: Path, qemu_tools: None) -> None:

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,58 @@ def make_iso_plain(tree: Path, iso: Path) -> Path:
     """An ISO with Rock Ridge + Joliet and no UDF (xorriso)."""
     run(["xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "PLAIN", "-o", str(iso), str(tree)])
     return iso
+
+
+def make_iso_genisoimage_boot(tree: Path, etfsboot: Path, efisys: Path, iso: Path) -> Path:
+    """``tree`` mastered by genisoimage -udf, the recipe people use on Linux: UDF 1.02 + ISO 9660 (``BOOTMGR.;1``)
+    + Joliet, BIOS (8 sectors) and UEFI (``-e``, whole image) El Torito entries, boot images hidden."""
+    require_tools("genisoimage")
+    work = iso.parent / f".{iso.name}.tree"
+    shutil.copytree(tree, work)
+    try:
+        shutil.copyfile(etfsboot, work / "etfsboot.com")
+        shutil.copyfile(efisys, work / "efisys.bin")
+        run(["genisoimage", "-quiet", "-udf", "-iso-level", "3", "-J", "-V", "GEN", "-b", "etfsboot.com",
+             "-no-emul-boot", "-boot-load-size", "8", "-hide", "etfsboot.com", "-hide", "efisys.bin",
+             "-hide", "boot.catalog", "-eltorito-alt-boot", "-e", "efisys.bin", "-no-emul-boot",
+             "-o", str(iso), str(work)])
+    finally:
+        shutil.rmtree(work)
+    return iso
+
+
+def patch_sector(iso: Path, out: Path, lba: int, edit) -> Path:
+    """A copy of ``iso`` at ``out`` with sector ``lba`` changed in place by ``edit(bytearray)``."""
+    data = bytearray(iso.read_bytes())
+    sector = bytearray(data[lba * 2048:(lba + 1) * 2048])
+    edit(sector)
+    data[lba * 2048:(lba + 1) * 2048] = sector
+    out.write_bytes(bytes(data))
+    return out
+
+
+def split_udf_extent(iso: Path, out: Path, rel: str) -> Path:
+    """A copy of ``iso`` whose UDF File Entry for ``rel`` has two short_ads (1 byte + the rest, both from the file's
+    first block, so the bytes read are wrong but the layout is what matters): a file that is not in one extent."""
+    from builder import isocheck
+
+    with open(iso, "rb") as f:
+        udf = isocheck.Udf.open(isocheck.Disc(f, iso.stat().st_size, iso.name))
+        ent = udf.lookup(rel)[-1]
+    assert ent.single_extent and ent.size > 1 and ent.tag == 261 and ent.ad_type == 0
+
+    def split(b: bytearray) -> None:
+        (l_ea,) = struct.unpack_from("<I", b, 168)
+        off = 176 + l_ea
+        length, pos = struct.unpack_from("<II", b, off)
+        struct.pack_into("<IIII", b, off, 1, pos, length - 1, pos)
+        struct.pack_into("<I", b, 172, 16)
+        (crc_len,) = struct.unpack_from("<H", b, 10)
+        crc_len += 8  # ECMA-167 3/7.2: the CRC covers the descriptor after the tag; recompute CRC and checksum
+        struct.pack_into("<HH", b, 8, isocheck._crc_itu(bytes(b[16:16 + crc_len])), crc_len)
+        b[4] = (sum(b[:4]) + sum(b[5:16])) & 0xFF
+
+    return patch_sector(iso, out, ent.icb, split)
 
 
 def el_torito(iso: Path) -> list[dict]:

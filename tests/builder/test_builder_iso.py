@@ -26,6 +26,10 @@ def tree(tmp_path):
         "boot/fonts/a very long font file name for joliet and udf.TTF2":
             write(root / "x.ttf2", "ttf2\n"),
         "sources/boot.wim": write(root / "sources/boot.wim", os.urandom(300_000)),
+        "Boot/bcd": write(root / "Boot/bcd", "bcd\n"),
+        "Boot/boot.sdi": write(root / "Boot/boot.sdi", b"\0" * 3000),
+        "Boot/bootfix.bin": write(root / "Boot/bootfix.bin", "fix\n"),
+        "EFI/Microsoft/Boot/BCD": write(root / "EFI/Microsoft/Boot/BCD", "bcd\n"),
     }
     return files
 
@@ -43,8 +47,8 @@ def test_el_torito_like_oscdimg(kit, tree, tmp_path):
     ents = el_torito(out)
     assert [(e["platform"], e["emul"], e["bootable"]) for e in ents] == [("BIOS", "none", "y"), ("UEFI", "none", "y")]
     assert ents[0]["load_size"] == 8  # 8 x 512 = 4 KiB, as etfsboot.com is loaded
+    assert ents[1]["load_size"] == 1  # as Microsoft's media; UEFI reads the FAT image to its end
     efisize = kit.efi["efisys.bin"].stat().st_size
-    assert ents[1]["load_size"] * 512 >= efisize
     data = out.read_bytes()
     # The images are on disc byte for byte: no boot info table was patched into etfsboot.com.
     assert data[ents[0]["lba"] * 2048:][:4096] == kit.etfs.read_bytes()
@@ -71,8 +75,9 @@ def test_three_file_systems(kit, tree, tmp_path):
         assert _read(iso, udf_path="/" + long) == b"ttf\n"
         assert _read(iso, joliet_path="/" + long) == b"ttf\n"
         assert _read(iso, udf_path="/en-us/bootmgr.efi.mui") == b"mui\n"
-        assert _read(iso, iso_path="/EN_US/BOOTMGR_EFI.MUI;1") == b"mui\n"
-        assert _read(iso, iso_path="/BOOTMGR.;1") == b"bootmgr\n"
+        assert _read(iso, iso_path="/EN_US/BOOTMGR_EFI.MUI") == b"mui\n"
+        assert _read(iso, iso_path="/BOOTMGR") == b"bootmgr\n"  # no ";1", no lone dot: as oscdimg, for etfsboot
+        assert _read(iso, iso_path="/BOOT/BOOTFIX.BIN") == b"fix\n"
         assert _read(iso, udf_path="/sources/boot.wim") == tree["sources/boot.wim"].read_bytes()
         assert _read(iso, udf_path="/rescuekit/build.json") == b"{}\n"
         # Two names that differ only in case land in one folder, both kept.
@@ -82,9 +87,12 @@ def test_three_file_systems(kit, tree, tmp_path):
         udf_root = {c.file_identifier() for c in iso.list_children(udf_path="/") if c}
         jol_root = {c.file_identifier().decode("utf-16_be") for c in iso.list_children(joliet_path="/")}
         assert udf_root == {b"bootmgr", b"EFI", b"en-us", b"Boot", b"sources", b"rescuekit"}
+        # the long name keeps its whole name in ISO 9660 (level 3), not an 8.3 mangling
+        iso_fonts = {c.file_identifier() for c in iso.list_children(iso_path="/BOOT/FONTS") if c and c.is_file()}
+        assert b"A_VERY_LONG_FONT_FILE_NAME.TTF" in iso_fonts
         assert "boot.cat" not in jol_root and "EFISYS.IMG" not in jol_root
         hidden = {c.file_identifier() for c in iso.list_children(iso_path="/") if c.file_flags & 1}
-        assert hidden == {b"BOOT.CAT;1", b"ETFSBOOT.IMG;1", b"EFISYS.IMG;1"}
+        assert hidden == {b"BOOT.CAT", b"ETFSBOOT.IMG", b"EFISYS.IMG"}
     finally:
         iso.close()
 
@@ -220,7 +228,7 @@ def test_media_file_named_like_a_hidden_boot_entry(kit, tree, tmp_path, name):
     finally:
         iso.close()
     ents = el_torito(out)
-    assert [(e["platform"], e["load_size"]) for e in ents] == [("BIOS", 8), ("UEFI", 2880)]
+    assert [(e["platform"], e["load_size"]) for e in ents] == [("BIOS", 8), ("UEFI", 1)]
     with open(out, "rb") as f:
         f.seek(ents[1]["lba"] * 2048)
         assert f.read(2048) == kit.efi["efisys.bin"].read_bytes()[:2048]

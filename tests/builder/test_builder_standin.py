@@ -7,6 +7,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from builder import isocheck
 from make_standin_base import make_standin_base, read_nonce  # scripts/ (tests/conftest.py)
 from rk_build_helpers import el_torito, require_tools, rk_build, tree_hash
 
@@ -35,8 +36,15 @@ def test_build_standin(standin, tmp_path, ca, noprompt, efi):
     iso.open(str(out))
     try:
         buf = io.BytesIO()
-        iso.get_file_from_iso_fp(buf, iso_path="/NONCE.TXT;1")  # what the BIOS stand-in reads via ISO 9660
+        iso.get_file_from_iso_fp(buf, iso_path="/NONCE.TXT")  # what the BIOS stand-in reads via ISO 9660
         assert buf.getvalue().decode().strip() == read_nonce(standin)
     finally:
         iso.close()
     assert tree_hash(standin) == before
+    # --no-prompt also for BIOS: boot\bootfix.bin (the "Press any key") is left off, in UDF and in ISO 9660
+    rep = isocheck.check_iso(out)
+    assert rep.ok, isocheck.format_report(rep)
+    names = {c.name for c in rep.checks}
+    assert ("udf:boot/bootfix.bin" in names) is (not noprompt)
+    assert ("iso9660:BOOT/BOOTFIX.BIN" in names) is (not noprompt)
+    assert ("bootfix.bin left off the disc" in r.stdout) is noprompt
