@@ -145,3 +145,20 @@ def test_wheel_in_a_fresh_venv_runs_every_verb_and_builds_a_complete_runtime(dis
     prefix = "/rescuekit/lib/rescuekit/"
     present = [p[len(prefix):] for p in wim.dir_listing(boot, 1, prefix.rstrip("/")) if p.startswith(prefix)]
     assert modules.missing(present, modules.read_manifest(PKG)) == []
+
+
+@pytest.mark.slow
+def test_sdist_installs_a_complete_runtime(dists, tmp_path):
+    """`pip install rescuekit-*.tar.gz` (built from the sdist, as pipx or an offline mirror may do) installs every
+    module of the manifest; `rescuekit --version` runs from it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", str(dists["sdist"])], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    code = ("import pathlib, rescuekit; from rescuekit import modules; p = pathlib.Path(rescuekit.__file__).parent; "
+            "print(p); print(modules.missing(modules.scan(p), modules.read_manifest(p)))")
+    r = subprocess.run([str(py), "-P", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    where, missing = r.stdout.splitlines()
+    assert str(venv) in where and missing == "[]", r.stderr
+    assert subprocess.run([str(venv / "bin" / "rescuekit"), "--version"], capture_output=True).returncode == 0
