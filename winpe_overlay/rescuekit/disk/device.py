@@ -131,6 +131,14 @@ class FileDevice:
                 raise RescueError(f"short write at offset {offset + done} of {self.path}")
             done += got
 
+    def current_size(self) -> int:
+        """The size now (``size`` is the size at open): a file still being written, a re-probed disk."""
+        try:
+            st = os.fstat(self._fd)
+            return _linux_block_geometry(self._fd)[0] if stat.S_ISBLK(st.st_mode) else st.st_size
+        except OSError as exc:
+            raise RescueError(f"cannot get the size of {self.path}: {exc.strerror}") from exc
+
     def flush(self) -> None:
         if self.writable:
             try:

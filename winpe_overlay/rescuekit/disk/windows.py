@@ -392,6 +392,10 @@ class WinDevice:
     def _sub(buf, off: int, n: int):
         return (ctypes.c_char * n).from_buffer(buf, off)
 
+    def current_size(self) -> int:
+        """The size now (``size`` is the size at open; media can change under an open handle)."""
+        return get_length(self.k, self._h, self.path)
+
     def flush(self) -> None:
         if self.writable:
             self.k.flush(self._h)
