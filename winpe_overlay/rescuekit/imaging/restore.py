@@ -67,6 +67,10 @@ def describe_target(dev: BlockDevice, *, whole_disk: bool = False) -> str:
             lines.append(f"  no partition table; file system: {fs.kind}{' ' + repr(fs.label) if fs.label else ''}")
         except RescueError:
             lines.append("  no partition table")
+        backup = backup_gpt_at_end(dev)
+        if backup is not None:
+            lines.append(f"  a backup GPT remains at LBA {backup} (primary and protective MBR gone)"
+                         + ("; it will be replaced by the image's" if whole_disk else ""))
         return "\n".join(lines)
     lines.append(f"  partition table: {table.kind.upper()}" + (" (replaced by the image's)" if whole_disk else ""))
     for w in table.warnings:
