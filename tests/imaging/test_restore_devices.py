@@ -236,3 +236,34 @@ def test_loop_devices_and_image_files_holding_the_repository(disks, tmp_path):
         want = "is on the disk being captured" if cmd.startswith("capture") else "it holds the repository"
         assert want in msg, (label, msg)
     assert "verify=0" in out and "journals=0" in out, out + err
+
+
+def test_empty_and_resized_block_device_sources_refused(tmp_path, monkeypatch):
+    """A device reporting 0 bytes (a loop device on an empty file, like an empty card reader) and a device
+    whose capacity changes during the capture (`losetup -c` after the backing file grew) are refused."""
+    from rescuekit.errors import RescueError
+    from rescuekit.imaging import capture as cap
+
+    empty = tmp_path / "empty.img"
+    empty.touch()
+    with loop_device(empty) as dev:
+        line = _err(rk("capture", dev, tmp_path / "repo", check=False))
+        assert "is empty (0 bytes)" in line and dev in line
+    assert not (tmp_path / "repo").exists()
+    img = _blank(tmp_path / "grow.img", 16 * MiB)
+    with open(img, "r+b") as f:
+        f.write(os.urandom(16 * MiB))
+    with loop_device(img) as dev:
+        real_plan = cap.make_plan
+
+        def plan_then_grow(d, cs):
+            plan = real_plan(d, cs)
+            with open(img, "r+b") as f:
+                f.truncate(20 * MiB)
+            subprocess.run(["losetup", "-c", dev], check=True)  # the kernel re-reads the capacity
+            return plan
+
+        monkeypatch.setattr(cap, "make_plan", plan_then_grow)
+        with pytest.raises(RescueError, match=r"changed size during the capture \(16777216 -> 20971520 bytes\)"):
+            cap.capture(dev, tmp_path / "repo2", progress=False)
+    assert not list((tmp_path / "repo2" / "images").glob("*.json"))
