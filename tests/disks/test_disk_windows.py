@@ -167,6 +167,14 @@ def test_open_read_only_exact_calls(fake):
     assert not any(x[0] == "WriteFile" for x in c)
 
 
+def test_current_size_asks_the_disk_again(fake):
+    """Capture re-checks the size after reading (a medium that changed under the handle is refused)."""
+    with _dev(fake) as d:
+        fake.disk.extend(bytes(1 << 20))
+        assert d.size == 1 << 20 and d.current_size() == 2 << 20
+    assert [x[2] for x in fake.calls if x[0] == "DeviceIoControl"].count(W.IOCTL_DISK_GET_LENGTH_INFO) == 2
+
+
 @pytest.mark.parametrize("bounce", [W.BOUNCE, 4096])
 def test_unaligned_reads_bounce(fake, monkeypatch, bounce):
     monkeypatch.setattr(W, "BOUNCE", bounce)  # small: many bounce rounds per call
