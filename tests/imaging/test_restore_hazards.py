@@ -71,6 +71,7 @@ GPT_DAMAGE = {  # every way one GPT copy of the captured disk can be unusable (t
     "primary header CRC": lambda p, size: _patch(p, 512 + 16, b"\xde\xad\xbe\xef"),
     "primary header and entries zeroed": lambda p, size: _patch(p, 512, bytes(33 * 512)),
     "primary entries CRC": lambda p, size: _patch(p, 1024 + 56, b"\xff" * 8),
+    "protective MBR zeroed": lambda p, size: _patch(p, 0, bytes(512)),
     "backup header CRC": lambda p, size: _patch(p, _last(size) + 16, b"\xde\xad\xbe\xef"),
     "backup header and entries zeroed": lambda p, size: _patch(p, size - 33 * 512, bytes(33 * 512)),
 }

@@ -243,6 +243,8 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
         table.hybrid_mbr = True
         table.warnings.append("hybrid MBR: the MBR also lists partitions; the GPT is used")
+    elif 0xEE not in mbr_types:  # e.g. LBA 0 overwritten: firmware and OSes then ignore the GPT
+        table.warnings.append("no protective MBR in front of the GPT (Windows and Linux need one to read it)")
 
 
 # ---------------------------------------------------------------- MBR

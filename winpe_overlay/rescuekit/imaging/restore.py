@@ -179,10 +179,10 @@ def _check_sector_size(doc: dict, dev: BlockDevice, target: str, table_ss: int |
     device = getattr(dev.info, "kind", "file") in ("disk", "partition") or dev.path.startswith(("\\\\.\\", "//./"))
     for have, what in ((dev.sector_size if device else None, "sectors"), (table_ss, "sectors in its partition table")):
         if want and have and have != want:
-            raise RescueError(f"sector size mismatch: {target} has {have}-byte {what}, image {doc['id'][:12]} "
-                              f"{want}-byte sectors ({how}); its partition table and file systems would be misread "
-                              f"there: restore onto a disk with {want}-byte sectors or into an image file; "
-                              "nothing was written")
+            raise RescueError(f"sector size mismatch: {target} has {have}-byte {what} but image {doc['id'][:12]} "
+                              f"uses {want}-byte sectors (from {how}); its partition table and file systems would be "
+                              f"misread there, so it is not translated: restore onto a disk with {want}-byte sectors "
+                              "or into an image file; nothing was written")
 
 
 def _write_journal(repo: Repository, doc: dict, target: str, partition: int | None) -> Path | None:
