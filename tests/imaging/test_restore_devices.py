@@ -267,3 +267,15 @@ def test_empty_and_resized_block_device_sources_refused(tmp_path, monkeypatch):
         with pytest.raises(RescueError, match=r"changed size during the capture \(16777216 -> 20971520 bytes\)"):
             cap.capture(dev, tmp_path / "repo2", progress=False)
     assert not list((tmp_path / "repo2" / "images").glob("*.json"))
+
+
+def test_write_protected_device_refused_without_journal(repo_copy, tmp_path):
+    """A read-only block device (a write-protected card; `losetup -r`): Linux opens it read-write anyway and
+    fails each write, so BLKROGET is asked at open: refused in one line, untouched, no journal."""
+    img = _blank(tmp_path / "ro.img", SIZE)
+    with loop_device(img, "--read-only") as dev:
+        line = _err(rk("restore", repo_copy, dev, "--image", "gpt", "--yes", check=False))
+        assert "is read-only" in line and dev in line
+    assert rk_json("images", repo_copy)["unfinished_restores"] == []
+    with open(img, "rb") as f:
+        assert f.read(MiB) == bytes(MiB)
