@@ -166,32 +166,37 @@ def _bad_entry(p: Path) -> None:
             f.write(hdr)
 
 
-UNREADABLE = {
-    "both GPT copies damaged": (_gpt_both_crc, "cannot be read"),
-    "protective MBR without a GPT": (_pmbr_no_gpt, "cannot be read"),
-    "GPT with an impossible entry": (_bad_entry, "cannot be read"),
-    "only the backup GPT left": (_backup_only, "backup GPT at LBA"),
+def _garbage_mbr(p: Path) -> None:
+    _patch(p, 446, b"\x33")  # slot 1 status byte: neither 0x00 nor 0x80
+
+
+UNREADABLE = {  # case: (test disk and image, partition, damage, why)
+    "both GPT copies damaged": ("gpt", 3, _gpt_both_crc, "cannot be read"),
+    "protective MBR without a GPT": ("gpt", 3, _pmbr_no_gpt, "cannot be read"),
+    "GPT with an impossible entry": ("gpt", 3, _bad_entry, "cannot be read"),
+    "only the backup GPT left": ("gpt", 3, _backup_only, "backup GPT at LBA"),
+    "garbage MBR": ("mbr", 5, _garbage_mbr, "is garbage"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
 def test_partition_restore_over_unreadable_table_refused(repo, disks, tmp_path, case):
-    damage, msg = UNREADABLE[case]
+    kind, number, damage, msg = UNREADABLE[case]
     target = tmp_path / "t.img"
-    shutil.copyfile(disks["gpt"][0], target)
+    shutil.copyfile(disks[kind][0], target)
     damage(target)
     before = _sha(target)
-    res = rk("restore", repo["path"], target, "--image", "gpt", "--partition", "3", "--yes", check=False)
+    res = rk("restore", repo["path"], target, "--image", kind, "--partition", number, "--yes", check=False)
     line = _err(res)
     assert msg in line and "restore the whole disk" in line and "nothing was written" in line, line
     assert _sha(target) == before
     # the whole-disk restore says the table is replaced, and does it
     res = subprocess.run([sys.executable, "-m", "rescuekit", "restore", str(repo["path"]), str(target),
-                          "--image", "gpt"], input="n\n", capture_output=True, text=True)
+                          "--image", kind], input="n\n", capture_output=True, text=True)
     assert res.returncode == 1 and _sha(target) == before
     assert "replaced by the image's" in res.stderr, res.stderr
-    rk("restore", repo["path"], target, "--image", "gpt", "--yes")
-    assert not _table(target).warnings
+    rk("restore", repo["path"], target, "--image", kind, "--yes")
+    assert _table(target).kind == kind and not _table(target).warnings
 
 
 def test_partition_restore_after_interrupted_whole_disk_restore_refused(repo, repo_copy, disks, tmp_path):
