@@ -44,7 +44,8 @@ class ImageView:
         buf = memoryview(buf).cast("B")
         n = len(buf)
         if offset < 0 or offset + n > self.size:
-            raise RescueError(f"read of {n} bytes at offset {offset} is past the end ({self.size} bytes) of {self.path}")
+            raise RescueError(f"read of {n} bytes at offset {offset} is past the end ({self.size} bytes) of "
+                              f"{self.path}")
         buf[:] = bytes(n)
         i = max(0, bisect_right(self._starts, offset) - 1)
         while i < len(self._chunks) and self._chunks[i][0] < offset + n:
