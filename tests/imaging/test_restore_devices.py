@@ -20,6 +20,13 @@ from rescuekit.disk.partitions import read_table
 SIZE = 200 * MiB
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tools():
+    from tests.conftest import require_tools
+
+    require_tools("losetup", "partx", "mkfs.ext4", "unshare", "sgdisk", "fsck.vfat")
+
+
 @contextmanager
 def loop_device(path: Path, *args: str):
     r = subprocess.run(["losetup", "--find", "--show", *args, str(path)], capture_output=True, text=True)

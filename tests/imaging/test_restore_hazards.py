@@ -359,6 +359,9 @@ def test_source_resized_during_capture_is_refused(tmp_path, monkeypatch, change)
 
 def test_immutable_target_refused_without_journal(repo, repo_copy, tmp_path):
     """Opening the target for writing fails (EPERM: an immutable file, as on a write-protected medium)."""
+    from tests.conftest import require_tools
+
+    require_tools("chattr")
     target = _stale(tmp_path / "t.img", SIZE)
     r = subprocess.run(["chattr", "+i", str(target)], capture_output=True, text=True)
     if r.returncode != 0:
