@@ -20,6 +20,7 @@ APT_PACKAGES=(
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
   exfatprogs          # mkfs.exfat
   qemu-utils          # qemu-img
+  e2fsprogs util-linux  # mkfs.ext4, chattr; losetup, partx, unshare (loop-device and read-only-target tests)
   zstd partclone      # benchmark peers
   python3-pip         # fresh Debian has no pip for the system python3
 )
