@@ -202,3 +202,14 @@ def test_errors_are_one_line(runtime: Runtime, wine_repo: dict, gpt_disk, tmp_pa
     one_line_error(runtime.rk("capture", winpath(tmp_path / "missing.img"), winpath(tmp_path / "r")),
                    "missing.img")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_non_ascii_image_name_through_a_pipe(runtime: Runtime, wine_repo: dict, gpt_disk, tmp_path: Path):
+    """Windows writes redirected output in the ANSI code page (cp1252 here): the runtime writes UTF-8 there."""
+    repo = shutil.copytree(wine_repo["path"], tmp_path / "repo")
+    name = "\u0414\u0438\u0441\u043a \u00e9t\u00e9"
+    res = ok(runtime.rk("capture", winpath(gpt_disk[0]), winpath(repo), "--name", name))
+    assert f"({name})" in res.stdout and res.stderr == ""
+    assert name in ok(runtime.rk("images", winpath(repo))).stdout
+    doc = json.loads(ok(runtime.rk("images", winpath(repo), "--json")).stdout)
+    assert [i["name"] for i in doc["images"]] == [IMAGE_NAME, name]

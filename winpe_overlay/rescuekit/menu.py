@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from rescuekit import __version__
-from rescuekit.cli import COMMAND_MODULES, _one_line, _register_all, cli, run
+from rescuekit.cli import COMMAND_MODULES, _one_line, _register_all, cli, run, safe_std_streams
 from rescuekit.config import Settings, load_settings
 from rescuekit.errors import RescueError
 
@@ -80,6 +80,7 @@ def menu(settings: Settings) -> int:
 
 
 def main() -> None:
+    safe_std_streams()
     try:
         settings = load_settings()
     except RescueError as exc:  # a damaged config.toml: one line, then launch.cmd drops to the prompt
