@@ -22,6 +22,8 @@ APT_PACKAGES=(
   qemu-utils          # qemu-img
   zstd partclone      # benchmark peers
   python3-pip         # fresh Debian has no pip for the system python3
+  wine wine64         # the Windows tier (tests/wine): the Windows runtime of a built ISO under Wine
+  gcc-mingw-w64-x86-64  # tests/wine: the ProcessPrng shim DLL and the WinPE tool stand-ins (harness only)
 )
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
