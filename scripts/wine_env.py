@@ -165,6 +165,11 @@ def extract_x_tree(iso: Path, dest: Path) -> Path:
     return dest
 
 
+def _text(data: bytes) -> str:
+    """A Windows program's output: UTF-8 (what the runtime writes to a pipe), CRLF -> LF."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
 class WinePrefix:
     """A 64-bit Wine prefix in ``path`` with the ProcessPrng shim; ``start()`` before ``run()``, ``stop()`` after."""
 
@@ -227,8 +232,7 @@ class WinePrefix:
             proc.kill()
             proc.communicate()
             raise
-        dec = lambda b: b.decode("utf-8", "replace").replace("\r\n", "\n")  # noqa: E731
-        return subprocess.CompletedProcess([self.loader, *args], proc.returncode, dec(out), dec(err))
+        return subprocess.CompletedProcess([self.loader, *args], proc.returncode, _text(out), _text(err))
 
 
 class Runtime:
