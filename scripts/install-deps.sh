@@ -21,6 +21,7 @@ APT_PACKAGES=(
   exfatprogs          # mkfs.exfat
   qemu-utils          # qemu-img
   zstd partclone      # benchmark peers
+  faketime            # lock tests: another machine whose clock is 40 minutes off
   python3-pip         # fresh Debian has no pip for the system python3
 )
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from imaging_helpers import rk, rk_json
 
+from rescuekit.repo.config import FORMAT_VERSION
+
+NEWER = FORMAT_VERSION + 1
+
 
 def _err(res) -> str:
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
@@ -42,14 +46,14 @@ def test_newer_manifest_version_refused(repo: dict, repo_copy: Path, tmp_path: P
 
     path = repo_copy / "images" / f"{repo['gpt']['id']}.json"
     doc = json.loads(path.read_text())
-    doc["version"] = 2
+    doc["version"] = NEWER
     doc["checksum"] = checksum(doc)
     path.write_text(json.dumps(doc))
     msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--image", repo["gpt"]["id"], "--yes", check=False))
-    assert "format version 2 is newer" in msg
+    assert f"format version {NEWER} is newer" in msg
     assert not (tmp_path / "x.img").exists()
     msg = _err(rk("prune", repo_copy, check=False))  # never advises forgetting a newer rescuekit's image
-    assert "format version 2 is newer" in msg and "forget" not in msg
+    assert f"format version {NEWER} is newer" in msg and "forget" not in msg
 
 
 def test_corrupt_manifest(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
@@ -269,9 +273,9 @@ def test_corrupt_manifest_can_be_forgotten_by_id(repo: dict, repo_copy: Path) ->
 
 
 def test_newer_index_version_is_refused_not_bypassed(repo_copy: Path, tmp_path: Path) -> None:
-    _rewrite_index(repo_copy, lambda doc: doc.update(version=2, packs=[]))  # a newer, different layout
+    _rewrite_index(repo_copy, lambda doc: doc.update(version=NEWER, packs=[]))  # a newer, different layout
     for args in (["restore", repo_copy, tmp_path / "t.img", "--yes"], ["prune", repo_copy]):
-        assert "format version 2 is newer" in _err(rk(*args, check=False))
+        assert f"format version {NEWER} is newer" in _err(rk(*args, check=False))
     assert not (tmp_path / "t.img").exists()
 
 

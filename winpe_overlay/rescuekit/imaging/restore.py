@@ -32,7 +32,7 @@ from rescuekit.progress import byte_progress
 from rescuekit.repo.config import utc_now
 from rescuekit.repo.fsutil import atomic_write
 from rescuekit.repo.manifest import iter_chunks
-from rescuekit.repo.packs import PackReader, pack_path
+from rescuekit.repo.packs import PackReader, pack_ends, pack_shortfall
 from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 
 HEAD = 1 << 20
@@ -218,10 +218,10 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
             if pc.cid is not None and pc.cid not in index:
                 raise RescueError(f"chunk {pc.cid[:16]} of image {doc['id'][:12]} is missing from the repository "
                                   f"index; run `rescuekit verify {repo.root}`; nothing was written")
-        for pack_id in {index.entries[pc.cid].pack for pc in pieces if pc.cid is not None}:
-            if not pack_path(repo.root, pack_id).is_file():
-                raise RescueError(f"pack {pack_id} needed by image {doc['id'][:12]} is missing from "
-                                  f"{repo.root}; run `rescuekit verify {repo.root}`; nothing was written")
+        trouble = pack_shortfall(repo.root, pack_ends(index.entries[pc.cid] for pc in pieces if pc.cid is not None))
+        if trouble:
+            raise RescueError(f"pack {trouble[0]} needed by image {doc['id'][:12]} {trouble[1]}; "
+                              f"run `rescuekit verify {repo.root}`; nothing was written")
         zero = bytes(doc["chunk_size"])
         digests: dict[int, bytes] = {}
         journal = _write_journal(repo, doc, target, partition)
