@@ -90,12 +90,14 @@ def test_missing_pack_refused_before_writing(repo: dict, repo_copy: Path, tmp_pa
     assert res.returncode == 1 and "missing" in res.stdout and "damaged: image" in res.stdout
 
 
-def _rewrite_index(repo_copy: Path, edit) -> None:
-    """Apply ``edit`` to the decoded index document and store it under its new content name (valid zstd/JSON)."""
+def _rewrite_index(repo_copy: Path, edit, listing: str = "") -> None:
+    """Apply ``edit`` to the decoded index document (the first, or the one naming pack ``listing``) and store it
+    under its new content name (valid zstd/JSON)."""
     import blake3
     import zstandard
 
-    old = next((repo_copy / "index").glob("*.idx"))
+    old = next(p for p in sorted((repo_copy / "index").glob("*.idx"))
+               if listing in zstandard.ZstdDecompressor().decompress(p.read_bytes()).decode())
     doc = json.loads(zstandard.ZstdDecompressor().decompress(old.read_bytes()))
     edit(doc)
     data = zstandard.ZstdCompressor().compress(json.dumps(doc).encode())
@@ -258,3 +260,59 @@ def test_capture_completes_a_repository_whose_creation_was_interrupted(disks: di
     rk("capture", disks["mbr"][0], r)
     assert rk_json("verify", r)["ok"]
     assert not list(r.glob(".config.*"))
+
+
+def _gpt_pack(repo: dict, repo_copy: Path) -> Path:
+    """The largest pack holding chunks of the gpt image only."""
+    from rescuekit.repo.packs import pack_files, read_pack_header
+
+    man = (repo_copy / "images" / f"{repo['gpt']['id']}.json").read_text()
+    packs = [p for p in pack_files(repo_copy).values() if read_pack_header(p)[0][0] in man]
+    return max(packs, key=lambda p: p.stat().st_size)
+
+
+def test_truncated_pack_is_named_by_verify_and_restore(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    pack = _gpt_pack(repo, repo_copy)
+    with open(pack, "r+b") as f:
+        f.truncate(pack.stat().st_size // 2)  # e.g. a copy that stopped half-way
+    res = rk("verify", repo_copy, check=False)
+    problems = [line for line in res.stdout.splitlines() if line.startswith("problem:")]
+    assert res.returncode == 1 and len(problems) == 1, res.stdout
+    assert problems[0].startswith(f"problem: pack {pack.stem} is truncated ({pack.stat().st_size} of at least ")
+    assert f"damaged: image {repo['gpt']['id']}" in res.stdout
+    res = rk("verify", repo_copy, "--read-data", check=False)
+    assert res.returncode == 1 and pack.stem in res.stdout and "Traceback" not in res.stderr
+    target = tmp_path / "t.img"
+    target.write_bytes(b"x" * (256 << 20))
+    msg = _err(rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False))
+    assert f"pack {pack.stem}" in msg and "is truncated" in msg and "nothing was written" in msg
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == b"x" * (1 << 20)  # the partition table area was not wiped first
+    rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr", "--yes", "--verify")
+
+
+def test_newer_pack_header_version_is_refused(repo: dict, repo_copy: Path, tmp_path: Path,
+                                              monkeypatch) -> None:
+    import rescuekit.repo.packs as packs
+
+    old = _gpt_pack(repo, repo_copy)
+    rows, data = packs.read_pack_header(old), old.read_bytes()
+    monkeypatch.setattr(packs, "FORMAT_VERSION", NEWER)  # a newer rescuekit wrote this pack
+    w = packs.PackWriter(repo_copy)
+    blobs: dict[int, list] = {}
+    for r in rows:
+        blobs.setdefault(r[1], []).append(r)
+    for off, members in blobs.items():
+        w.add(data[off:off + members[0][2]], bool(members[0][4]), [(r[0], r[5], r[3]) for r in members])
+    new_id, new_rows = w.finish()
+    monkeypatch.undo()
+    old.unlink()
+    _rewrite_index(repo_copy, lambda doc: doc["packs"].update({new_id: doc["packs"].pop(old.stem)}), old.stem)
+    assert rk_json("verify", repo_copy)["ok"]  # the structure alone does not read pack headers
+    assert f"format version {NEWER} is newer" in _err(rk("verify", repo_copy, "--read-data", check=False))
+    for idx in (repo_copy / "index").glob("*.idx"):
+        idx.write_bytes(b"")  # now readers take the packs' own headers
+    assert f"format version {NEWER} is newer" in _err(rk("verify", repo_copy, check=False))
+    msg = _err(rk("restore", repo_copy, tmp_path / "t.img", "--image", "mbr", "--yes", check=False))
+    assert f"format version {NEWER} is newer" in msg and new_id in msg
+    assert not (tmp_path / "t.img").exists()

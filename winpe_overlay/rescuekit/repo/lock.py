@@ -372,8 +372,8 @@ class RepoLock:
             pass
         try:
             path.unlink()
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or held open by a reader on Windows: then it is stale once we exit
 
     def release(self) -> None:
         self._stop.set()
