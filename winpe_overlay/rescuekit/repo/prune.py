@@ -107,31 +107,29 @@ def prune(repo: Repository, lock: RepoLock | None = None) -> dict:
         raise RescueError(f"prune refused: {len(missing)} chunk(s) used by images are missing; "
                           f"run `rescuekit verify {root}`")
     tally = _Tally()
-    _drop_garbage(root, index, on_disk, tally, held)
-    try:
-        repo.upgrade()
-        return _prune_indexed(repo, index, on_disk, used, tally, held)
-    except OSError as exc:
-        if not _full(exc):
-            raise
-    # A full medium: delete the packs no image uses at all before writing anything. Until the new index is
-    # written the old one still names them; every reader ignores index entries of missing packs.
-    on_disk = pack_files(root)
-    _drop_garbage(root, index, on_disk, tally, held)  # (also what the failed attempt wrote)
-    dead = [pid for pid, rows in index.packs.items() if pid in on_disk and not any(r[0] in used for r in rows)]
-    for pack_id in dead:
-        tally.delete(on_disk.pop(pack_id), pack=True)
-    fsync_dir(root / "data")
-    index.drop_missing(on_disk)
-    try:
-        repo.upgrade()
-        return _prune_indexed(repo, index, on_disk, used, tally, held)
-    except OSError as exc:
-        if not _full(exc):
-            raise
-        raise RescueError(f"no space left on device writing {exc.filename or root}: prune deleted "
-                          f"{tally.packs_deleted} unused pack(s) ({human(tally.deleted)}) but cannot rewrite the "
-                          "index or the partly used packs; free more space and run prune again") from None
+    failure: OSError | None = None
+    for attempt in ("normal", "full medium"):
+        if attempt == "full medium":
+            # Delete the packs no image uses at all before writing anything. Until the new index is written the
+            # old one still names them; every reader ignores index entries of missing packs.
+            on_disk = pack_files(root)  # (the failed attempt's copies are garbage now)
+            _drop_garbage(root, index, on_disk, tally, held)
+            for pack_id in [p for p, rows in index.packs.items()
+                            if p in on_disk and not any(r[0] in used for r in rows)]:
+                tally.delete(on_disk.pop(pack_id), pack=True)
+            index.drop_missing(on_disk)
+        else:
+            _drop_garbage(root, index, on_disk, tally, held)
+        try:
+            repo.upgrade()
+            return _prune_indexed(repo, index, on_disk, used, tally, held)
+        except OSError as exc:
+            if not _full(exc):
+                raise
+            failure = exc
+    raise RescueError(f"no space left on device writing {getattr(failure, 'filename', None) or root}: prune deleted "
+                      f"{tally.packs_deleted} unused pack(s) ({human(tally.deleted)}) but cannot rewrite the "
+                      "index or the partly used packs; free more space and run prune again")
 
 
 def _drop_garbage(root: Path, index: Index, on_disk: dict[str, Path], tally: _Tally, held) -> None:
