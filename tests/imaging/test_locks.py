@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from imaging_helpers import one_line_error as _err
 from imaging_helpers import rk, rk_json
 
 from rescuekit.errors import RescueError
@@ -18,16 +19,9 @@ from rescuekit.repo import lock as lk
 from rescuekit.repo.config import utc_now
 from tests.conftest import require_tools
 
-FAST = {"RESCUEKIT_TEST_LOCK_TIMING": "0.05,0.5"}  # refresh every 50 ms; unchanged for 0.5 s = stale
+FAST = {"RESCUEKIT_TEST_LOCK_TIMING": "0.02,0.3"}  # refresh every 20 ms; unchanged for 0.3 s = stale
 PATIENT = {"RESCUEKIT_TEST_LOCK_TIMING": "0.05,20"}  # a live holder surely refreshes within 20 s
 LOCK = "0123456789abcdef.json"
-
-
-def _err(res) -> str:
-    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
-    return lines[0]
 
 
 def _put(repo: Path, name: str = LOCK, **doc) -> Path:
@@ -61,7 +55,7 @@ def test_locks_of_this_host_are_judged_by_their_pid(repo_copy: Path, disks: dict
 
 def test_locks_of_other_hosts_are_judged_by_refreshes_not_by_their_time(repo_copy: Path) -> None:
     """A lock nobody refreshes is stale whatever its time says (old, in the future, or a format-1 lock)."""
-    other = {"exclusive": True, "pid": 1, "host": "otherhost", "command": "capture", "refresh": 0.05, "count": 7}
+    other = {"exclusive": True, "pid": 1, "host": "otherhost", "command": "capture", "refresh": 0.02, "count": 7}
     for doc in ({**other, "time": "2026-01-01T00:00:00Z"}, {**other, "time": "2099-01-01T00:00:00Z"},
                 {"exclusive": True, "pid": 1, "host": "otherhost", "command": "capture"}):  # format 1: no counter
         lock = _put(repo_copy, **doc)
@@ -69,7 +63,7 @@ def test_locks_of_other_hosts_are_judged_by_refreshes_not_by_their_time(repo_cop
         assert not lock.exists(), doc
     # an earlier boot of this host: its pid says nothing, so it is watched too
     lock = _put(repo_copy, **_mine(exclusive=True, pid=os.getpid(), command="capture", boot="an-earlier-boot",
-                                   refresh=0.05))
+                                   refresh=0.02))
     rk("prune", repo_copy, env=FAST)
     assert not lock.exists()
 

@@ -3,21 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
+from imaging_helpers import one_line_error as _err
 from imaging_helpers import rk, rk_json
 
 from rescuekit.repo.config import FORMAT_VERSION
 
 NEWER = FORMAT_VERSION + 1
-
-
-def _err(res) -> str:
-    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
-    return lines[0]
 
 
 def test_missing_and_not_a_repository(tmp_path: Path, disks: dict) -> None:

@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from imaging_helpers import one_line_error as _err
 from imaging_helpers import rk, rk_json
 
 from rescuekit.repo.config import FORMAT_VERSION
 from rescuekit.repo.manifest import canonical, checksum
 from tests.conftest import require_tools
-
-
-def _err(res) -> str:
-    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
-    return lines[0]
 
 
 def _rewrite(path: Path, edit) -> dict:
