@@ -155,14 +155,27 @@ class RepoLock:
         for p in sorted(self._dir.glob("*.json")):
             if p.name.startswith(".") or p == self.path:
                 continue
+            raw, doc = self._read(p)
+            if raw is not None:
+                out.append((p, raw, doc))
+        return out
+
+    @staticmethod
+    def _read(p: Path) -> tuple[bytes | None, dict | None]:
+        """(bytes, record) of a lock file; (None, None) if it is gone. A holder rewrites its lock in place, so a
+        read can catch it half-written: a garbled one is read again before it counts as garbled."""
+        for attempt in range(3):
             try:
                 raw = p.read_bytes()
             except FileNotFoundError:
-                continue
+                return None, None
             except OSError:
-                raw = b""  # unreadable (e.g. no permission): watched like a garbled one
-            out.append((p, raw, _parse(raw)))
-        return out
+                return b"", None  # unreadable (e.g. no permission): watched like a garbled one
+            doc = _parse(raw)
+            if doc is not None or attempt == 2:
+                return raw, doc
+            time.sleep(0.01)
+        return raw, doc
 
     def _conflicting(self, doc: dict | None) -> bool:
         return self.exclusive or doc is None or bool(doc.get("exclusive"))
@@ -219,15 +232,14 @@ class RepoLock:
         while pending:
             elapsed = time.monotonic() - start
             for p, (raw, doc, need) in list(pending.items()):
-                try:
-                    now = p.read_bytes()
-                except FileNotFoundError:
+                now, new = self._read(p)
+                if now is None:
                     del pending[p]  # released meanwhile
                     continue
-                except OSError:
-                    now = b""
                 if now != raw:
-                    new = _parse(now)
+                    if new is not None and not self._conflicting(new):
+                        del pending[p]  # it was caught half-written: a shared lock, no conflict for a reader
+                        continue
                     self._refuse(p, new if new is not None else doc, "it was refreshed while we watched it")
                 if elapsed >= need:
                     self._remove(p)  # unchanged for longer than its holder's refresh interval allows
