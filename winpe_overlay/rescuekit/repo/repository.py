@@ -184,16 +184,18 @@ class ChunkStore:
 
     def add_group(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> None:
         """Store one compressed group of new chunks [(chunk id, offset in group, length)]."""
-        if all(cid in self.index for cid, _, _ in members):
-            return  # a concurrent batch stored them meanwhile
-        for cid, skip, ulen in members:
-            if cid not in self.index:
-                # pack unknown until the pack is finished; meanwhile the entry only serves dedup
-                self.index.entries[cid] = Entry("", 0, 0, ulen, zstd, skip)
-                self.stats.new_chunks += 1
-                self.stats.new_bytes += ulen
+        # A concurrent batch may have stored some of them meanwhile: the blob keeps their bytes but lists only
+        # the others (a chunk listed twice would make every prune rewrite the pack to drop the copy).
+        fresh = [m for m in members if m[0] not in self.index]
+        if not fresh:
+            return
+        for cid, skip, ulen in fresh:
+            # pack unknown until the pack is finished; meanwhile the entry only serves dedup
+            self.index.entries[cid] = Entry("", 0, 0, ulen, zstd, skip)
+            self.stats.new_chunks += 1
+            self.stats.new_bytes += ulen
         self.stats.new_stored_bytes += len(blob)
-        self._queued.append(self._io.submit(self._append, blob, zstd, members))
+        self._queued.append(self._io.submit(self._append, blob, zstd, fresh))
         self._collect(wait=len(self._queued) > self.MAX_QUEUED)
 
     def _append(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> tuple[str, list[list]] | None:
