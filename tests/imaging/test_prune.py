@@ -134,3 +134,20 @@ def test_fresh_captures_leave_prune_nothing_to_do(repo: dict, repo_copy: Path, d
     pr = rk_json("prune", repo_copy)  # (it merges the captures' index files into one)
     assert (pr["packs_rewritten"], pr["packs_written"], pr["packs_deleted"]) == (0, 0, 0), pr
     assert rk_json("prune", repo_copy)["bytes_freed"] == 0
+
+
+def test_unused_packs_deleted_before_the_index_is_rewritten(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    """The state prune leaves on a full medium if it cannot write the new index after deleting the packs no
+    image uses: readers ignore the missing packs, verify notes them without failing, the next prune drops them."""
+    rk("forget", repo_copy, repo["mbr"]["id"])
+    gpt = (repo_copy / "images" / f"{repo['gpt']['id']}.json").read_text()
+    unused = [p for p in pack_files(repo_copy).values() if not any(r[0] in gpt for r in read_pack_header(p))]
+    assert unused
+    for p in unused:
+        p.unlink()
+    rep = rk_json("verify", repo_copy, "--read-data")
+    assert rep["ok"] and rep["problems"] == [] and len(rep["notes"]) == len(unused), rep
+    assert all(p.stem in " ".join(rep["notes"]) for p in unused)
+    rk("restore", repo_copy, tmp_path / "t.img", "--image", "gpt", "--yes", "--verify")
+    rk("prune", repo_copy)
+    assert rk_json("verify", repo_copy)["notes"] == []
