@@ -22,6 +22,7 @@ APT_PACKAGES=(
   qemu-utils          # qemu-img
   e2fsprogs util-linux  # mkfs.ext4, chattr; losetup, partx, unshare (loop-device and read-only-target tests)
   zstd partclone      # benchmark peers
+  faketime            # lock tests: another machine whose clock is 40 minutes off
   python3-pip         # fresh Debian has no pip for the system python3
   wine wine64         # the Windows tier (tests/wine): the Windows runtime of a built ISO under Wine
   gcc-mingw-w64-x86-64  # tests/wine: the ProcessPrng shim DLL and the WinPE tool stand-ins (harness only)

@@ -23,7 +23,7 @@ from rescuekit.imaging.safety import holds
 from rescuekit.progress import byte_progress
 from rescuekit.repo.config import FORMAT_VERSION, utc_now
 from rescuekit.repo.index import Index
-from rescuekit.repo.manifest import IMAGE_FORMAT, write_manifest
+from rescuekit.repo.manifest import IMAGE_FORMAT
 from rescuekit.repo.repository import ChunkStore, Repository, chunk_hash, compress
 
 GROUP = 8  # chunks per compression group (2 MiB of 256 KiB chunks): measured, see docs/imaging.md
@@ -135,7 +135,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
         if dev.size == 0:  # an empty card reader, a dying disk reporting capacity 0, an empty file
             raise RescueError(f"{source} is empty (0 bytes): nothing to capture (no medium, or a failing disk?)")
         repo = Repository.open_or_create(repo_path, **cfg_args)
-        with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
+        with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock) as lock:
             cs = repo.config.chunk_size
             label = Path(source).name or source  # \\.\PhysicalDrive0 has no file name
             plan = make_plan(dev, cs)
@@ -204,5 +204,4 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                            "new_bytes": st.new_bytes, "new_stored_bytes": st.new_stored_bytes,
                            "new_packs": len(st.packs), "seconds": round(time.monotonic() - t0, 3)},
             }
-            write_manifest(repo.root, doc)
-            return doc
+            return repo.add_image(doc, lock)  # numbered (seq) and written under the lock, if still held
