@@ -57,5 +57,58 @@ def list_cmd(path: str | None, as_json: bool) -> None:
                 click.echo(f"rescuekit: warning: {v['file']}: {w}", err=True)
 
 
+@winbackup.command("restore")
+@click.argument("path")
+@click.argument("target")
+@click.option("--volume", "volumes", multiple=True, metavar="GUID|LETTER",
+              help="Restore only this volume (repeatable; default: all). Keep the boot volume for a bootable disk.")
+@click.option("--layout", type=click.Choice(["auto", "bios", "uefi"]), default="auto", show_default=True,
+              help="Partition layout: BIOS (MBR, System Reserved active, C:) or UEFI (GPT: ESP, MSR, C:).")
+@click.option("--verify", is_flag=True, help="Read everything back and compare.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, verify: bool, yes: bool,
+                as_json: bool) -> None:
+    """Restore the backup at PATH onto TARGET (disk or image file) in a bootable layout."""
+    from rescuekit.winbackup.restore import restore_backup
+
+    def confirm(text: str) -> bool:
+        click.echo(text, err=True)
+        return click.confirm("Overwrite it? All data on it will be lost", default=False, err=True)
+
+    res = restore_backup(path, target, volumes=volumes, layout=layout, verify=verify,
+                         confirm=None if yes else confirm, progress=False if as_json else None)
+    if as_json:
+        _emit_json(res)
+        return
+    for w in res["warnings"]:
+        click.echo(f"rescuekit: warning: {w}", err=True)
+    click.echo(f"restored {res['machine']} onto {res['target']} ({res['layout'].upper()} layout, "
+               f"{len(res['partitions'])} partitions): wrote {human(res['bytes_written'])}"
+               f"{', verified' if res['verified'] else ''}")
+
+
+@winbackup.command("import")
+@click.argument("path")
+@click.argument("repo")
+@click.option("--volume", "volumes", multiple=True, metavar="GUID|LETTER", help="Import only this volume.")
+@click.option("--layout", type=click.Choice(["auto", "bios", "uefi"]), default="auto", show_default=True)
+@click.option("--name", help="Image name (default: machine and backup date).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_cmd(path: str, repo: str, volumes: tuple[str, ...], layout: str, name: str | None, as_json: bool) -> None:
+    """Store the backup at PATH as an image in the repository REPO (the disk `winbackup restore` builds)."""
+    from rescuekit.winbackup.restore import import_backup
+
+    doc = import_backup(path, repo, volumes=volumes, layout=layout, name=name, progress=False if as_json else None)
+    if as_json:
+        _emit_json({"id": doc["id"], "name": doc["name"], "partitions": doc["partitions"], "totals": doc["totals"],
+                    "warnings": doc["warnings"]})
+        return
+    for w in doc["warnings"]:
+        click.echo(f"rescuekit: warning: {w}", err=True)
+    click.echo(f"image {doc['id']} ({doc['name']}): disk {human(doc['totals']['disk_bytes'])}, stored "
+               f"{human(doc['totals']['new_stored_bytes'])} new")
+
+
 def register(group: click.Group) -> None:
     group.add_command(winbackup)

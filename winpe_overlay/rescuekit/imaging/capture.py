@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,18 +111,23 @@ def _table_doc(plan: Plan) -> dict:
 
 
 def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
-            chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False) -> dict:
-    """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest."""
+            chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False,
+            device: BlockDevice | None = None) -> dict:
+    """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest.
+
+    ``device``: an already open (read-only) device to capture instead of opening ``source`` (then only its
+    name); used by ``winbackup import`` for the disk assembled from a backup's virtual disks."""
     cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
     source = str(source)
     existing = Path(repo_path).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if same_disk(source, existing):
+    if device is None and same_disk(source, existing):
         raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}); "
                           "store it on another disk")
     t0 = time.monotonic()
-    with open_source(source) as dev:  # a bad SOURCE must not leave a new empty repository behind
+    opened = nullcontext(device) if device is not None else open_source(source)
+    with opened as dev:  # a bad SOURCE must not leave a new empty repository behind
         repo = Repository.open_or_create(repo_path, **cfg_args)
         with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
             cs = repo.config.chunk_size

@@ -1,0 +1,142 @@
+"""``winbackup restore``: write a backup's volumes onto a disk (or image file) in a bootable layout, and
+``winbackup import``: store that disk as an image in a repository.
+
+Only what capture would store is written: the first MiB, the new table, and each volume's used ranges
+(filesystems.used_ranges through imaging.plan.make_plan on the assembled disk). Order as in ``restore``:
+every check and the confirmation before any write; then the first and last MiB of the target are zeroed,
+the body is written, the first/last MiB last, so an interrupted restore leaves no valid table.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import blake3
+
+from rescuekit.disk.device import open_source, open_target
+from rescuekit.errors import RescueError
+from rescuekit.imaging.plan import make_plan
+from rescuekit.imaging.restore import _refuse_odd_target, describe_target
+from rescuekit.imaging.safety import is_system_disk, same_disk
+from rescuekit.imaging.units import human
+from rescuekit.progress import byte_progress
+from rescuekit.winbackup.layout import AssembledDisk, Layout, plan_layout, select
+from rescuekit.winbackup.specs import BackupSet, one_set
+from rescuekit.winbackup.volumes import Volume, open_volumes
+
+HEAD = 1 << 20
+STEP = 4 << 20  # bytes per read/write
+
+
+def _prepare(path: str | Path, volumes: tuple[str, ...], layout_kind: str) -> tuple[BackupSet, list[Volume],
+                                                                                        list[Volume], Layout]:
+    bset = one_set(path)
+    vols = open_volumes(bset)
+    try:
+        chosen = select(vols, volumes)
+        return bset, vols, chosen, plan_layout(chosen, layout_kind)
+    except BaseException:
+        for v in vols:
+            v.disk.close()
+        raise
+
+
+def _pieces(ranges: list[tuple[int, int]], size: int):
+    for s, n in ranges:
+        end = min(s + n, size)
+        while s < end:
+            m = min(STEP, end - s)
+            yield s, m
+            s += m
+
+
+def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = (), layout: str = "auto",
+                   verify: bool = False, confirm: Callable[[str], bool] | None = None,
+                   progress: bool | None = None) -> dict:
+    t0 = time.monotonic()
+    bset, vols, chosen, lay = _prepare(path, volumes, layout)
+    try:
+        if same_disk(target, bset.path):
+            raise RescueError(f"refusing to restore onto {target}: it holds the backup {bset.path}")
+        if is_system_disk(target):
+            raise RescueError(f"refusing to restore onto {target}: it is the running system's disk")
+        exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
+        _refuse_odd_target(target, bset.path, exists)
+        what = (f"the backup of {bset.machine} ({bset.when or bset.path.name}), {len(chosen)} volume(s), "
+                f"{lay.kind.upper()} layout")
+        size = lay.min_size
+        if exists:
+            with open_source(target) as ro:
+                size = ro.size
+                if size < lay.min_size:
+                    raise RescueError(f"{target} is too small: {size} bytes ({human(size)}), the {what} needs "
+                                      f"{lay.min_size} bytes ({human(lay.min_size)}); nothing was written")
+                text = (f"Restoring {what}:\n" + "\n".join(lay.describe()) + f"\nwill overwrite {ro.path}:\n"
+                        + describe_target(ro))
+            if confirm is not None and not confirm(text):
+                raise RescueError("restore cancelled; nothing was written")
+        disk = AssembledDisk(lay, size, name=f"{bset.path}")
+        plan = make_plan(disk, 1 << 20)
+        ranges = plan.used
+        total = sum(n for _s, n in ranges)
+        edge = min(HEAD, size)
+        protect = [(0, edge), (size - edge, size)]
+
+        def in_protect(s: int, n: int) -> bool:
+            return any(s < b and s + n > a for a, b in protect)
+
+        fresh = not exists
+        try:
+            with open_target(target, create_size=size) as dev:
+                if not fresh:
+                    for a, b in protect:
+                        dev.write(a, bytes(b - a))
+                    dev.flush()
+                with byte_progress(f"restore {bset.machine}", total, enabled=progress) as adv:
+                    for head_pass in (False, True):  # the first/last MiB last
+                        for s, n in _pieces(ranges, size):
+                            if in_protect(s, n) == head_pass:
+                                dev.write(s, disk.read(s, n))
+                                adv(n)
+                        dev.flush()
+                bad = []
+                if verify:
+                    for s, n in _pieces(ranges, size):
+                        if blake3.blake3(dev.read(s, n)).digest() != blake3.blake3(disk.read(s, n)).digest():
+                            bad.append((s, n))
+        except BaseException:
+            if fresh:
+                Path(target).unlink(missing_ok=True)
+            raise
+        if bad:
+            raise RescueError(f"verification of {target} failed: {len(bad)} range(s) differ, first at byte "
+                              f"{bad[0][0]}; the disk may be failing")
+        return {"backup": str(bset.path), "machine": bset.machine, "target": target, "layout": lay.kind,
+                "disk_bytes": size, "needed_bytes": lay.min_size, "bytes_written": total, "verified": verify,
+                "partitions": [{"number": i, "start": s.part.start, "size": s.part.size, "role": s.role,
+                                "guid": s.volume.spec.guid if s.volume else None,
+                                "drive_letter": (s.volume.letter or None) if s.volume else None}
+                               for i, s in enumerate(lay.slots, 1)],
+                "warnings": lay.warnings + plan.warnings, "seconds": round(time.monotonic() - t0, 3)}
+    finally:
+        for v in vols:
+            v.disk.close()
+
+
+def import_backup(path: str | Path, repo: str | Path, *, volumes: tuple[str, ...] = (), layout: str = "auto",
+                  name: str | None = None, progress: bool | None = None) -> dict:
+    """Capture the disk restore would build (of the smallest size) into the repository ``repo``."""
+    from rescuekit.imaging.capture import capture
+
+    bset, vols, chosen, lay = _prepare(path, volumes, layout)
+    try:
+        disk = AssembledDisk(lay, lay.min_size, name=str(bset.path))
+        doc = capture(str(bset.path), repo, name=name or f"{bset.machine} {bset.when or bset.path.name}",
+                      progress=progress, device=disk)
+        doc.setdefault("warnings", []).extend(lay.warnings)
+        return doc
+    finally:
+        for v in vols:
+            v.disk.close()
