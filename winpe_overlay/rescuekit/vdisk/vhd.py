@@ -39,13 +39,13 @@ class VhdDisk(ReadOnlyDevice):
         self.path = f.path
         where = f"VHD {f.path}"
         footer = f.read(f.size - SECTOR, SECTOR) if f.size >= SECTOR else b""
-        if footer[:8] != COOKIE or not _checksum_ok(footer, 64):
+        if footer[:8] == COOKIE and not _checksum_ok(footer, 64):
+            raise RescueError(f"{where} is corrupt: its footer fails its checksum")
+        if footer[:8] != COOKIE:
             # A truncated dynamic disk loses its footer; the copy at offset 0 says what it was.
-            head = f.read(0, SECTOR) if f.size >= SECTOR else b""
-            if head[:8] == COOKIE:
-                raise RescueError(f"{where} is truncated or corrupt: no valid footer at its end "
-                                  f"(file {f.size} bytes)")
-            raise RescueError(f"{where} is corrupt or not a VHD: footer {'checksum mismatch' if footer[:8] == COOKIE else 'missing'}")
+            if f.size >= SECTOR and f.read(0, 8) == COOKIE:
+                raise RescueError(f"{where} is truncated or corrupt: no footer at its end (file {f.size} bytes)")
+            raise RescueError(f"{where} is not a VHD: no footer")
         version, data_offset = struct.unpack_from(">IQ", footer, 12)
         self.size = struct.unpack_from(">Q", footer, 48)[0]
         self.disk_type = struct.unpack_from(">I", footer, 60)[0]
