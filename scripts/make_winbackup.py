@@ -30,6 +30,7 @@ WIN7_SR_GUID = "9b9cfbc3-369e-11e9-a17c-806e6f6e6963"
 WIN7_C_GUID = "9b9cfbc4-369e-11e9-a17c-806e6f6e6963"
 WIN10_ESP_GUID = "3f2a4b10-8c1d-4e2f-9a0b-1c2d3e4f5a6b"
 WIN10_C_GUID = "06fedb78-0000-0000-0000-500600000000"
+MBR_CODE = b"\x33\xc0" + random.Random(440).randbytes(438)
 EXTRA_FILES = ("MediaId", "Catalog/GlobalCatalog", "Catalog/BackupGlobalCatalog")
 
 
@@ -92,6 +93,8 @@ def make_win7(root: str | Path) -> dict:
         for guid, vol in ((WIN7_SR_GUID, sr), (WIN7_C_GUID, c)):
             raw = t / f"{guid}.raw"
             _vhd_disk(raw, vol, 128 * 512, "mbr")
+            with open(raw, "r+b") as f:  # stand-in MBR loader (Windows' starts with 33 C0: xor ax,ax)
+                f.write(MBR_CODE)
             mtd._run("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw,
                      bset / f"{guid}.vhd")
     (bset / "BackupSpecs.xml").write_bytes(specs_xml([(WIN7_SR_GUID, ""), (WIN7_C_GUID, "C:")]))

@@ -33,6 +33,10 @@ def _check_restored(disk: Path, backup: dict, kind: str, res: dict, work: Path) 
     if kind == "mbr":
         assert [p["bootable"] for p in parts] == [True, False]  # System Reserved active, then C:
         assert [p["type"] for p in parts] == ["7", "7"]
+        import make_winbackup
+
+        assert disk.read_bytes()[:440] == make_winbackup.MBR_CODE  # the boot volume's MBR loader is kept
+        assert not any("boot code" in w for w in res["warnings"])
     else:
         assert [p["type"] for p in parts] == ["C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
                                              "E3C9E316-0B5C-4DB8-817D-F92DF00215AE",
@@ -77,7 +81,7 @@ def test_restore_refusals(win7: dict, win10: dict, copy_set, tmp_path: Path) -> 
     one_line_error(rk("winbackup", "restore", win7["set"], small, "--volume", "C:", "--yes", check=False),
                    "boot manager")
     # declined confirmation
-    big = _target(tmp_path / "big.img", ORIGINAL)
+    big = _target(tmp_path / "big.img", probe["needed_bytes"] + 64 * MiB)
     big_before = _digest(big)
     res = rk("winbackup", "restore", win7["set"], big, check=False, stdin="n\n")
     assert res.returncode == 1 and "will overwrite" in res.stderr and "System Reserved" in res.stderr

@@ -86,6 +86,8 @@ def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, v
     click.echo(f"restored {res['machine']} onto {res['target']} ({res['layout'].upper()} layout, "
                f"{len(res['partitions'])} partitions): wrote {human(res['bytes_written'])}"
                f"{', verified' if res['verified'] else ''}")
+    click.echo("if Windows does not start (its BCD names the original disk), run `bcdboot C:\\Windows` from the "
+               "rescue disc once")
 
 
 @winbackup.command("import")

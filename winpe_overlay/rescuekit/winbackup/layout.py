@@ -109,6 +109,10 @@ def plan_layout(vols: list[Volume], kind: str = "auto") -> Layout:
     if kind == "bios" and len(order) > 4:
         raise RescueError(f"a BIOS (MBR) layout holds 4 partitions; {len(order)} volumes were selected "
                           "(choose fewer with --volume)")
+    if kind == "bios" and not bios_boot.disk.read(0, 440).strip(b"\0"):
+        warnings.append("the boot volume's virtual disk carries no MBR boot code, so the new MBR has none: make the "
+                        "disk bootable with `bootsect /nt60 SYS /mbr` (or `bootrec /fixmbr`) from a Windows rescue "
+                        "disc")
     slots, pos = [], ALIGN
     for v, role in order:
         size = MSR_SIZE if v is None else v.size
