@@ -157,3 +157,19 @@ def test_vhd_damage_refused(raw: Path, tmp_path: Path) -> None:
     _refused(tmp_path, diff, "differencing")
     fixed = _vhd(raw, tmp_path, "fixed")
     _refused(tmp_path, fixed[:len(fixed) - 512 - 4096] + fixed[-512:], "truncated")
+
+
+def test_vhd_sector_bitmap_honoured(raw: Path, tmp_path: Path) -> None:
+    """A sector whose bit is clear in its block's bitmap reads as zeros (the spec: not present)."""
+    dyn = _vhd(raw, tmp_path, "dynamic")
+    table_off = struct.unpack_from(">Q", dyn, 512 + 16)[0]
+    first_block = struct.unpack_from(">I", dyn, table_off)[0] * 512
+    dyn[first_block] &= 0x7F  # sector 0 of block 0
+    dyn[first_block + 1] &= 0xFE  # sector 15
+    p = tmp_path / "bm.vhd"
+    p.write_bytes(dyn)
+    src = raw.read_bytes()
+    with open_vdisk(p) as d:
+        got = d.read(0, 64 * 512)
+    assert got[:512] == bytes(512) and got[15 * 512:16 * 512] == bytes(512)
+    assert got[512:15 * 512] == src[512:15 * 512] and got[16 * 512:] == src[16 * 512:64 * 512]

@@ -134,3 +134,10 @@ def test_list_errors(win10: dict, copy_set, tmp_path: Path) -> None:
         buf[off] ^= 0x40
     v.write_bytes(buf)
     one_line_error(rk("winbackup", "list", s, check=False), "CRC-32C", v.name)
+
+
+def test_list_without_path_scans_attached_volumes() -> None:
+    """No PATH: every mounted volume is looked at; the host has no backups, so an empty list, exit 0."""
+    doc = rk_json("winbackup", "list")
+    assert isinstance(doc["backups"], list)
+    assert "no Windows system image backups" in rk("winbackup", "list").stdout or doc["backups"]

@@ -148,8 +148,8 @@ class VhdDisk(ReadOnlyDevice):
                 part = view[done:done + take]
                 self._f.readinto(data_at + inner, part)
                 first, last = inner // SECTOR, (inner + take - 1) // SECTOR
-                if any(bm[i >> 3] != 0xFF for i in range(first, last + 1, 8)) or \
-                        any(not bm[i >> 3] & (0x80 >> (i & 7)) for i in (first, last)):
+                span = bm[first >> 3:(last >> 3) + 1]
+                if span.count(0xFF) != len(span):  # some sector of the bytes covering the range is not present
                     for s in range(first, last + 1):  # sectors never written read as zeros
                         if not bm[s >> 3] & (0x80 >> (s & 7)):
                             a = max(s * SECTOR, inner) - inner
