@@ -100,6 +100,25 @@ def test_restore_refusals(win7: dict, win10: dict, copy_set, tmp_path: Path) -> 
     assert not (tmp_path / "repo").exists()
 
 
+@pytest.mark.parametrize("shape", ["win7", "win10"])
+def test_restore_grow(shape: str, request, tmp_path: Path) -> None:
+    """--grow: the last partition reaches the end; its file system and files are intact; the grown
+    space is not written."""
+    backup = request.getfixturevalue(shape)
+    disk = _target(tmp_path / "g.img", ORIGINAL)
+    res = rk_json("winbackup", "restore", backup["set"], disk, "--yes", "--grow", "--verify")
+    kind = "mbr" if shape == "win7" else "gpt"
+    check_table(disk, kind)
+    last = partitions(disk)[-1]
+    tail = 0 if kind == "mbr" else MiB
+    assert last["start"] + last["size"] == ORIGINAL - tail
+    assert any("grown" in w and "extend" in w for w in res["warnings"])
+    assert res["bytes_written"] < 64 * MiB
+    c = next(v for v in backup["volumes"].values() if v["letter"] == "C:")
+    assert hidden_sectors(disk, last["start"], "ntfs") == [last["start"] // 512] * 2
+    check_volume(disk, last["start"], last["size"], "ntfs", c["hashes"], tmp_path)
+
+
 def test_restore_one_volume_by_guid(win10: dict, tmp_path: Path) -> None:
     """A selection that keeps the ESP: ESP + MSR only (no Windows): restored, with a warning."""
     esp = next(g for g, v in win10["volumes"].items() if v["fs"] == "fat32")

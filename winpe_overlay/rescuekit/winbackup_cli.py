@@ -64,10 +64,12 @@ def list_cmd(path: str | None, as_json: bool) -> None:
               help="Restore only this volume (repeatable; default: all). Keep the boot volume for a bootable disk.")
 @click.option("--layout", type=click.Choice(["auto", "bios", "uefi"]), default="auto", show_default=True,
               help="Partition layout: BIOS (MBR, System Reserved active, C:) or UEFI (GPT: ESP, MSR, C:).")
+@click.option("--grow", is_flag=True, help="Let the last partition reach the end of TARGET (its file system "
+              "keeps its size: extend it in Windows).")
 @click.option("--verify", is_flag=True, help="Read everything back and compare.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, verify: bool, yes: bool,
+def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, grow: bool, verify: bool, yes: bool,
                 as_json: bool) -> None:
     """Restore the backup at PATH onto TARGET (disk or image file) in a bootable layout."""
     from rescuekit.winbackup.restore import restore_backup
@@ -76,7 +78,7 @@ def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, v
         click.echo(text, err=True)
         return click.confirm("Overwrite it? All data on it will be lost", default=False, err=True)
 
-    res = restore_backup(path, target, volumes=volumes, layout=layout, verify=verify,
+    res = restore_backup(path, target, volumes=volumes, layout=layout, verify=verify, grow=grow,
                          confirm=None if yes else confirm, progress=False if as_json else None)
     if as_json:
         _emit_json(res)

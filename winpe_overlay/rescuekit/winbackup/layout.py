@@ -129,6 +129,24 @@ def plan_layout(vols: list[Volume], kind: str = "auto") -> Layout:
     return Layout(kind, slots, _up(end) + (GPT_TAIL if kind == "uefi" else 0), warnings)
 
 
+def grow_last(layout: Layout, disk_size: int) -> Slot:
+    """Make the last partition reach the end of a ``disk_size``-byte disk (less the GPT backup area). Only
+    the partition grows: its file system keeps its size (Windows: ``diskpart`` > ``extend filesystem``)."""
+    last = layout.slots[-1]
+    if last.volume is None:
+        raise UsageError("--grow: the last partition is the MSR; there is nothing to grow")
+    end = (disk_size - (GPT_TAIL if layout.kind == "uefi" else 0)) // ALIGN * ALIGN
+    if layout.kind == "bios":
+        end = min(end, 0xFFFFFFFF * 512 // ALIGN * ALIGN)  # an MBR entry counts 2^32-1 sectors at most
+    if end > last.part.start + last.part.size:
+        last.part.size = end - last.part.start
+        v = last.volume
+        layout.warnings.append(f"partition {len(layout.slots)} ({v.letter or v.spec.guid}) was grown to "
+                               f"{human(last.part.size)}; its {v.fs.kind} file system keeps its {human(v.size)}: "
+                               "extend it in Windows (diskpart: select volume, extend filesystem)")
+    return last
+
+
 def _boot_patches(dev: ReadOnlyDevice, vol: Volume, start: int) -> list[tuple[int, bytes]]:
     """(offset in the volume, bytes): the hidden-sectors field (BPB offset 0x1C) of the boot sector and its
     copies (NTFS: the backup at the end of the volume; FAT32: the backup at BPB_BkBootSec) set to ``start``."""
@@ -172,6 +190,13 @@ class AssembledDisk(ReadOnlyDevice):
             v = s.volume
             self._sources.append((s.part.start, v.size, v.device))
             self._patches += [(s.part.start + p, b) for p, b in _boot_patches(v.disk, v, s.part.start)]
+            nb = ntfs.parse_boot(v.disk.read(v.offset, 512))
+            if nb is not None and s.part.size > v.size:
+                # a grown partition: NTFS looks for the backup boot sector in the partition's last sector
+                bps = nb.bytes_per_sector
+                sector = bytearray(v.disk.read(v.offset, bps))
+                sector[0x1C:0x20] = struct.pack("<I", s.part.start // bps)
+                self._patches.append((s.part.start + s.part.size - bps, bytes(sector)))
 
     def _read_into(self, offset: int, view: memoryview) -> None:
         n = len(view)

@@ -22,7 +22,8 @@ from rescuekit.imaging.restore import _refuse_odd_target, describe_target
 from rescuekit.imaging.safety import is_system_disk, same_disk
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
-from rescuekit.winbackup.layout import AssembledDisk, Layout, plan_layout, select
+from rescuekit.disk.ranges import merge
+from rescuekit.winbackup.layout import AssembledDisk, Layout, grow_last, plan_layout, select
 from rescuekit.winbackup.specs import BackupSet, one_set
 from rescuekit.winbackup.volumes import Volume, open_volumes
 
@@ -53,7 +54,7 @@ def _pieces(ranges: list[tuple[int, int]], size: int):
 
 
 def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = (), layout: str = "auto",
-                   verify: bool = False, confirm: Callable[[str], bool] | None = None,
+                   verify: bool = False, grow: bool = False, confirm: Callable[[str], bool] | None = None,
                    progress: bool | None = None) -> dict:
     t0 = time.monotonic()
     bset, vols, chosen, lay = _prepare(path, volumes, layout)
@@ -67,12 +68,14 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
         what = (f"the backup of {bset.machine} ({bset.when or bset.path.name}), {len(chosen)} volume(s), "
                 f"{lay.kind.upper()} layout")
         size = lay.min_size
+        grown = None  # --grow on a new image file: it is created at the smallest size, nothing to grow
         if exists:
             with open_source(target) as ro:
                 size = ro.size
                 if size < lay.min_size:
                     raise RescueError(f"{target} is too small: {size} bytes ({human(size)}), the {what} needs "
                                       f"{lay.min_size} bytes ({human(lay.min_size)}); nothing was written")
+                grown = grow_last(lay, size) if grow else None
                 text = (f"Restoring {what}:\n" + "\n".join(lay.describe()) + f"\nwill overwrite {ro.path}:\n"
                         + describe_target(ro))
             if confirm is not None and not confirm(text):
@@ -80,6 +83,13 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
         disk = AssembledDisk(lay, size, name=f"{bset.path}")
         plan = make_plan(disk, 1 << 20)
         ranges = plan.used
+        if grown is not None and grown.volume is not None and grown.part.size > grown.volume.size:
+            # past the file system the grown partition reads as zeros: not written (it may be terabytes)
+            # (but the last 4 KiB: the NTFS backup boot sector for the grown partition, layout.AssembledDisk)
+            cut_a, cut_b = grown.part.start + grown.volume.size, grown.part.start + grown.part.size - 4096
+            ranges = merge([r for s0, n0 in ranges for r in ((s0, max(0, min(s0 + n0, cut_a) - s0)),
+                                                              (max(s0, cut_b), max(0, s0 + n0 - max(s0, cut_b))))
+                            if r[1] > 0])
         total = sum(n for _s, n in ranges)
         edge = min(HEAD, size)
         protect = [(0, edge), (size - edge, size)]
