@@ -134,6 +134,13 @@ def test_list_errors(win10: dict, copy_set, tmp_path: Path) -> None:
         buf[off] ^= 0x40
     v.write_bytes(buf)
     one_line_error(rk("winbackup", "list", s, check=False), "CRC-32C", v.name)
+    # a broken backup beside a good one (drive-level listing): the good one is listed, the other named
+    shutil.copytree(win10["set"], s.parent / "Backup 2024-06-01 083000")
+    res = rk("winbackup", "list", s.parent.parent.parent, "--json")
+    doc = __import__("json").loads(res.stdout)
+    assert [b["date"] for b in doc["backups"]] == ["2024-06-01 08:30:00"]
+    assert [Path(e["path"]).name for e in doc["errors"]] == [s.name] and "CRC-32C" in doc["errors"][0]["error"]
+    assert f"skipped {s}" in res.stderr
 
 
 def test_list_without_path_scans_attached_volumes() -> None:

@@ -29,19 +29,30 @@ def set_doc(bset, vols) -> dict:
 def list_cmd(path: str | None, as_json: bool) -> None:
     """List the backups under PATH (a drive, WindowsImageBackup, a computer's folder or a "Backup ..." folder;
     default: every attached volume)."""
-    from rescuekit.winbackup.specs import find_sets
+    from rescuekit.errors import RescueError
+    from rescuekit.winbackup.specs import find_set_folders, load_set
     from rescuekit.winbackup.volumes import open_volumes
 
-    docs = []
-    for bset in find_sets(path):
-        vols = open_volumes(bset)
+    folders = find_set_folders(path)
+    docs, errors = [], []
+    for folder in folders:
+        try:
+            bset = load_set(folder)
+            vols = open_volumes(bset)
+        except RescueError as exc:
+            if len(folders) == 1 and path is not None:
+                raise  # the one backup asked for: an error, not an empty list
+            errors.append({"path": str(folder), "error": str(exc)})  # one broken backup must not hide the others
+            continue
         try:
             docs.append(set_doc(bset, vols))
         finally:
             for v in vols:
                 v.disk.close()
+    for e in errors:
+        click.echo(f"rescuekit: warning: skipped {e['path']}: {e['error']}", err=True)
     if as_json:
-        _emit_json({"backups": docs})
+        _emit_json({"backups": docs, "errors": errors})
         return
     if not docs:
         click.echo("no Windows system image backups found on the attached volumes")

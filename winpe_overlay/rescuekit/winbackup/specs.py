@@ -184,15 +184,15 @@ def volume_roots() -> list[Path]:
     return out
 
 
-def find_sets(path: str | Path | None) -> list[BackupSet]:
-    """Every backup set under ``path`` (None: the attached volumes); a named path with none is an error."""
+def find_set_folders(path: str | Path | None) -> list[Path]:
+    """The "Backup ..." folders under ``path`` (None: the attached volumes); a named path with none is an error."""
     if path is None:
         folders = []
         for root in volume_roots():
             r = _ci_child(root, ROOT_NAME)
             if r is not None:
                 folders += _set_folders(r)
-        return [load_set(f) for f in folders]
+        return folders
     p = Path(path)
     if not p.exists():
         raise UsageError(f"no such folder: {p}")
@@ -203,7 +203,12 @@ def find_sets(path: str | Path | None) -> list[BackupSet]:
     if not folders:
         raise RescueError(f"no Windows system image backup under {p} (no WindowsImageBackup\\<PC>\\Backup ... "
                           f"folder, no {SPECS_NAME})")
-    return [load_set(f) for f in folders]
+    return folders
+
+
+def find_sets(path: str | Path | None) -> list[BackupSet]:
+    """Every backup set under ``path`` (None: the attached volumes); any unreadable one is an error."""
+    return [load_set(f) for f in find_set_folders(path)]
 
 
 def one_set(path: str | Path) -> BackupSet:
