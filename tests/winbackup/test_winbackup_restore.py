@@ -148,3 +148,36 @@ def test_import_then_restore(shape: str, request, tmp_path: Path) -> None:
     for p, want in zip(vols, wants):
         assert hidden_sectors(disk, p["start"], want["fs"]) == [p["start"] // 512] * 2
         check_volume(disk, p["start"], p["size"], want["fs"], want["hashes"], tmp_path)
+
+
+def test_restore_one_volume_onto_partition(win7: dict, tmp_path: Path) -> None:
+    """--partition: C: onto partition 2 of an existing disk; the rest of the disk is left as it was."""
+    import subprocess
+
+    disk = tmp_path / "existing.img"
+    with open(disk, "wb") as f:
+        f.truncate(200 * MiB)
+    subprocess.run(["sfdisk", "-q", str(disk)], input="label: dos\nstart=2048, size=20480, type=c\n"
+                   "start=24576, size=163840, type=7\nstart=190464, size=8192, type=7\n", text=True, check=True)
+    with open(disk, "r+b") as f:
+        f.seek(24576 * 512 - MiB)
+        f.write(b"\x5a" * MiB)  # the data just before and after partition 2 must survive
+        f.seek(24576 * 512 + 163840 * 512)
+        f.write(b"\xa5" * MiB)
+    before = disk.read_bytes()
+    c = next(g for g, v in win7["volumes"].items() if v["letter"] == "C:")
+    one_line_error(rk("winbackup", "restore", win7["set"], disk, "--partition", "2", "--yes", check=False),
+                   "exactly one volume")
+    one_line_error(rk("winbackup", "restore", win7["set"], disk, "--partition", "3", "--volume", "C:", "--yes",
+                      check=False), "too small", "nothing was written")
+    one_line_error(rk("winbackup", "restore", win7["set"], disk, "--partition", "4", "--volume", "C:", "--yes",
+                      check=False), "without a partition 4")
+    assert disk.read_bytes() == before
+    res = rk_json("winbackup", "restore", win7["set"], disk, "--partition", "2", "--volume", c, "--yes", "--verify")
+    assert res["offset"] == 24576 * 512 and res["verified"]
+    after = disk.read_bytes()
+    start, size = 24576 * 512, 72 * MiB
+    assert after[:start] == before[:start] and after[start + 163840 * 512:] == before[start + 163840 * 512:]
+    check_table(disk, "mbr")
+    assert hidden_sectors(disk, start, "ntfs") == [24576, 24576]
+    check_volume(disk, start, size, "ntfs", win7["volumes"][c]["hashes"], tmp_path)

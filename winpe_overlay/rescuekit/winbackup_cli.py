@@ -75,20 +75,37 @@ def list_cmd(path: str | None, as_json: bool) -> None:
               help="Restore only this volume (repeatable; default: all). Keep the boot volume for a bootable disk.")
 @click.option("--layout", type=click.Choice(["auto", "bios", "uefi"]), default="auto", show_default=True,
               help="Partition layout: BIOS (MBR, System Reserved active, C:) or UEFI (GPT: ESP, MSR, C:).")
+@click.option("--partition", type=int, metavar="N",
+              help="Restore ONE volume (--volume) onto partition N of TARGET, keeping the rest of the disk.")
 @click.option("--grow", is_flag=True, help="Let the last partition reach the end of TARGET (its file system "
               "keeps its size: extend it in Windows).")
 @click.option("--verify", is_flag=True, help="Read everything back and compare.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, grow: bool, verify: bool, yes: bool,
-                as_json: bool) -> None:
-    """Restore the backup at PATH onto TARGET (disk or image file) in a bootable layout."""
-    from rescuekit.winbackup.restore import restore_backup
+def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, partition: int | None, grow: bool,
+                verify: bool, yes: bool, as_json: bool) -> None:
+    """Restore the backup at PATH onto TARGET (disk or image file) in a bootable layout; or, with
+    --partition, one volume onto an existing partition."""
+    from rescuekit.errors import UsageError
+    from rescuekit.winbackup.restore import restore_backup, restore_volume
 
     def confirm(text: str) -> bool:
         click.echo(text, err=True)
         return click.confirm("Overwrite it? All data on it will be lost", default=False, err=True)
 
+    if partition is not None:
+        if len(volumes) != 1 or grow:
+            raise UsageError("--partition restores exactly one volume: give one --volume GUID|LETTER (no --grow)")
+        res = restore_volume(path, target, volume=volumes[0], partition=partition, verify=verify,
+                             confirm=None if yes else confirm, progress=False if as_json else None)
+        if as_json:
+            _emit_json(res)
+            return
+        for w in res["warnings"]:
+            click.echo(f"rescuekit: warning: {w}", err=True)
+        click.echo(f"restored volume {res['guid']} onto partition {partition} of {target} (offset {res['offset']}): "
+                   f"wrote {human(res['bytes_written'])}{', verified' if res['verified'] else ''}")
+        return
     res = restore_backup(path, target, volumes=volumes, layout=layout, verify=verify, grow=grow,
                          confirm=None if yes else confirm, progress=False if as_json else None)
     if as_json:

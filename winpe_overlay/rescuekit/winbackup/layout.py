@@ -212,6 +212,28 @@ class AssembledDisk(ReadOnlyDevice):
                 view[a - offset:b - offset] = data[a - start:b - start]
 
 
+class PlacedVolume(ReadOnlyDevice):
+    """One volume of a backup as it will sit at byte ``start`` of a disk: its boot sectors' hidden-sectors
+    fields set to ``start`` (unchanged when ``start`` is None: where the target lies on its disk is unknown)."""
+
+    def __init__(self, vol: Volume, start: int | None) -> None:
+        from rescuekit.disk.device import DiskInfo
+
+        self._src = vol.device
+        self.size, self.sector_size, self.path = vol.size, 512, str(vol.file)
+        self.info = DiskInfo(path=self.path, size=self.size, sector_size=512, kind="partition",
+                             model="volume from a backup")
+        self._patches = [] if start is None else _boot_patches(vol.disk, vol, start)
+
+    def _read_into(self, offset: int, view: memoryview) -> None:
+        self._src.readinto(offset, view)
+        end = offset + len(view)
+        for start, data in self._patches:
+            a, b = max(offset, start), min(end, start + len(data))
+            if a < b:
+                view[a - offset:b - offset] = data[a - start:b - start]
+
+
 def _signature(layout: Layout) -> int:
     """The MBR disk signature: the Windows volume's virtual disk's, else random (see docs/winbackup.md)."""
     for s in layout.slots:

@@ -23,7 +23,8 @@ from rescuekit.imaging.safety import is_system_disk, same_disk
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
 from rescuekit.disk.ranges import merge
-from rescuekit.winbackup.layout import AssembledDisk, Layout, grow_last, plan_layout, select
+from rescuekit.imaging.restore import _target_base
+from rescuekit.winbackup.layout import AssembledDisk, Layout, PlacedVolume, grow_last, plan_layout, select
 from rescuekit.winbackup.specs import BackupSet, one_set
 from rescuekit.winbackup.volumes import Volume, open_volumes
 
@@ -90,13 +91,8 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
             ranges = merge([r for s0, n0 in ranges for r in ((s0, max(0, min(s0 + n0, cut_a) - s0)),
                                                               (max(s0, cut_b), max(0, s0 + n0 - max(s0, cut_b))))
                             if r[1] > 0])
-        total = sum(n for _s, n in ranges)
         edge = min(HEAD, size)
         protect = [(0, edge), (size - edge, size)]
-
-        def in_protect(s: int, n: int) -> bool:
-            return any(s < b and s + n > a for a, b in protect)
-
         fresh = not exists
         try:
             with open_target(target, create_size=size) as dev:
@@ -104,13 +100,7 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
                     for a, b in protect:
                         dev.write(a, bytes(b - a))
                     dev.flush()
-                with byte_progress(f"restore {bset.machine}", total, enabled=progress) as adv:
-                    for head_pass in (False, True):  # the first/last MiB last
-                        for s, n in _pieces(ranges, size):
-                            if in_protect(s, n) == head_pass:
-                                dev.write(s, disk.read(s, n))
-                                adv(n)
-                        dev.flush()
+                total = _write(dev, disk, ranges, 0, protect, f"restore {bset.machine}", progress)
                 bad = []
                 if verify:
                     for s, n in _pieces(ranges, size):
@@ -133,6 +123,89 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
     finally:
         for v in vols:
             v.disk.close()
+
+
+def _partition_start(target: str) -> int | None:
+    """Byte offset of a Linux partition device on its disk (sysfs), else None (not known)."""
+    name = os.path.basename(os.path.realpath(target))
+    try:
+        return int(Path(f"/sys/class/block/{name}/start").read_text()) * 512
+    except (OSError, ValueError):
+        return None
+
+
+def _write(dev, src, ranges: list[tuple[int, int]], base: int, protect: list[tuple[int, int]], label: str,
+           progress: bool | None) -> int:
+    """Write ``ranges`` of ``src`` at ``base`` + offset; ranges touching ``protect`` (target offsets) last."""
+    total = sum(n for _s, n in ranges)
+    with byte_progress(label, total, enabled=progress) as adv:
+        for last in (False, True):
+            for s, n in _pieces(ranges, src.size):
+                if any(base + s < b and base + s + n > a for a, b in protect) == last:
+                    dev.write(base + s, src.read(s, n))
+                    adv(n)
+            dev.flush()
+    return total
+
+
+def restore_volume(path: str | Path, target: str, *, volume: str, partition: int | None, verify: bool = False,
+                   confirm: Callable[[str], bool] | None = None, progress: bool | None = None) -> dict:
+    """Restore one volume onto partition ``partition`` of TARGET (a disk or disk image with a table), or onto
+    TARGET itself when it has no table (a partition device or a volume image file; created when missing)."""
+    t0 = time.monotonic()
+    bset = one_set(path)
+    vols = open_volumes(bset)
+    try:
+        (v,) = select(vols, (volume,))
+        if same_disk(target, bset.path):
+            raise RescueError(f"refusing to restore onto {target}: it holds the backup {bset.path}")
+        if is_system_disk(target):
+            raise RescueError(f"refusing to restore onto {target}: it is the running system's disk")
+        exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
+        _refuse_odd_target(target, bset.path, exists)
+        what = f"volume {v.letter or v.spec.guid} ({v.fs.kind}, {human(v.size)}) of {bset.machine}'s backup"
+        base, hidden, warnings = 0, None, []
+        if exists:
+            with open_source(target) as ro:
+                if partition is not None:
+                    base, avail, where = _target_base(ro, partition, v.size)
+                else:
+                    avail, where = ro.size, ro.path
+                if avail < v.size:
+                    raise RescueError(f"{where} is too small: {avail} bytes, the {what} needs {v.size} bytes; "
+                                      "nothing was written")
+                hidden = base if base else _partition_start(target)
+                text = f"Restoring {what} will overwrite {where}:\n" + describe_target(ro)
+            if confirm is not None and not confirm(text):
+                raise RescueError("restore cancelled; nothing was written")
+        if hidden is None:
+            warnings.append("where the target lies on its disk is unknown: the boot sector's hidden-sectors field "
+                            "keeps the backup's value")
+        src = PlacedVolume(v, hidden)
+        plan = make_plan(src, 1 << 20)
+        edge = min(HEAD, v.size)
+        protect = [(base, base + edge), (base + v.size - edge, base + v.size)]
+        fresh = not exists
+        try:
+            with open_target(target, create_size=v.size) as dev:
+                if not fresh:
+                    for a, b in protect:
+                        dev.write(a, bytes(b - a))
+                    dev.flush()
+                total = _write(dev, src, plan.used, base, protect, f"restore {v.letter or v.spec.guid}", progress)
+                bad = [s for s, n in _pieces(plan.used, v.size) if verify and dev.read(base + s, n) != src.read(s, n)]
+        except BaseException:
+            if fresh:
+                Path(target).unlink(missing_ok=True)
+            raise
+        if bad:
+            raise RescueError(f"verification of {target} failed at byte {base + bad[0]}; the disk may be failing")
+        return {"backup": str(bset.path), "machine": bset.machine, "target": target, "partition": partition,
+                "offset": base, "guid": v.spec.guid, "bytes_written": total, "verified": verify,
+                "warnings": warnings + plan.warnings, "seconds": round(time.monotonic() - t0, 3)}
+    finally:
+        for x in vols:
+            x.disk.close()
 
 
 def import_backup(path: str | Path, repo: str | Path, *, volumes: tuple[str, ...] = (), layout: str = "auto",
