@@ -188,7 +188,7 @@ class VhdxDisk(ReadOnlyDevice):
         if state in ZERO_STATES:
             return None
         if state == PAYLOAD_FULLY_PRESENT:
-            if off < 1 * MiB or off + self.block_size > self._f.size:
+            if off < 1 * MiB or off + min(self.block_size, self.size - block * self.block_size) > self._f.size:
                 raise RescueError(f"VHDX {self.path} is truncated or corrupt: block {block} at file offset {off} "
                                   f"lies outside the file ({self._f.size} bytes)")
             return off
