@@ -20,8 +20,11 @@ APT_PACKAGES=(
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
   exfatprogs          # mkfs.exfat
   qemu-utils          # qemu-img
+  e2fsprogs util-linux  # mkfs.ext4, chattr; losetup, partx, unshare (loop-device and read-only-target tests)
   zstd partclone      # benchmark peers
   python3-pip         # fresh Debian has no pip for the system python3
+  wine wine64         # the Windows tier (tests/wine): the Windows runtime of a built ISO under Wine
+  gcc-mingw-w64-x86-64  # tests/wine: the ProcessPrng shim DLL and the WinPE tool stand-ins (harness only)
 )
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

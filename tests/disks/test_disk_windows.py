@@ -33,6 +33,7 @@ class FakeKernel32:
                         "\\\\.\\C:": FakeVolume(0, 1 << 19, 1 << 18),
                         "\\\\.\\E:": FakeVolume(2, 1 << 20, 1 << 30)}
         self.layout_calls = 0
+        self.write_protected = False
 
     def last_error(self) -> int:
         return self.err
@@ -77,6 +78,11 @@ class FakeKernel32:
             struct.pack_into("<I4xqqI", out, 48, 1, 1 << 20, 100 << 20, 1)
             struct.pack_into("<I4xqqI", out, 48 + 144, 1, 101 << 20, 200 << 20, 2)
             out = bytes(out)
+        elif code == W.IOCTL_DISK_IS_WRITABLE:
+            if self.write_protected:
+                self.err = W.ERROR_WRITE_PROTECT
+                return 0
+            out = b""
         elif code in (W.FSCTL_LOCK_VOLUME, W.FSCTL_DISMOUNT_VOLUME, W.IOCTL_DISK_UPDATE_PROPERTIES):
             out = b""
         else:
@@ -167,6 +173,14 @@ def test_open_read_only_exact_calls(fake):
     assert not any(x[0] == "WriteFile" for x in c)
 
 
+def test_current_size_asks_the_disk_again(fake):
+    """Capture re-checks the size after reading (a medium that changed under the handle is refused)."""
+    with _dev(fake) as d:
+        fake.disk.extend(bytes(1 << 20))
+        assert d.size == 1 << 20 and d.current_size() == 2 << 20
+    assert [x[2] for x in fake.calls if x[0] == "DeviceIoControl"].count(W.IOCTL_DISK_GET_LENGTH_INFO) == 2
+
+
 @pytest.mark.parametrize("bounce", [W.BOUNCE, 4096])
 def test_unaligned_reads_bounce(fake, monkeypatch, bounce):
     monkeypatch.setattr(W, "BOUNCE", bounce)  # small: many bounce rounds per call
@@ -208,6 +222,18 @@ def test_write_locks_dismounts_and_updates(fake, monkeypatch):
     assert tail[1][:3] == ("DeviceIoControl", "\\\\.\\PhysicalDrive0", 0x70140)
     assert tail[2:] == [("CloseHandle", "\\\\.\\PhysicalDrive0"), ("CloseHandle", "\\\\?\\Volume{aaaa}")]
     assert ("CloseHandle", "\\\\?\\Volume{bbbb}") in c
+
+
+def test_write_protected_disk_refused_before_locking(fake):
+    """IOCTL_DISK_IS_WRITABLE fails with ERROR_WRITE_PROTECT: refused, no volume locked or dismounted."""
+    fake.write_protected = True
+    with pytest.raises(RescueError, match="write-protected"):
+        _dev(fake, writable=True)
+    codes = [x[2] for x in fake.calls if x[0] == "DeviceIoControl"]
+    assert W.IOCTL_DISK_IS_WRITABLE == 0x70024 and 0x70024 in codes
+    assert W.FSCTL_LOCK_VOLUME not in codes and W.FSCTL_DISMOUNT_VOLUME not in codes
+    assert not any(x[0] == "WriteFile" for x in fake.calls)
+    assert fake.calls[-1][0] == "CloseHandle"
 
 
 def test_read_only_device_refuses_writes(fake):

@@ -284,3 +284,11 @@ def test_capture_completes_a_repository_whose_creation_was_interrupted(disks: di
     rk("capture", disks["mbr"][0], r)
     assert rk_json("verify", r)["ok"]
     assert not list(r.glob(".config.*"))
+
+
+def test_a_name_the_output_encoding_cannot_show_does_not_fail_the_command(disks: dict, tmp_path: Path) -> None:
+    """Redirected output in a narrow encoding (Windows: the ANSI code page) must not turn a capture into a failure."""
+    env = {"PYTHONIOENCODING": "cp1252"}  # what Windows gives a pipe or file
+    res = rk("capture", disks["gpt"][0], tmp_path / "r", "--name", "\u0414\u0438\u0441\u043a 1", env=env)
+    assert "(\\u0414\\u0438\\u0441\\u043a 1)" in res.stdout
+    assert "\\u0414\\u0438\\u0441\\u043a 1" in rk("images", tmp_path / "r", env=env).stdout

@@ -59,6 +59,15 @@ def test_menu_runs_commands_and_exits_to_the_prompt(tmp_path):
     assert r.returncode == 0
 
 
+def test_menu_with_a_damaged_config_file_says_so_in_one_line(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[rescuekit\n")
+    r = subprocess.run([sys.executable, "-B", "-m", "rescuekit.menu"], input="0\n", capture_output=True, text=True,
+                       env={**os.environ, "RESCUEKIT_CONFIG": str(cfg)})
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith(f"rescuekit: error: bad config file {cfg}: ") and len(r.stderr.splitlines()) == 1
+
+
 def test_runtime_package_never_imports_builder():
     for py in RUNTIME.rglob("*.py"):
         text = py.read_text(encoding="utf-8")

@@ -58,8 +58,30 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def safe_std_streams() -> None:
+    """Output that never fails on a character (image names, labels and paths can be any Unicode).
+
+    Windows writes redirected output (a pipe or a file, not the console) in the ANSI code page, e.g. cp1252: an
+    image named "Диск" was captured and then the command died in UnicodeEncodeError, and ``images`` failed for
+    that repository from then on. Such output is UTF-8 now; elsewhere an encoding that cannot show a character
+    escapes it. The Windows console (WriteConsoleW) is left alone.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None:
+            continue
+        try:
+            if sys.platform == "win32" and not stream.isatty():
+                reconfigure(encoding="utf-8", errors="backslashreplace")
+            elif stream.errors == "strict":
+                reconfigure(errors="backslashreplace")
+        except (OSError, ValueError):  # closed or detached stream: leave it
+            pass
+
+
 def run(group: click.Group, args: list[str] | None = None) -> None:
     """Run a click group; every failure becomes one line on stderr and an exit code."""
+    safe_std_streams()
     debug = bool(os.environ.get("RESCUEKIT_DEBUG"))
     try:
         rv = group.main(args=args, standalone_mode=False)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import click
 
 from rescuekit import __version__
-from rescuekit.cli import COMMAND_MODULES, _register_all, cli, run
+from rescuekit.cli import COMMAND_MODULES, _one_line, _register_all, cli, run, safe_std_streams
 from rescuekit.config import Settings, load_settings
+from rescuekit.errors import RescueError
 
 CHOICES = [
     ("1", "List disks"),
@@ -79,7 +80,13 @@ def menu(settings: Settings) -> int:
 
 
 def main() -> None:
-    raise SystemExit(menu(load_settings()))
+    safe_std_streams()
+    try:
+        settings = load_settings()
+    except RescueError as exc:  # a damaged config.toml: one line, then launch.cmd drops to the prompt
+        click.echo(f"rescuekit: error: {_one_line(exc)}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(menu(settings))
 
 
 if __name__ == "__main__":

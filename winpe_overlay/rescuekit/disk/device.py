@@ -16,6 +16,7 @@ from rescuekit.errors import RescueError, UsageError
 BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
 BLKRRPART = 0x125F
+BLKROGET = 0x125E  # _IO(0x12, 94): 1 when the device is read-only (write-protected card, losetup -r)
 
 
 @dataclass
@@ -131,6 +132,14 @@ class FileDevice:
                 raise RescueError(f"short write at offset {offset + done} of {self.path}")
             done += got
 
+    def current_size(self) -> int:
+        """The size now (``size`` is the size at open): a file still being written, a re-probed disk."""
+        try:
+            st = os.fstat(self._fd)
+            return _linux_block_geometry(self._fd)[0] if stat.S_ISBLK(st.st_mode) else st.st_size
+        except OSError as exc:
+            raise RescueError(f"cannot get the size of {self.path}: {exc.strerror}") from exc
+
     def flush(self) -> None:
         if self.writable:
             try:
@@ -168,6 +177,16 @@ def _reread_partitions(fd: int) -> None:
         fcntl.ioctl(fd, BLKRRPART)
     except OSError:
         pass
+
+
+def _block_read_only(fd: int) -> bool:
+    import fcntl
+    import struct
+
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, BLKROGET, b"\0" * 4))[0] != 0
+    except OSError:
+        return False
 
 
 def _linux_block_geometry(fd: int) -> tuple[int, int]:
@@ -220,6 +239,8 @@ def _open(path: str | Path, writable: bool, create_size: int | None) -> BlockDev
         raise RescueError(f"cannot open {spath}: {exc.strerror}") from None
     try:
         if stat.S_ISBLK(st.st_mode):
+            if writable and _block_read_only(fd):  # Linux opens it read-write anyway; every write would fail
+                raise RescueError(f"{spath} is read-only (a write-protected medium?); nothing was written")
             size, ssz = _linux_block_geometry(fd)
             from rescuekit.disk import linux
 

@@ -145,3 +145,109 @@ def system_disk_paths() -> set[str]:
         if os.path.exists(mp):
             out.update(disk_of_dev(os.stat(mp).st_dev))
     return out
+
+
+
+# ---------------------------------------------------------------- what holds what (loop devices, image files)
+# A node is a whole disk ("blk", name) or a regular file ("file", st_dev, st_ino); the maps below give each
+# node a name to show (/dev/loop0, the image file's path). Loop devices make files and disks hold each other:
+# a repository on a loop-mounted image lives in that image file, which lives on the disk below it. The safety
+# checks compare what a write would overwrite with what holds the repository or the running system.
+
+Node = tuple
+
+
+def _sysfs_name(st_dev: int) -> str | None:
+    node = Path(f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
+    try:
+        return whole_disk_name(node.resolve(strict=True).name)
+    except OSError:
+        return None
+
+
+def _file_node(path: str) -> Node | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return ("file", st.st_dev, st.st_ino)
+
+
+def loop_backing(name: str) -> str | None:
+    """The backing file of loop device ``name`` (``loop0``), or None (not a loop device, or detached)."""
+    return _read(SYS_BLOCK / name / "loop/backing_file")
+
+
+def loops_of_file(path: str | Path) -> list[str]:
+    """Loop devices (``loop0``...) whose backing file is ``path`` (compared by device and inode)."""
+    want = _file_node(str(path))
+    if want is None:
+        return []
+    try:
+        names = sorted(n for n in os.listdir(SYS_BLOCK) if n.startswith("loop"))
+    except OSError:
+        return []
+    return [n for n in names if (b := loop_backing(n)) and _file_node(b) == want]
+
+
+def _holders_of_dev(st_dev: int, out: dict[Node, str]) -> None:
+    """Every node whose content includes block device ``st_dev``: its whole disk, a loop device's backing
+    file and what holds that file, device-mapper/md slaves."""
+    name = _sysfs_name(st_dev)
+    if name is None or ("blk", name) in out:
+        return
+    out[("blk", name)] = f"/dev/{name}"
+    backing = loop_backing(name)
+    f = _file_node(backing) if backing else None
+    if f is not None and f not in out:
+        out[f] = backing
+        _holders_of_dev(f[1], out)
+    slaves = SYS_BLOCK / name / "slaves"
+    if slaves.is_dir():
+        for s in sorted(slaves.iterdir()):
+            dev = _read(s / "dev")
+            if dev and ":" in dev:
+                _holders_of_dev(os.makedev(*map(int, dev.split(":"))), out)
+
+
+def holders(path: str | Path) -> dict[Node, str]:
+    """Nodes (disks, image files) whose content includes the file or folder ``path`` (for a path that does
+    not exist yet: its nearest existing parent). Overwriting any of them destroys ``path``."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    out: dict[Node, str] = {}
+    try:
+        st = os.stat(p)
+    except OSError:
+        return out
+    if os.path.isfile(p):
+        out[("file", st.st_dev, st.st_ino)] = str(p)
+    _holders_of_dev(st.st_dev, out)
+    return out
+
+
+def overwritten(path: str | Path) -> dict[Node, str]:
+    """Nodes whose content a write to ``path`` changes: a block device's whole disk and, for a loop device,
+    its backing file (and the other loop devices on it); a regular file and the loop devices it backs."""
+    import stat as _stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    out: dict[Node, str] = {}
+    backing: str | None = None
+    if _stat.S_ISBLK(st.st_mode):
+        name = _sysfs_name(st.st_rdev)
+        if name is None:
+            return out
+        out[("blk", name)] = f"/dev/{name}"
+        backing = loop_backing(name)
+    elif _stat.S_ISREG(st.st_mode):
+        backing = str(path)
+    f = _file_node(backing) if backing else None
+    if f is not None:
+        out[f] = backing
+        out.update({("blk", n): f"/dev/{n}" for n in loops_of_file(backing)})
+    return out

@@ -185,7 +185,25 @@ def _find_gpt_sector_size(dev: BlockDevice) -> int | None:
     return None
 
 
-def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> None:
+@dataclass
+class _GptCopies:
+    prim: _GptHeader | None
+    pentries: bytes
+    pwhy: str
+    back: _GptHeader | None
+    bentries: bytes
+    bwhy: str
+    alt_lba: int  # where the backup was looked for first
+    last_lba: int
+
+    @property
+    def valid(self) -> tuple[_GptHeader, bytes]:
+        """The copy to use: the primary if valid, else the backup."""
+        return (self.prim, self.pentries) if self.prim is not None else (self.back, self.bentries)
+
+
+def _gpt_copies(dev: BlockDevice, ss: int) -> _GptCopies:
+    """Both GPT copies of ``dev`` (either may be None); RescueError when neither is valid."""
     last_lba = dev.size // ss - 1
     prim, pentries, pwhy = _read_gpt_at(dev, 1, ss)
     alt_lba = prim.alternate_lba if prim else last_lba
@@ -196,15 +214,19 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
             back, bentries = back2, bentries2
     if prim is None and back is None:
         raise RescueError(f"GPT on {dev.path} is damaged: primary {pwhy}; backup {bwhy}")
+    return _GptCopies(prim, pentries, pwhy, back, bentries, bwhy, alt_lba, last_lba)
+
+
+def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> None:
+    c = _gpt_copies(dev, ss)
+    prim, back, last_lba = c.prim, c.back, c.last_lba
     if prim is None:
-        table.warnings.append(f"primary GPT is damaged ({pwhy}); using the backup GPT at LBA {back.my_lba}")
-        use, uentries = back, bentries
-    else:
-        use, uentries = prim, pentries
-        if back is None:
-            table.warnings.append(f"backup GPT at LBA {alt_lba} is damaged or missing ({bwhy})")
-        elif back.my_lba != last_lba:
-            table.warnings.append(f"backup GPT is at LBA {back.my_lba}, not at the end of the disk (LBA {last_lba})")
+        table.warnings.append(f"primary GPT is damaged ({c.pwhy}); using the backup GPT at LBA {back.my_lba}")
+    elif back is None:
+        table.warnings.append(f"backup GPT at LBA {c.alt_lba} is damaged or missing ({c.bwhy})")
+    elif back.my_lba != last_lba:
+        table.warnings.append(f"backup GPT is at LBA {back.my_lba}, not at the end of the disk (LBA {last_lba})")
+    use, uentries = c.valid
     table.kind = "gpt"
     table.sector_size = ss
     table.disk_guid = _guid(use.disk_guid)
@@ -221,6 +243,8 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
         table.hybrid_mbr = True
         table.warnings.append("hybrid MBR: the MBR also lists partitions; the GPT is used")
+    elif 0xEE not in mbr_types:  # e.g. LBA 0 overwritten: firmware and OSes then ignore the GPT
+        table.warnings.append("no protective MBR in front of the GPT (Windows and Linux need one to read it)")
 
 
 # ---------------------------------------------------------------- MBR
@@ -303,6 +327,18 @@ def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
 
 
 
+def backup_gpt_at_end(dev: BlockDevice) -> int | None:
+    """The LBA of a valid GPT header (with valid entries) in the last sector of ``dev``, or None.
+
+    ``read_table`` does not use such a backup when the protective MBR and the primary are gone (neither do
+    Windows and Linux: the disk may have been reformatted whole); it still means a table was there."""
+    for ss in dict.fromkeys((dev.sector_size, 512, 4096)):
+        last = dev.size // ss - 1
+        if last > 1 and _read_gpt_at(dev, last, ss)[0] is not None:
+            return last
+    return None
+
+
 def read_table(dev: BlockDevice, *, strict: bool = True) -> PartitionTable:
     """Read the partition table of ``dev``; RescueError if it is present but garbage.
 
@@ -359,44 +395,77 @@ def _header_bytes(hdr: _GptHeader, *, my_lba: int, alt_lba: int, last_usable: in
     return bytes(raw)
 
 
-def fix_gpt_after_restore(dev: BlockDevice) -> None:
-    """After restoring a GPT disk onto a larger target: write the backup GPT at the new end of the disk.
+def _protective_mbr(mbr: bytes, last_lba: int) -> bytes | None:
+    """The MBR a GPT disk of ``last_lba`` + 1 sectors needs: a pure protective MBR resized, a hybrid MBR kept
+    (None), anything else (zeroed, garbage) replaced by a protective MBR that keeps the boot code."""
+    count = min(0xFFFFFFFF, last_lba)
+    ents = _mbr_entries(mbr) if mbr[510:512] == b"\x55\xaa" else []
+    out = bytearray(mbr[:512])
+    if len(ents) == 1 and ents[0][2] == 0xEE:
+        struct.pack_into("<I", out, 446 + 16 * ents[0][0] + 12, count)
+        return bytes(out)
+    if any(e[2] == 0xEE for e in ents):
+        return None  # hybrid: its other entries are the user's
+    out[446:512] = bytes(66)
+    out[446:462] = MBR_ENTRY.pack(0, b"\x00\x02\x00", 0xEE, b"\xff\xff\xff", 1, count)
+    out[510:512] = b"\x55\xaa"
+    return bytes(out)
 
-    Reads the primary header + entries at LBA 1, rewrites the primary header (alternate LBA, last usable
-    LBA, CRCs), writes the backup entries + header at the end, zeroes the stale backup header left in the
-    middle of the disk, and updates the protective MBR's size. Safe to run on a disk of the original size.
+
+def gpt_rebuild(src: BlockDevice, new_size: int) -> list[tuple[int, bytes]]:
+    """The writes that give a disk of ``new_size`` bytes holding ``src``'s GPT layout a valid GPT.
+
+    ``src`` is the disk as captured (e.g. an image in the repository): the valid copy (primary, else the
+    backup - a capture accepts a damaged primary) is rebuilt into a primary header + entries at LBA 1 and a
+    backup entries + header at the end of the new size (last usable LBA moved), stale backup headers left in
+    the middle are zeroed, and a protective MBR is resized (or written when it was destroyed). Computed before
+    anything is written: RescueError when there is no valid copy or the partitions do not fit.
     """
-    ss = _find_gpt_sector_size(dev) or dev.sector_size
-    prim, entries, why = _read_gpt_at(dev, 1, ss)
-    if prim is None:
-        raise RescueError(f"cannot fix the GPT on {dev.path}: primary GPT {why}")
-    last_lba = dev.size // ss - 1
-    esec = prim.entries_sectors(ss)
+    ss = _find_gpt_sector_size(src) or src.sector_size
+    c = _gpt_copies(src, ss)
+    use, entries = c.valid
+    last_lba = new_size // ss - 1
+    esec = use.entries_sectors(ss)
     back_entries_lba = last_lba - esec
     new_last_usable = back_entries_lba - 1
-    hdr = prim
-    parts = _gpt_partitions(prim, entries, ss, dev.size, [])
+    # Primary entries where the primary had them, else in the standard place right after the header.
+    prim_entries_lba = c.prim.entries_lba if c.prim is not None else 2
+    if c.prim is None and prim_entries_lba + esec > use.first_usable:
+        raise RescueError(f"cannot rebuild the primary GPT of {src.path}: its entries do not fit before the first "
+                          f"usable LBA {use.first_usable}")
+    parts = _gpt_partitions(use, entries, ss, new_size, [])
     end_lba = max((p.end // ss - 1 for p in parts), default=0)
-    if end_lba > new_last_usable or prim.first_usable > new_last_usable:
-        raise RescueError(f"{dev.path} is too small for its GPT: a partition ends at LBA {end_lba}, the last "
-                          f"usable LBA would be {new_last_usable}")
-    old_alt = prim.alternate_lba
-    # Stale backup header inside the now-usable area (not inside a partition): zero it so no tool finds it.
-    if old_alt != last_lba and prim.last_usable < old_alt < last_lba and \
-            not any(p.start <= old_alt * ss < p.end for p in parts):
-        dev.write(old_alt * ss, b"\0" * ss)
-    dev.write(back_entries_lba * ss, entries + b"\0" * (esec * ss - len(entries)))
-    dev.write(last_lba * ss, _header_bytes(hdr, my_lba=last_lba, alt_lba=1, last_usable=new_last_usable,
-                                           entries_lba=back_entries_lba))
-    dev.write(ss, _header_bytes(hdr, my_lba=1, alt_lba=last_lba, last_usable=new_last_usable,
-                                entries_lba=prim.entries_lba))
-    mbr = bytearray(dev.read(0, 512))
-    ents = _mbr_entries(mbr)
-    if mbr[510:512] == b"\x55\xaa" and len(ents) == 1 and ents[0][2] == 0xEE:
-        # Protective MBR: one 0xEE entry covering the disk from LBA 1 (capped at 2^32-1 sectors).
-        slot = ents[0][0]
-        struct.pack_into("<I", mbr, 446 + 16 * slot + 12, min(0xFFFFFFFF, last_lba))
-        dev.write(0, bytes(mbr))
+    if end_lba > new_last_usable or use.first_usable > new_last_usable:
+        raise RescueError(f"{new_size} bytes is too small for the GPT of {src.path}: a partition ends at LBA "
+                          f"{end_lba}, the last usable LBA would be {new_last_usable}")
+    padded = entries + b"\0" * (esec * ss - len(entries))
+    writes: list[tuple[int, bytes]] = []
+    # Stale backup headers (the old end of the disk) inside the new usable area, outside partitions: zeroed
+    # so that no tool finds a second, older backup.
+    stale = {c.last_lba, c.alt_lba} | ({c.back.my_lba} if c.back else set())
+    for lba in sorted(stale):
+        if use.first_usable <= lba <= new_last_usable and not any(p.start <= lba * ss < p.end for p in parts):
+            writes.append((lba * ss, bytes(ss)))
+    writes.append((back_entries_lba * ss, padded))
+    writes.append((last_lba * ss, _header_bytes(use, my_lba=last_lba, alt_lba=1, last_usable=new_last_usable,
+                                                entries_lba=back_entries_lba)))
+    writes.append((prim_entries_lba * ss, padded))
+    writes.append((ss, _header_bytes(use, my_lba=1, alt_lba=last_lba, last_usable=new_last_usable,
+                                     entries_lba=prim_entries_lba)))
+    mbr = _protective_mbr(src.read(0, 512), last_lba)
+    if mbr is not None:
+        writes.append((0, mbr))
+    return writes
+
+
+def fix_gpt_after_restore(dev: BlockDevice) -> None:
+    """Make ``dev``'s own GPT valid for its size (backup at the end, CRCs, protective MBR); idempotent.
+
+    A restore plans the writes from the image instead (``gpt_rebuild(image, target size)``): on a larger disk
+    whose primary GPT is damaged, the backup is no longer where this function looks for it.
+    """
+    for off, data in gpt_rebuild(dev, dev.size):
+        dev.write(off, data)
     dev.flush()
 
 
@@ -454,16 +523,14 @@ def build_gpt(disk_size: int, parts: list[NewPartition], *, disk_guid: str | Non
                             p.name.encode("utf-16-le")[:72].ljust(72, b"\0"))
     dguid = uuid.UUID(disk_guid or str(uuid.uuid4())).bytes_le
     ecrc = zlib.crc32(entries)
+    raw = GPT_HEADER.pack(GPT_SIGNATURE, 0x00010000, 92, 0, 0, 1, last_lba, first_usable, last_usable, dguid, 2,
+                          128, 128, ecrc)
+    hdr = _GptHeader(raw, 92, 1, last_lba, first_usable, last_usable, dguid, 2, 128, 128, ecrc)
+    back_lba = last_lba - entries_sectors
 
     def header(my: int, alt: int, elba: int) -> bytes:
-        h = bytearray(GPT_HEADER.pack(GPT_SIGNATURE, 0x00010000, 92, 0, 0, my, alt, first_usable, last_usable,
-                                      dguid, elba, 128, 128, ecrc))
-        struct.pack_into("<I", h, 16, zlib.crc32(h))
-        return bytes(h).ljust(ss, b"\0")
+        return _header_bytes(hdr, my_lba=my, alt_lba=alt, last_usable=last_usable, entries_lba=elba).ljust(ss, b"\0")
 
-    pmbr = bytearray(512)
-    pmbr[446:462] = _mbr_slot(0, 0xEE, 1, min(0xFFFFFFFF, last_lba))
-    pmbr[510:512] = b"\x55\xaa"
-    return [(0, bytes(pmbr).ljust(ss, b"\0")), (ss, header(1, last_lba, 2)), (2 * ss, bytes(entries)),
-            ((last_lba - entries_sectors) * ss, bytes(entries)),
-            (last_lba * ss, header(last_lba, 1, last_lba - entries_sectors))]
+    pmbr = _protective_mbr(bytes(512), last_lba) or b""
+    return [(0, pmbr.ljust(ss, b"\0")), (ss, header(1, last_lba, 2)), (2 * ss, bytes(entries)),
+            (back_lba * ss, bytes(entries)), (last_lba * ss, header(last_lba, 1, back_lba))]

@@ -27,6 +27,7 @@ IOCTL_DISK_GET_LENGTH_INFO = 0x7405C
 IOCTL_DISK_GET_DRIVE_GEOMETRY_EX = 0x700A0
 IOCTL_DISK_GET_DRIVE_LAYOUT_EX = 0x70050
 IOCTL_DISK_UPDATE_PROPERTIES = 0x70140
+IOCTL_DISK_IS_WRITABLE = 0x70024  # fails with ERROR_WRITE_PROTECT on a write-protected medium
 IOCTL_STORAGE_QUERY_PROPERTY = 0x2D1400
 IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS = 0x560000
 FSCTL_LOCK_VOLUME = 0x90018
@@ -37,6 +38,7 @@ ERROR_ACCESS_DENIED = 5
 ERROR_INSUFFICIENT_BUFFER = 122
 ERROR_MORE_DATA = 234
 ERROR_NO_MORE_FILES = 18
+ERROR_WRITE_PROTECT = 19
 
 GEOMETRY_EX_SIZE = 256  # DISK_GEOMETRY_EX + partition/detection info
 DESCRIPTOR_SIZE = 1024  # STORAGE_DEVICE_DESCRIPTOR + its strings
@@ -292,6 +294,7 @@ class WinDevice:
             self.info = DiskInfo(path=path, size=self.size, sector_size=self.sector_size,
                                  kind="disk" if num is not None else "partition", **desc)
             if writable:
+                self._refuse_write_protected()  # before any volume is locked or dismounted
                 if num is not None:
                     self._lock_disk_volumes(num)
                 else:
@@ -299,6 +302,15 @@ class WinDevice:
         except BaseException:
             self.close()
             raise
+
+    def _refuse_write_protected(self) -> None:
+        try:
+            self.k.ioctl(self._h, IOCTL_DISK_IS_WRITABLE, None, 0, f"cannot check whether {self.path} is writable")
+        except WinError as exc:
+            if exc.code == ERROR_WRITE_PROTECT:
+                self.writable = False  # nothing to flush or update on close
+                raise RescueError(f"{self.path} is write-protected (read-only medium); nothing was written") from None
+            # another error (a driver without this IOCTL): the writes themselves will tell
 
     # -- locking
     def _lock_volume(self, h: int, name: str) -> None:
@@ -391,6 +403,10 @@ class WinDevice:
     @staticmethod
     def _sub(buf, off: int, n: int):
         return (ctypes.c_char * n).from_buffer(buf, off)
+
+    def current_size(self) -> int:
+        """The size now (``size`` is the size at open; media can change under an open handle)."""
+        return get_length(self.k, self._h, self.path)
 
     def flush(self) -> None:
         if self.writable:

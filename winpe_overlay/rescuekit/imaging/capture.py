@@ -20,7 +20,7 @@ from rescuekit import __version__
 from rescuekit.disk.device import BlockDevice, open_source
 from rescuekit.errors import RescueError
 from rescuekit.imaging.plan import Plan, holes, make_plan
-from rescuekit.imaging.safety import same_disk
+from rescuekit.imaging.safety import holds
 from rescuekit.progress import byte_progress
 from rescuekit.repo.config import FORMAT_VERSION, utc_now
 from rescuekit.repo.index import Index
@@ -110,6 +110,15 @@ def _table_doc(plan: Plan) -> dict:
             "header_regions": [list(r) for r in t.header_regions]}
 
 
+def _check_size_unchanged(dev: BlockDevice, source: str) -> None:
+    """A source whose size changes while it is read (a file still being written, a disk re-probed by the
+    kernel) gives an image of no single state: refuse it (the caller has not written a manifest yet)."""
+    now = dev.current_size() if hasattr(dev, "current_size") else dev.size
+    if now != dev.size:
+        raise RescueError(f"{source} changed size during the capture ({dev.size} -> {now} bytes); nothing was "
+                          "stored as an image; capture it again when it is not in use")
+
+
 def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
             chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False,
             device: BlockDevice | None = None) -> dict:
@@ -122,12 +131,15 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
     existing = Path(repo_path).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if device is None and same_disk(source, existing):
-        raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}); "
+    via = holds(source, existing) if device is None else None
+    if via is not None:
+        raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}){via}; "
                           "store it on another disk")
     t0 = time.monotonic()
     opened = nullcontext(device) if device is not None else open_source(source)
     with opened as dev:  # a bad SOURCE must not leave a new empty repository behind
+        if dev.size == 0:  # an empty card reader, a dying disk reporting capacity 0, an empty file
+            raise RescueError(f"{source} is empty (0 bytes): nothing to capture (no medium, or a failing disk?)")
         repo = Repository.open_or_create(repo_path, **cfg_args)
         with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
             cs = repo.config.chunk_size
@@ -165,6 +177,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                     finally:
                         for _, fut in inflight:
                             fut.cancel()
+                _check_size_unchanged(dev, source)  # before the index names the new packs
                 store.close()
             except OSError as exc:
                 store.abort()
@@ -173,6 +186,10 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                     raise RescueError(f"{what} writing the repository {repo.root}; the capture was stopped and the "
                                       "repository is still valid (free space, or `rescuekit prune` to drop the "
                                       "partial data)") from None
+                raise
+            except RescueError:
+                store.abort()
+                _check_size_unchanged(dev, source)  # a short read of a shrinking source: say what happened
                 raise
             except BaseException:
                 store.abort()

@@ -23,10 +23,11 @@ import blake3
 
 from rescuekit.disk.device import BlockDevice, open_source, open_target
 from rescuekit.disk.filesystems import detect
-from rescuekit.disk.partitions import fix_gpt_after_restore, read_table
+from rescuekit.disk.partitions import backup_gpt_at_end, gpt_rebuild, read_table
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.capture import workers
-from rescuekit.imaging.safety import is_system_disk, same_disk
+from rescuekit.imaging.imageview import ImageView
+from rescuekit.imaging.safety import holds, system_holder
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
 from rescuekit.repo.config import utc_now
@@ -47,16 +48,18 @@ class Piece:
     full: bool  # the piece is the whole chunk (its hash is the chunk id)
 
 
-def describe_target(dev: BlockDevice) -> str:
-    """What is on a destination now: model, size, table, partitions with file systems and labels."""
+def describe_target(dev: BlockDevice, *, whole_disk: bool = False) -> str:
+    """What is on a destination now: model, size, table, partitions with file systems and labels
+    (``whole_disk``: the table is about to be replaced, say so)."""
     info = dev.info
     kind = getattr(info, "kind", "file")
     model = getattr(info, "model", None) or ("image file" if kind == "file" else kind)
-    lines = [f"{dev.path}: {model}, {human(dev.size)} ({dev.size} bytes)"]
+    lines = [f"{dev.path}: {model}, {human(dev.size)} ({dev.size} bytes), {dev.sector_size}-byte sectors"]
     try:
         table = read_table(dev)
     except RescueError as exc:
-        lines.append(f"  partition table: unreadable ({exc})")
+        lines.append(f"  partition table: present but unreadable ({exc})"
+                     + ("; it will be replaced by the image's" if whole_disk else ""))
         return "\n".join(lines)
     if table.kind == "none":
         try:
@@ -64,8 +67,14 @@ def describe_target(dev: BlockDevice) -> str:
             lines.append(f"  no partition table; file system: {fs.kind}{' ' + repr(fs.label) if fs.label else ''}")
         except RescueError:
             lines.append("  no partition table")
+        backup = backup_gpt_at_end(dev)
+        if backup is not None:
+            lines.append(f"  a backup GPT remains at LBA {backup} (primary and protective MBR gone)"
+                         + ("; it will be replaced by the image's" if whole_disk else ""))
         return "\n".join(lines)
-    lines.append(f"  partition table: {table.kind.upper()}")
+    lines.append(f"  partition table: {table.kind.upper()}" + (" (replaced by the image's)" if whole_disk else ""))
+    for w in table.warnings:
+        lines.append(f"  warning: {w}")
     for p in table.partitions:
         try:
             fs = detect(dev, p.start, min(p.size, dev.size - p.start)) if not p.extended else None
@@ -115,21 +124,65 @@ def _pick_partition(doc: dict, number: int) -> dict:
     raise UsageError(f"image {doc['id'][:12]} has no partition {number} (partitions: {nums})")
 
 
-def _target_base(ro: BlockDevice, number: int, needed: int) -> tuple[int, int, str]:
-    """Where partition ``number`` goes in an existing target: (offset, available bytes, description)."""
+def _target_base(ro: BlockDevice, number: int, target: str, root: Path) -> tuple[int, int, str, int | None]:
+    """Where partition ``number`` goes in an existing target: (offset, available bytes, description, sector
+    size of the target's table or None). A partition is never laid over a partition table: a table that is
+    there but unreadable, or traces of one, are refused, not taken for "no table"."""
     try:
         table = read_table(ro)
-    except RescueError:
-        table = None
-    if table is not None and table.kind != "none":
+    except RescueError as exc:
+        raise RescueError(f"{ro.path} has a partition table that cannot be read ({exc}); restoring partition "
+                          f"{number} would write over it: restore the whole disk (it replaces the table), repair "
+                          "the table, or give the partition itself; nothing was written") from None
+    if table.kind != "none":
         for p in table.partitions:
             if p.number == number and not p.extended:
-                return p.start, min(p.size, ro.size - p.start), f"partition {number} of {ro.path}"
-        # never lay a partition over a disk's partition table
+                return p.start, min(p.size, ro.size - p.start), f"partition {number} of {ro.path}", table.sector_size
         raise UsageError(f"{ro.path} has a {table.kind.upper()} partition table without a partition {number}; "
                          "give the partition itself (or its image file), or a disk that has a partition "
                          f"{number}; nothing was written")
-    return 0, ro.size, ro.path
+    why = None
+    backup = backup_gpt_at_end(ro)
+    if backup is not None:
+        why = f"has no primary partition table but a backup GPT at LBA {backup}"
+    elif getattr(ro.info, "kind", "file") == "disk":
+        why = "is a whole disk without a partition table"
+    elif any(u.get("partition") is None and _same_target(str(u.get("target")), target)
+             for u in unfinished_restores(root)):
+        why = "is a disk whose whole-disk restore did not finish (its partition table is wiped)"
+    if why:
+        raise RescueError(f"{ro.path} {why}; a partition restore would write over it: restore the whole disk, "
+                          "or give the partition itself; nothing was written")
+    return 0, ro.size, ro.path, None
+
+
+def _same_target(a: str, b: str) -> bool:
+    return a == b or (not a.startswith("\\\\") and os.path.realpath(a) == os.path.realpath(b))
+
+
+def _image_sector_size(doc: dict) -> tuple[int | None, str]:
+    """The sector size the image's layout depends on and how that is known; None for a volume image of a
+    file (a file has no sector size)."""
+    src, table = doc["source"], doc["table"]
+    if src.get("kind") in ("disk", "partition") and src.get("sector_size"):
+        return src["sector_size"], "the device it was captured from"
+    if table["kind"] != "none" and table.get("sector_size"):
+        return table["sector_size"], f"its {table['kind'].upper()}"
+    return None, ""
+
+
+def _check_sector_size(doc: dict, dev: BlockDevice, target: str, table_ss: int | None) -> None:
+    """Refuse a destination whose sector size differs from the image's: partition tables count sectors and file
+    systems record their sector size, so the restored disk would be misread (partitions 8x off). Not translated:
+    the file systems inside would still be wrong for the new sector size."""
+    want, how = _image_sector_size(doc)
+    device = getattr(dev.info, "kind", "file") in ("disk", "partition") or dev.path.startswith(("\\\\.\\", "//./"))
+    for have, what in ((dev.sector_size if device else None, "sectors"), (table_ss, "sectors in its partition table")):
+        if want and have and have != want:
+            raise RescueError(f"sector size mismatch: {target} has {have}-byte {what} but image {doc['id'][:12]} "
+                              f"uses {want}-byte sectors (from {how}); its partition table and file systems would be "
+                              f"misread there, so it is not translated: restore onto a disk with {want}-byte sectors "
+                              "or into an image file; nothing was written")
 
 
 def _write_journal(repo: Repository, doc: dict, target: str, partition: int | None) -> Path | None:
@@ -168,6 +221,29 @@ def unfinished_restores(root: Path) -> list[dict]:
     return out
 
 
+def _check_chunks(doc: dict, index, root: Path) -> None:
+    """Every chunk of the image indexed, every pack it needs present (before anything is written)."""
+    ids = {cid for _off, _n, cid in iter_chunks(doc, doc["chunk_size"]) if cid is not None}
+    for cid in ids:
+        if cid not in index:
+            raise RescueError(f"chunk {cid[:16]} of image {doc['id'][:12]} is missing from the repository "
+                              f"index; run `rescuekit verify {root}`; nothing was written")
+    for pack_id in {index.entries[cid].pack for cid in ids}:
+        if not pack_path(root, pack_id).is_file():
+            raise RescueError(f"pack {pack_id} needed by image {doc['id'][:12]} is missing from "
+                              f"{root}; run `rescuekit verify {root}`; nothing was written")
+
+
+def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str) -> list[tuple[int, bytes]]:
+    """The GPT writes for a whole-disk restore onto ``size`` bytes, from the image's own table: the valid copy
+    (a capture accepts a damaged primary) rebuilt into both headers, the backup at the target's end."""
+    try:
+        return gpt_rebuild(ImageView(doc, index, reader), size)
+    except RescueError as exc:
+        raise RescueError(f"cannot lay out image {doc['id'][:12]}'s GPT on {target}: {exc}; nothing was written"
+                          ) from None
+
+
 def restore(repo_path: str | Path, target: str, *, image: str | None = None, partition: int | None = None,
             verify: bool = False, confirm: Callable[[str], bool] | None = None, progress: bool | None = None,
             force_unlock: bool = False) -> dict:
@@ -185,124 +261,174 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
             lo, hi = p["start"], p["start"] + p["size"]
             what = f"partition {partition} of image {doc['id'][:12]} ({doc.get('name')}, {human(p['size'])})"
         needed = hi - lo
-        if same_disk(target, repo.root):
-            raise RescueError(f"refusing to restore onto {target}: it holds the repository {repo.root}")
-        if is_system_disk(target):
-            raise RescueError(f"refusing to restore onto {target}: it is the running system's disk")
+        if needed <= 0:  # captured from an empty source by an older rescuekit
+            raise RescueError(f"image {doc['id'][:12]} is empty (0 bytes): nothing to restore; nothing was written")
+        via = holds(target, repo.root)
+        if via is not None:
+            raise RescueError(f"refusing to restore onto {target}: it holds the repository {repo.root}{via}")
+        sys_path = system_holder(target)
+        if sys_path is not None:
+            raise RescueError(f"refusing to restore onto {target}: it is the running system's disk "
+                              f"(it holds {sys_path})")
         exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
         _refuse_odd_target(target, repo.root, exists)
-        base = 0
-        if exists:
-            with open_source(target) as ro:
-                if partition is None:
-                    avail, where = ro.size, ro.path
-                else:
-                    base, avail, where = _target_base(ro, partition, needed)
-                if avail < needed:
-                    raise RescueError(f"{where} is too small: {avail} bytes, the {what} needs {needed} bytes "
-                                      f"({human(needed)}); nothing was written")
-                text = (f"Restoring {what} will overwrite {where}" +
-                        (f" at offset {base}" if base else "") + ":\n" + describe_target(ro))
-            if confirm is not None and not confirm(text):
-                raise RescueError("restore cancelled; nothing was written")
-        fresh = not exists
-        pieces = _pieces(doc, lo, hi, base)
-        # First and last MiB of what is written (partition table + backup GPT, or boot sector + backup boot
-        # sector): zeroed first, written last, so an interrupted restore leaves nothing that looks valid.
-        edge = min(HEAD, needed)
-        protect = [(base, base + edge), (base + needed - edge, base + needed)]
-        total = sum(pc.length for pc in pieces)
-        reader = PackReader(repo.root)
         index = repo.load_index()
-        for pc in pieces:
-            if pc.cid is not None and pc.cid not in index:
-                raise RescueError(f"chunk {pc.cid[:16]} of image {doc['id'][:12]} is missing from the repository "
-                                  f"index; run `rescuekit verify {repo.root}`; nothing was written")
-        for pack_id in {index.entries[pc.cid].pack for pc in pieces if pc.cid is not None}:
-            if not pack_path(repo.root, pack_id).is_file():
-                raise RescueError(f"pack {pack_id} needed by image {doc['id'][:12]} is missing from "
-                                  f"{repo.root}; run `rescuekit verify {repo.root}`; nothing was written")
-        zero = bytes(doc["chunk_size"])
-        digests: dict[int, bytes] = {}
-        journal = _write_journal(repo, doc, target, partition)
+        _check_chunks(doc, index, repo.root)
+        reader = PackReader(repo.root)
         try:
-            with open_target(target, create_size=needed) as dev:
-                if not fresh:  # an interrupted restore must not leave the old table/boot sector in place
-                    wipe = protect + ([(dev.size - min(HEAD, dev.size), dev.size)] if partition is None else [])
-                    for a, b in wipe:  # (a whole disk's old backup GPT sits at the target's end)
-                        dev.write(a, bytes(b - a))
-                    dev.flush()
-                _crash_point("restore-wiped")
-
-                def put(unit: list[int]) -> int:
-                    """Write pieces that share one stored blob (decompressed once)."""
-                    first = pieces[unit[0]]
-                    if first.cid is None:
-                        if not fresh:
-                            for i in unit:
-                                dev.write(pieces[i].target, memoryview(zero)[:pieces[i].length])
-                        return sum(pieces[i].length for i in unit)
-                    entry = index.entries[first.cid]
-                    group = decode_blob(reader.read_blob(entry), entry)
-                    gview = memoryview(group)
-                    done = 0
-                    run: list[int] = []  # [target, group offset, length]: adjacent pieces in one write
-                    for i in unit:
-                        pc = pieces[i]
-                        e = index.entries[pc.cid]
-                        view = chunk_of(group, e, pc.cid)[pc.skip:pc.skip + pc.length]  # hash-checked
-                        if verify and not pc.full:
-                            digests[i] = blake3.blake3(view).digest()
-                        at = e.skip + pc.skip
-                        if run and run[0] + run[2] == pc.target and run[1] + run[2] == at:
-                            run[2] += pc.length
-                        else:
-                            if run:
-                                dev.write(run[0], gview[run[1]:run[1] + run[2]])
-                            run = [pc.target, at, pc.length]
-                        done += pc.length
-                    if run:
-                        dev.write(run[0], gview[run[1]:run[1] + run[2]])
-                    return done
-
-                body, head = _units(pieces, index, protect)
-                with ThreadPoolExecutor(workers()) as pool, \
-                        byte_progress(f"restore {doc.get('name') or doc['id'][:12]}", total, enabled=progress) as adv:
-                    for order in (body, head):  # the first MiB last
-                        for n in pool.map(put, order):
-                            adv(n)
-                        if order is body:
-                            dev.flush()
-                            _crash_point("restore-body-written")
-                dev.flush()
-                if verify:
-                    _drop_cache(target)
-                # verify what came from the image before the GPT fix-up legitimately changes the head
-                bad = _verify_written(dev, pieces, digests, progress) if verify else []
-                if not bad and partition is None and doc["table"]["kind"] == "gpt" and dev.size > disk_size:
-                    fix_gpt_after_restore(dev)
-                    dev.flush()
-        except BaseException:
-            if fresh:  # a half-written image file we created is no output: remove it (and so its journal)
-                for leftover in (Path(target), journal):
-                    if leftover is not None:
-                        leftover.unlink(missing_ok=True)
-            raise
+            return _restore(repo, doc, target, partition, lo, hi, what, exists, index, reader, verify=verify,
+                            confirm=confirm, progress=progress, t0=t0)
         finally:
             reader.close()
-        if bad:
-            raise RescueError(f"verification of {target} failed: {len(bad)} range(s) differ, first at byte "
-                              f"{bad[0][0]} ({bad[0][1]} bytes); the disk may be failing")
-        if journal is not None:
-            journal.unlink()
-        for p in (repo.root / "restores").glob("*.json"):  # earlier interrupted restores of this target are
-            try:                                           # superseded now
-                if json.loads(p.read_bytes()).get("target") == target:
-                    p.unlink()
-            except (OSError, ValueError, AttributeError):
-                pass
-        return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
-                "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo: int, hi: int, what: str,
+             exists: bool, index, reader: PackReader, *, verify: bool, confirm: Callable[[str], bool] | None,
+             progress: bool | None, t0: float) -> dict:
+    needed = hi - lo
+    base, seen, text = 0, None, None
+    if exists:  # checked on a read-only handle: nothing is locked, dismounted or written before the answer
+        with open_source(target) as ro:
+            if partition is None:
+                avail, where, table_ss = ro.size, ro.path, None
+            else:
+                base, avail, where, table_ss = _target_base(ro, partition, target, repo.root)
+            _check_sector_size(doc, ro, target, table_ss)
+            if avail < needed:
+                raise RescueError(f"{where} is too small: {avail} bytes, the {what} needs {needed} bytes "
+                                  f"({human(needed)}); nothing was written")
+            seen = (ro.size, ro.sector_size)
+            text = (f"Restoring {what} will overwrite {where}" + (f" at offset {base}" if base else "") + ":\n"
+                    + describe_target(ro, whole_disk=partition is None))
+    gpt_writes: list[tuple[int, bytes]] = []
+    if partition is None and doc["table"]["kind"] == "gpt":
+        gpt_writes = _plan_gpt(doc, index, reader, seen[0] if seen else needed, target)
+    if text is not None and confirm is not None and not confirm(text):
+        raise RescueError("restore cancelled; nothing was written")
+    fresh = not exists
+    pieces = _pieces(doc, lo, hi, base)
+    # First and last MiB of what is written (partition table + backup GPT, or boot sector + backup boot
+    # sector): zeroed first, written last, so an interrupted restore leaves nothing that looks valid.
+    edge = min(HEAD, needed)
+    protect = [(base, base + edge), (base + needed - edge, base + needed)]
+    total = sum(pc.length for pc in pieces)
+    zero = bytes(doc["chunk_size"])
+    digests: dict[int, bytes] = {}
+    journal: Path | None = None
+    created = False
+    bad: list[tuple[int, int]] = []
+    try:
+        with open_target(target, create_size=needed) as dev:
+            created = fresh
+            if seen is not None and (dev.size, dev.sector_size) != seen:
+                raise RescueError(f"{target} changed since it was checked ({seen[0]} bytes, {seen[1]}-byte sectors; "
+                                  f"now {dev.size}, {dev.sector_size}); nothing was written")
+            # The journal only once the target is open for writing: a target refused here (read-only, in use)
+            # was not touched and must not be reported as an unfinished restore.
+            journal = _write_journal(repo, doc, target, partition)
+            try:
+                bad = _write_all(dev, doc, pieces, index, reader, protect, zero, digests, fresh=fresh,
+                                 wipe_end=partition is None, verify=verify, progress=progress, target=target,
+                                 gpt_writes=gpt_writes)
+            except (RescueError, OSError) as exc:
+                if fresh:
+                    raise
+                raise RescueError(f"{_one_line(exc)}; the restore onto {target} did not finish: it is incomplete "
+                                  "(no valid partition table); restore it again") from exc
+    except BaseException:
+        if created:  # a half-written image file we created is no output: remove it (and so its journal)
+            for leftover in (Path(target), journal):
+                if leftover is not None:
+                    leftover.unlink(missing_ok=True)
+        raise
+    if bad:
+        raise RescueError(f"verification of {target} failed: {len(bad)} range(s) differ, first at byte "
+                          f"{bad[0][0]} ({bad[0][1]} bytes); the disk may be failing")
+    if journal is not None:
+        journal.unlink()
+    for p in (repo.root / "restores").glob("*.json"):  # earlier interrupted restores of this target are
+        try:                                           # superseded now
+            if _same_target(str(json.loads(p.read_bytes()).get("target")), target):
+                p.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
+    return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
+            "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _write_all(dev: BlockDevice, doc: dict, pieces: list[Piece], index, reader: PackReader,
+               protect: list[tuple[int, int]], zero: bytes, digests: dict[int, bytes], *, fresh: bool,
+               wipe_end: bool, verify: bool, progress: bool | None, target: str,
+               gpt_writes: list[tuple[int, bytes]]) -> list[tuple[int, int]]:
+    """Wipe the edges, write the body, then the edges, verify, then the planned GPT; the ranges that read
+    back wrong (``verify``)."""
+    if not fresh:  # an interrupted restore must not leave the old table/boot sector in place
+        wipe = protect + ([(dev.size - min(HEAD, dev.size), dev.size)] if wipe_end else [])
+        for a, b in wipe:  # (a whole disk's old backup GPT sits at the target's end)
+            dev.write(a, bytes(b - a))
+        dev.flush()
+    _crash_point("restore-wiped")
+
+    def put(unit: list[int]) -> int:
+        """Write pieces that share one stored blob (decompressed once)."""
+        first = pieces[unit[0]]
+        if first.cid is None:
+            if not fresh:
+                for i in unit:
+                    dev.write(pieces[i].target, memoryview(zero)[:pieces[i].length])
+            return sum(pieces[i].length for i in unit)
+        entry = index.entries[first.cid]
+        group = decode_blob(reader.read_blob(entry), entry)
+        gview = memoryview(group)
+        done = 0
+        run: list[int] = []  # [target, group offset, length]: adjacent pieces in one write
+        for i in unit:
+            pc = pieces[i]
+            e = index.entries[pc.cid]
+            view = chunk_of(group, e, pc.cid)[pc.skip:pc.skip + pc.length]  # hash-checked
+            if verify and not pc.full:
+                digests[i] = blake3.blake3(view).digest()
+            at = e.skip + pc.skip
+            if run and run[0] + run[2] == pc.target and run[1] + run[2] == at:
+                run[2] += pc.length
+            else:
+                if run:
+                    dev.write(run[0], gview[run[1]:run[1] + run[2]])
+                run = [pc.target, at, pc.length]
+            done += pc.length
+        if run:
+            dev.write(run[0], gview[run[1]:run[1] + run[2]])
+        return done
+
+    body, head = _units(pieces, index, protect)
+    total = sum(pc.length for pc in pieces)
+    with ThreadPoolExecutor(workers()) as pool, \
+            byte_progress(f"restore {doc.get('name') or doc['id'][:12]}", total, enabled=progress) as adv:
+        for order in (body, head):  # the first MiB last
+            for n in pool.map(put, order):
+                adv(n)
+            if order is body:
+                dev.flush()
+                _crash_point("restore-body-written")
+    dev.flush()
+    if verify:
+        _drop_cache(target)
+    # verify what came from the image before the GPT rebuild legitimately changes the head
+    bad = _verify_written(dev, pieces, digests, progress) if verify else []
+    if not bad and gpt_writes:
+        for off, data in gpt_writes:
+            dev.write(off, data)
+        dev.flush()
+        if verify:
+            _drop_cache(target)
+            bad = [(off, len(data)) for off, data in gpt_writes if dev.read(off, len(data)) != data]
+    return bad
 
 
 def _crash_point(step: str) -> None:

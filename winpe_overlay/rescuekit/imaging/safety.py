@@ -1,12 +1,20 @@
-"""Refusals that protect the user: never write onto the disk holding the repository or the running system."""
+"""Refusals that protect the user: never write onto (or capture) what holds the repository or the running system.
+
+On Linux "holds" follows loop devices both ways (``rescuekit.disk.linux.holders``/``overwritten``): a repository
+on a loop-mounted image file is held by the loop device, by that image file and by the disk under the file;
+writing an image file also writes every loop device backed by it. On Windows: the disk holding the folder.
+"""
 from __future__ import annotations
 
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 
 from rescuekit.disk import inventory
+
+SYSTEM_PATHS = ("/", "/boot", "/boot/efi", "/usr")  # Linux: what the running system lives on
 
 
 def _is_device(path: str) -> bool:
@@ -16,6 +24,10 @@ def _is_device(path: str) -> bool:
         return stat.S_ISBLK(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def _windows_path(path: str) -> bool:
+    return sys.platform == "win32" or path.startswith(("\\\\.\\", "//./"))
 
 
 def _disk_of(path: str) -> str:
@@ -32,23 +44,49 @@ def _disk_of(path: str) -> str:
     return real
 
 
+def _via(target: str, nodes: dict) -> str:
+    names = sorted(set(nodes.values()) - {target, os.path.realpath(target)})
+    return f" (through {', '.join(names)})" if names else ""
+
+
+def holds(target: str, folder: str | Path) -> str | None:
+    """None if writing ``target`` (disk, partition, loop device or image file) leaves ``folder`` alone; else
+    what links them (e.g. `` (through /dev/loop0)``, possibly empty)."""
+    if _windows_path(target):
+        if not _is_device(target):
+            return None
+        try:
+            holder = inventory.disk_holding(folder)
+        except NotImplementedError:  # disk layer without an inventory (e.g. trimmed build): cannot tell
+            return None
+        return "" if holder is not None and inventory.same_disk(holder, _disk_of(target)) else None
+    from rescuekit.disk import linux
+
+    common = {n: d for n, d in linux.overwritten(target).items() if n in linux.holders(folder)}
+    return _via(target, common) if common else None
+
+
+def system_holder(target: str) -> str | None:
+    """The system path (``/``, ``/boot``...; Windows: the system disk) that writing ``target`` would destroy."""
+    if _windows_path(target):
+        if not _is_device(target):
+            return None
+        try:
+            systems = inventory.system_disk_paths()
+        except NotImplementedError:
+            return None
+        disk = _disk_of(target)
+        return next((s for s in systems if inventory.same_disk(disk, s)), None)
+    for mp in SYSTEM_PATHS:
+        if os.path.exists(mp) and holds(target, mp) is not None:
+            return mp
+    return None
+
+
 def same_disk(device: str, folder: str | Path) -> bool:
-    """Is ``device`` (a disk or partition; image files never are) on the disk that holds ``folder``?"""
-    if not _is_device(device):
-        return False
-    try:
-        holder = inventory.disk_holding(folder)
-    except NotImplementedError:  # disk layer without an inventory (e.g. trimmed build): cannot tell
-        return False
-    return holder is not None and inventory.same_disk(holder, _disk_of(device))
+    """Would writing ``device`` (or an image file) destroy ``folder``?"""
+    return holds(device, folder) is not None
 
 
 def is_system_disk(device: str) -> bool:
-    if not _is_device(device):
-        return False
-    try:
-        systems = inventory.system_disk_paths()
-    except NotImplementedError:
-        return False
-    disk = _disk_of(device)
-    return any(inventory.same_disk(disk, s) for s in systems)
+    return system_holder(device) is not None

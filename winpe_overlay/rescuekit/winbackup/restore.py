@@ -19,7 +19,7 @@ from rescuekit.disk.device import open_source, open_target
 from rescuekit.errors import RescueError
 from rescuekit.imaging.plan import make_plan
 from rescuekit.imaging.restore import _refuse_odd_target, describe_target
-from rescuekit.imaging.safety import is_system_disk, same_disk
+from rescuekit.imaging.safety import holds, system_holder
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
 from rescuekit.disk.ranges import merge
@@ -45,6 +45,20 @@ def _prepare(path: str | Path, volumes: tuple[str, ...], layout_kind: str) -> tu
         raise
 
 
+def _refuse_unsafe(target: str, bset: BackupSet) -> bool:
+    """The refusals of ``restore`` (disk holding the backup, running system, inside the backup folder, a
+    mistyped /dev name); returns whether the target exists."""
+    via = holds(target, bset.path)
+    if via is not None:
+        raise RescueError(f"refusing to restore onto {target}: it holds the backup {bset.path}{via}")
+    sys_path = system_holder(target)
+    if sys_path is not None:
+        raise RescueError(f"refusing to restore onto {target}: it is the running system's disk (it holds {sys_path})")
+    exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
+    _refuse_odd_target(target, bset.path, exists)
+    return exists
+
+
 def _pieces(ranges: list[tuple[int, int]], size: int):
     for s, n in ranges:
         end = min(s + n, size)
@@ -60,12 +74,7 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
     t0 = time.monotonic()
     bset, vols, chosen, lay = _prepare(path, volumes, layout)
     try:
-        if same_disk(target, bset.path):
-            raise RescueError(f"refusing to restore onto {target}: it holds the backup {bset.path}")
-        if is_system_disk(target):
-            raise RescueError(f"refusing to restore onto {target}: it is the running system's disk")
-        exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
-        _refuse_odd_target(target, bset.path, exists)
+        exists = _refuse_unsafe(target, bset)
         what = (f"the backup of {bset.machine} ({bset.when or bset.path.name}), {len(chosen)} volume(s), "
                 f"{lay.kind.upper()} layout")
         size = lay.min_size
@@ -73,12 +82,15 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
         if exists:
             with open_source(target) as ro:
                 size = ro.size
+                if ro.sector_size != 512:
+                    raise RescueError(f"{target} has {ro.sector_size}-byte sectors; the layout is built for 512-byte "
+                                      "sectors (the backup's file systems use them): nothing was written")
                 if size < lay.min_size:
                     raise RescueError(f"{target} is too small: {size} bytes ({human(size)}), the {what} needs "
                                       f"{lay.min_size} bytes ({human(lay.min_size)}); nothing was written")
                 grown = grow_last(lay, size) if grow else None
                 text = (f"Restoring {what}:\n" + "\n".join(lay.describe()) + f"\nwill overwrite {ro.path}:\n"
-                        + describe_target(ro))
+                        + describe_target(ro, whole_disk=True))
             if confirm is not None and not confirm(text):
                 raise RescueError("restore cancelled; nothing was written")
         disk = AssembledDisk(lay, size, name=f"{bset.path}")
@@ -157,18 +169,13 @@ def restore_volume(path: str | Path, target: str, *, volume: str, partition: int
     vols = open_volumes(bset)
     try:
         (v,) = select(vols, (volume,))
-        if same_disk(target, bset.path):
-            raise RescueError(f"refusing to restore onto {target}: it holds the backup {bset.path}")
-        if is_system_disk(target):
-            raise RescueError(f"refusing to restore onto {target}: it is the running system's disk")
-        exists = os.path.exists(target) or target.startswith(("\\\\.\\", "//./"))
-        _refuse_odd_target(target, bset.path, exists)
+        exists = _refuse_unsafe(target, bset)
         what = f"volume {v.letter or v.spec.guid} ({v.fs.kind}, {human(v.size)}) of {bset.machine}'s backup"
         base, hidden, warnings = 0, None, []
         if exists:
             with open_source(target) as ro:
                 if partition is not None:
-                    base, avail, where = _target_base(ro, partition, v.size)
+                    base, avail, where, _ss = _target_base(ro, partition, target, bset.path)
                 else:
                     avail, where = ro.size, ro.path
                 if avail < v.size:

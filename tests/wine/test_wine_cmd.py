@@ -1,0 +1,175 @@
+"""The rendered startnet.cmd and launch.cmd of the built ISO in Wine's cmd.exe, X: mapped to the extracted tree.
+
+WinPE's tools are stand-ins first on PATH (WINEPATH): small logging .exe files (a .cmd stand-in would never return:
+a batch file started without ``call`` replaces the calling one). D: is a Linux folder holding a repository at the
+build's ``--repository`` path, so the menu's "list images" shows the image captured under Wine.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wine_env
+from wine_env import WinePrefix, winpath
+
+from builder.config import RuntimeConfig
+from builder.render import render_overlay_files
+from tests.wine.conftest import DRIVER_SUBDIR, IMAGE_NAME, LOCALE, REPOSITORY, copy_tree, replace_file
+
+pytestmark = pytest.mark.wine
+
+STARTNET = "X:\\Windows\\System32\\startnet.cmd"
+LAUNCHER = "X:\\rescuekit\\launch.cmd"
+POWER_PLAN = "8c5e7fda-e8bf-4a96-9a85-a6e23a8c635c"
+EXITED = "rescuekit has exited. Run X:\\rescuekit\\launch.cmd to start it again."
+DEVICE_ERROR = "rescuekit: error: cannot get the size of \\\\.\\PhysicalDrive0"  # Wine: no disk IOCTLs
+
+
+@pytest.fixture(scope="session")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return wine_env.make_stub_dir(tmp_path_factory.mktemp("wpe-stubs"))
+
+
+class Boot:
+    """A hard-linked copy of the X: tree mapped to X:, a D: folder, the stand-ins' log."""
+
+    def __init__(self, prefix: WinePrefix, tree: Path, d_drive: Path, stubs: Path, log: Path) -> None:
+        self.prefix, self.tree, self.d_drive, self.stubs, self.log = prefix, tree, d_drive, stubs, log
+
+    def cmd(self, *args: str, input: str = "") -> subprocess.CompletedProcess:
+        env = {"WINEPATH": winpath(self.stubs), "RESCUEKIT_STUB_LOG": winpath(self.log)}
+        return self.prefix.run(["cmd.exe", *args], input=input, env=env, cwd=self.d_drive)
+
+    def stub_calls(self) -> list[tuple[str, ...]]:
+        """(tool, argv...) per stand-in run, checking that it was our stand-in that ran."""
+        if not self.log.exists():
+            return []
+        calls = []
+        for line in self.log.read_text(encoding="utf-8").splitlines():
+            exe, *argv = line.split("\t")
+            assert exe.lower().startswith(winpath(self.stubs).lower() + "\\"), exe
+            calls.append((Path(exe.replace("\\", "/")).stem.lower(), *argv))
+        return calls
+
+    def set_config(self, cfg: RuntimeConfig) -> None:
+        """launch.cmd and config.toml as `rescuekit build` renders them for ``cfg``."""
+        files = render_overlay_files(cfg, [])
+        for rel in ("rescuekit/launch.cmd", "rescuekit/config.toml"):
+            replace_file(self.tree / rel, files[rel].encode())
+
+
+@pytest.fixture
+def boot(wine_prefix: WinePrefix, x_tree: Path, stubs: Path, tmp_path: Path) -> Boot:
+    tree = copy_tree(x_tree, tmp_path / "X")
+    d_drive = tmp_path / "D"
+    d_drive.mkdir()
+    wine_prefix.map_drive("x", tree)
+    wine_prefix.map_drive("d", d_drive)
+    return Boot(wine_prefix, tree, d_drive, stubs, tmp_path / "stubs.log")
+
+
+def with_repository(boot: Boot, wine_repo: dict) -> None:
+    assert REPOSITORY.startswith("D:\\")
+    shutil.copytree(wine_repo["path"], boot.d_drive / REPOSITORY[3:])
+
+
+def test_startnet_runs_the_boot_chain_then_the_menu_with_the_builds_config(boot: Boot, wine_repo: dict):
+    with_repository(boot, wine_repo)
+    res = boot.cmd("/k", STARTNET, input="2\n0\n")  # WinPE: cmd.exe /k startnet.cmd; menu: list images, exit
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert boot.stub_calls() == [
+        ("wpeinit",),
+        ("powercfg", "/s", POWER_PLAN),
+        ("wpeutil", "InitializeNetwork"),
+        ("wpeutil", "SetUserLocale", LOCALE),
+        ("drvload", f"X:\\rescuekit\\drivers\\1\\{DRIVER_SUBDIR}\\nic card.inf"),  # one argument, spaces and all
+        ("drvload", "X:\\rescuekit\\drivers\\1\\e1000.inf"),
+    ]
+    out = res.stdout
+    assert f"repository: {REPOSITORY}" in out  # config.toml read back by the runtime
+    assert f"> rescuekit images {REPOSITORY}" in out and wine_repo["capture"]["id"] in out and IMAGE_NAME in out
+    assert EXITED in out and "dropping to the command prompt" not in out
+    assert out.rstrip().endswith(">"), out  # the prompt is still there afterwards (end of input closes it)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert (boot.tree / "rescuekit" / "temp").is_dir() and (boot.tree / "rescuekit" / "appdata").is_dir()
+
+
+@pytest.mark.parametrize("keys", ["0\n", ""], ids=["quit-key", "end-of-input"])
+def test_launcher_menu_starts_and_exits_cleanly(boot: Boot, keys: str):
+    res = boot.cmd("/c", LAUNCHER, input=keys)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0  Exit to the command prompt" in res.stdout and "Choice:" in res.stdout
+    assert "dropping to the command prompt" not in res.stdout and res.stderr == "", res.stderr
+    assert boot.stub_calls() == []
+
+
+BROKEN = {
+    # a runtime copy without the menu module
+    "module-missing": ("rescuekit/lib/rescuekit/menu.py", None, 1, "No module named rescuekit.menu"),
+    # a damaged runtime module
+    "module-damaged": ("rescuekit/lib/rescuekit/config.py", b"def settings(:\n", 1, "SyntaxError"),
+    # python.exe cannot start at all: STATUS_DLL_NOT_FOUND, a negative exit code
+    "dll-missing": ("rescuekit/python/python313.dll", None, -1073741515, ""),
+    # the build's config file is damaged: a one-line error, not a traceback
+    "config-damaged": ("rescuekit/config.toml", b"[rescuekit\n", 1, "rescuekit: error: bad config file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_failing_runtime_drops_to_the_prompt_with_its_exit_code(boot: Boot, case: str):
+    rel, data, code, err = BROKEN[case]
+    replace_file(boot.tree / rel, data)
+    res = boot.cmd("/k", LAUNCHER, input="echo PROMPT rc=%RESCUEKIT_RC%\n")
+    assert f"rescuekit exited with code {code}; dropping to the command prompt." in res.stdout, res.stdout
+    assert f"PROMPT rc={code}" in res.stdout, res.stdout  # the prompt runs the next command
+    assert err in res.stderr, res.stderr
+    if case == "config-damaged":
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_default_actions_get_the_builds_values_intact(boot: Boot, wine_repo: dict):
+    """capture/restore launch lines: the quoted repository and image name arrive as single arguments."""
+    restore = RuntimeConfig(default_action="restore", repository=REPOSITORY, target="\\\\.\\PhysicalDrive0",
+                            image=IMAGE_NAME)
+    boot.set_config(restore)
+    res = boot.cmd("/c", LAUNCHER)
+    assert res.stderr.strip() == f"rescuekit: error: repository {REPOSITORY} does not exist", res.stderr
+    assert "rescuekit exited with code 1; dropping to the command prompt." in res.stdout
+    with_repository(boot, wine_repo)
+    res = boot.cmd("/c", LAUNCHER)
+    # the repository opened and the image was found by its name; then Wine cannot size a physical disk
+    assert res.stderr.strip().startswith(DEVICE_ERROR), res.stderr
+    boot.set_config(RuntimeConfig(default_action="capture", repository=REPOSITORY + "\\new",
+                                  target="\\\\.\\PhysicalDrive0", image=IMAGE_NAME))
+    res = boot.cmd("/c", LAUNCHER)
+    assert res.stderr.strip().startswith(DEVICE_ERROR), res.stderr
+    assert "dropping to the command prompt" in res.stdout
+    assert not (boot.d_drive / REPOSITORY[3:] / "new").exists()  # nothing made before the source opened
+
+
+HOSTILE = [
+    ("--repository", 'D:\\say "hi"', '"'),
+    ("--repository", "D:\\100%done", "%"),
+    ("--repository", "D:\\a^b", "^"),
+    ("--repository", "D:\\a & b", "&"),
+    ("--repository", "D:\\bang!", "!"),
+    ("--repository", "D:\\B\u00fcro", "only ASCII"),
+    ("--image-name", "pc&1", "A-Z"),
+    ("--locale", "en-US & x", "locale"),
+]
+
+
+@pytest.mark.parametrize("option,value,why", HOSTILE)
+def test_hostile_config_values_are_refused_at_build_time(wine_iso: Path, tmp_path: Path, option: str, value: str,
+                                                         why: str):
+    out = tmp_path / "x.iso"
+    res = subprocess.run([sys.executable, "-c", "from builder.cli import main; main()", "build", "--source",
+                          str(wine_iso.parent / "standin"), "--output", str(out), "--no-prompt", option, value],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rescuekit: error: invalid {option} ") and why in lines[0], lines
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -1,0 +1,77 @@
+"""A captured image read back as a read-only block device (through the repository).
+
+Restore uses it to parse the image's own partition table before anything is written (GPT rebuild,
+sector size): the one parser in ``rescuekit.disk.partitions`` then reads the image exactly as it read the
+source. Bytes the image does not store (unallocated space, free space) read as zeros.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from rescuekit.disk.device import DiskInfo
+from rescuekit.errors import RescueError
+from rescuekit.repo.index import Index
+from rescuekit.repo.manifest import iter_chunks
+from rescuekit.repo.packs import PackReader
+from rescuekit.repo.repository import chunk_of, decode_blob
+
+
+class ImageView:
+    """``BlockDevice`` over image ``doc`` (size: the source's; sector size: the one its table was read with)."""
+
+    writable = False
+
+    def __init__(self, doc: dict, index: Index, reader: PackReader) -> None:
+        self.path = f"image {doc['id'][:12]}"
+        self.size = doc["source"]["size"]
+        self.sector_size = doc["table"].get("sector_size") or doc["source"].get("sector_size") or 512
+        self.info = DiskInfo(path=self.path, size=self.size, sector_size=self.sector_size)
+        self._chunks = list(iter_chunks(doc, doc["chunk_size"]))
+        self._starts = [off for off, _n, _cid in self._chunks]
+        self._index, self._reader = index, reader
+        self._cache: dict[str, bytes] = {}
+
+    def _chunk(self, cid: str) -> memoryview:
+        data = self._cache.get(cid)
+        if data is None:
+            entry = self._index.entries.get(cid)
+            if entry is None:
+                raise RescueError(f"chunk {cid[:16]} of {self.path} is missing from the repository index")
+            data = self._cache[cid] = bytes(chunk_of(decode_blob(self._reader.read_blob(entry), entry), entry, cid))
+        return memoryview(data)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        buf = memoryview(buf).cast("B")
+        n = len(buf)
+        if offset < 0 or offset + n > self.size:
+            raise RescueError(f"read of {n} bytes at offset {offset} is past the end ({self.size} bytes) of "
+                              f"{self.path}")
+        buf[:] = bytes(n)
+        i = max(0, bisect_right(self._starts, offset) - 1)
+        while i < len(self._chunks) and self._chunks[i][0] < offset + n:
+            off, m, cid = self._chunks[i]
+            a, b = max(off, offset), min(off + m, offset + n)
+            if cid is not None and a < b:
+                buf[a - offset:b - offset] = self._chunk(cid)[a - off:b - off]
+            i += 1
+        return n
+
+    def read(self, offset: int, n: int) -> bytes:
+        buf = bytearray(n)
+        self.readinto(offset, memoryview(buf))
+        return bytes(buf)
+
+    def write(self, offset: int, data: object) -> None:
+        raise RescueError(f"{self.path} is read-only")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._cache.clear()
+
+    def __enter__(self) -> "ImageView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
