@@ -109,7 +109,7 @@ def plan_layout(vols: list[Volume], kind: str = "auto") -> Layout:
     if kind == "bios" and len(order) > 4:
         raise RescueError(f"a BIOS (MBR) layout holds 4 partitions; {len(order)} volumes were selected "
                           "(choose fewer with --volume)")
-    if kind == "bios" and not bios_boot.disk.read(0, 440).strip(b"\0"):
+    if kind == "bios" and not _mbr_code(bios_boot):
         warnings.append("the boot volume's virtual disk carries no MBR boot code, so the new MBR has none: make the "
                         "disk bootable with `bootsect /nt60 SYS /mbr` (or `bootrec /fixmbr`) from a Windows rescue "
                         "disc")
@@ -246,9 +246,13 @@ def _signature(layout: Layout) -> int:
 
 def _boot_code(layout: Layout) -> bytes:
     """MBR boot code from the boot volume's virtual disk (Windows writes its loader there; empty if none)."""
-    for s in layout.slots:
-        if s.role == "boot" and s.volume is not None:
-            code = s.volume.disk.read(0, 440)
-            if code.strip(b"\0"):
-                return code
-    return b""
+    return next((_mbr_code(s.volume) for s in layout.slots if s.role == "boot" and s.volume is not None), b"")
+
+
+def _mbr_code(vol: Volume) -> bytes:
+    """The 440 bytes of MBR loader of ``vol``'s virtual disk; b"" when none (or no MBR: a partitionless disk's
+    first sector is the volume's own boot sector)."""
+    if vol.partition is None:
+        return b""
+    code = vol.disk.read(0, 440)
+    return code if code.strip(b"\0") else b""
