@@ -148,3 +148,21 @@ def test_list_without_path_scans_attached_volumes() -> None:
     doc = rk_json("winbackup", "list")
     assert isinstance(doc["backups"], list)
     assert "no Windows system image backups" in rk("winbackup", "list").stdout or doc["backups"]
+
+
+def test_partitionless_and_gpt_virtual_disks_accepted(win7: dict, copy_set, tmp_path: Path) -> None:
+    """Any table (or none) inside a virtual disk: a Win7 volume re-packed as a bare volume VHDX is found."""
+    import subprocess
+
+    s = copy_set(win7)
+    c = next(g for g, v in win7["volumes"].items() if v["letter"] == "C:")
+    vhd = s / f"{c}.vhd"
+    with open_vdisk(vhd) as d:
+        raw = tmp_path / "bare.raw"
+        with open(raw, "wb") as f:
+            f.write(d.read(128 * 512, win7["volumes"][c]["size"]))
+    vhd.unlink()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", str(raw), str(s / f"{c.upper()}.VHDX")],
+                   check=True, capture_output=True)
+    (v,) = [v for v in rk_json("winbackup", "list", s)["backups"][0]["volumes"] if v["guid"] == c]
+    assert (v["partition"], v["offset"], v["format"], v["windows"], v["label"]) == (None, 0, "vhdx", True, "Win7OS")
