@@ -135,6 +135,110 @@ def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
     return b.bpb_label
 
 
+MAX_DIR_BYTES = 8 << 20  # a FAT directory holds at most 65536 entries of 32 bytes (2 MiB); room for slack
+
+
+@dataclass
+class FatEntry:
+    name: str  # the long name when there is one, else the 8.3 name
+    short_name: str
+    attributes: int
+    cluster: int  # first cluster (0: empty file / the root)
+    size: int
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & 0x10)
+
+
+def fat_next(dev: BlockDevice, offset: int, b: FatBoot, cluster: int) -> int | None:
+    """The cluster after ``cluster`` in its chain (first FAT), or None at the end of the chain."""
+    base = offset + b.reserved * b.bytes_per_sector
+    if b.kind == "fat12":
+        v = int.from_bytes(dev.read(base + cluster * 3 // 2, 2), "little")
+        v = v >> 4 if cluster & 1 else v & 0xFFF
+        end = 0xFF7
+    elif b.kind == "fat16":
+        v, end = int.from_bytes(dev.read(base + 2 * cluster, 2), "little"), 0xFFF7
+    else:
+        v, end = int.from_bytes(dev.read(base + 4 * cluster, 4), "little") & 0x0FFFFFFF, 0x0FFFFFF7
+    return v if 2 <= v < min(end, b.count + 2) else None
+
+
+def fat_chain_read(dev: BlockDevice, offset: int, b: FatBoot, first: int, limit: int) -> bytes:
+    """The clusters of the chain starting at ``first`` (at most ``limit`` bytes; a loop ends it)."""
+    out = bytearray()
+    c: int | None = first
+    seen: set[int] = set()
+    while c is not None and 2 <= c < b.count + 2 and c not in seen and len(out) < limit:
+        seen.add(c)
+        out += dev.read(offset + b.data_start + (c - 2) * b.cluster_size, b.cluster_size)
+        c = fat_next(dev, offset, b, c)
+    return bytes(out[:limit])
+
+
+def _short_name(e: bytes) -> str:
+    base, ext = e[:8].decode("latin-1").rstrip(), e[8:11].decode("latin-1").rstrip()
+    if e[12] & 0x08:  # NT case flags: base / extension stored upper but shown lower
+        base = base.lower()
+    if e[12] & 0x10:
+        ext = ext.lower()
+    if base[:1] == "\x05":
+        base = "\xe5" + base[1:]
+    return f"{base}.{ext}" if ext else base
+
+
+def parse_dir(data: bytes) -> list[FatEntry]:
+    """Entries of a FAT directory (volume label, deleted and "."/".." entries left out; long names joined)."""
+    out: list[FatEntry] = []
+    lfn: dict[int, str] = {}
+    for i in range(0, len(data) - 31, 32):
+        e = data[i:i + 32]
+        if e[0] == 0:
+            break
+        if e[0] == 0xE5:
+            lfn = {}
+            continue
+        if e[11] & 0x3F == 0x0F:  # long-name part: 13 UTF-16 units in three pieces
+            part = (e[1:11] + e[14:26] + e[28:32]).decode("utf-16-le", "replace")
+            lfn[e[0] & 0x1F] = part.split("\0", 1)[0]
+            continue
+        if e[11] & 0x08:  # volume label
+            lfn = {}
+            continue
+        short = _short_name(e)
+        name = "".join(lfn[k] for k in sorted(lfn)) if lfn else short
+        lfn = {}
+        if short in (".", ".."):
+            continue
+        cluster = struct.unpack_from("<H", e, 26)[0] | struct.unpack_from("<H", e, 20)[0] << 16
+        out.append(FatEntry(name, short, e[11], cluster, struct.unpack_from("<I", e, 28)[0]))
+    return out
+
+
+def fat_listdir(dev: BlockDevice, offset: int, b: FatBoot, entry: FatEntry | None = None) -> list[FatEntry]:
+    """Entries of directory ``entry`` (None: the root directory)."""
+    cluster = entry.cluster if entry is not None else 0
+    if cluster == 0 and b.kind != "fat32":
+        pos = (b.reserved + b.num_fats * b.fat_sectors) * b.bytes_per_sector
+        return parse_dir(dev.read(offset + pos, b.root_dir_sectors * b.bytes_per_sector))
+    return parse_dir(fat_chain_read(dev, offset, b, cluster or b.root_cluster, MAX_DIR_BYTES))
+
+
+def fat_lookup(dev: BlockDevice, offset: int, b: FatBoot, path: str) -> FatEntry | None:
+    """The entry at ``path`` (``\\`` or ``/`` separated, case-insensitive, long or 8.3 name), or None."""
+    entry: FatEntry | None = None
+    for part in (p for p in path.replace("\\", "/").split("/") if p):
+        if entry is not None and not entry.is_dir:
+            return None
+        want = part.casefold()
+        entry = next((e for e in fat_listdir(dev, offset, b, entry)
+                      if e.name.casefold() == want or e.short_name.casefold() == want), None)
+        if entry is None:
+            return None
+    return entry
+
+
 _MASK_LOW_NIBBLE = bytes(v & 0x0F for v in range(256))
 FAT_CHUNK_ENTRIES = 1 << 20
 

@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,19 +120,24 @@ def _check_size_unchanged(dev: BlockDevice, source: str) -> None:
 
 
 def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
-            chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False) -> dict:
-    """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest."""
+            chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False,
+            device: BlockDevice | None = None) -> dict:
+    """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest.
+
+    ``device``: an already open (read-only) device to capture instead of opening ``source`` (then only its
+    name); used by ``winbackup import`` for the disk assembled from a backup's virtual disks."""
     cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
     source = str(source)
     existing = Path(repo_path).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    via = holds(source, existing)
+    via = holds(source, existing) if device is None else None
     if via is not None:
         raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}){via}; "
                           "store it on another disk")
     t0 = time.monotonic()
-    with open_source(source) as dev:  # a bad SOURCE must not leave a new empty repository behind
+    opened = nullcontext(device) if device is not None else open_source(source)
+    with opened as dev:  # a bad SOURCE must not leave a new empty repository behind
         if dev.size == 0:  # an empty card reader, a dying disk reporting capacity 0, an empty file
             raise RescueError(f"{source} is empty (0 bytes): nothing to capture (no medium, or a failing disk?)")
         repo = Repository.open_or_create(repo_path, **cfg_args)
