@@ -259,7 +259,7 @@ def test_a_name_the_output_encoding_cannot_show_does_not_fail_the_command(disks:
     """Redirected output in a narrow encoding (Windows: the ANSI code page) must not turn a capture into a failure."""
     env = {"PYTHONIOENCODING": "cp1252"}  # what Windows gives a pipe or file
     res = rk("capture", disks["gpt"][0], tmp_path / "r", "--name", "\u0414\u0438\u0441\u043a 1", env=env)
-    assert "(\\u0414\\u0438\\u0441\\u043a 1)" in res.stdout
+    assert ", \\u0414\\u0438\\u0441\\u043a 1)" in res.stdout  # (#seq, name)
     assert "\\u0414\\u0438\\u0441\\u043a 1" in rk("images", tmp_path / "r", env=env).stdout
 
 
