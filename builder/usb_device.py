@@ -175,4 +175,49 @@ def write_device(image: Path, device: str, lay: UsbLayout, *, progress: bool | N
         dev.flush()  # fsync / FlushFileBuffers; close re-reads the partition table (BLKRRPART)
     if hasattr(os, "sync"):
         os.sync()
+    if sys.platform.startswith("linux"):
+        add_missing_partitions(device, lay)
     return total
+
+
+BLKPG = 0x1269
+BLKPG_ADD_PARTITION = 1
+
+
+def _kernel_partitions(device: str) -> list[str]:
+    name = Path(os.path.realpath(device)).name
+    node = Path("/sys/block") / name
+    return sorted(p.name for p in node.iterdir() if (p / "partition").exists()) if node.is_dir() else []
+
+
+def add_missing_partitions(device: str, lay: UsbLayout) -> list[str]:
+    """After BLKRRPART: a kernel built without the MBR partition parser (like this project's CI VM) shows no
+    partitions; tell it about ours with BLKPG_ADD_PARTITION, as ``partx -a`` does.  Returns the kernel's list."""
+    if _kernel_partitions(device):
+        return _kernel_partitions(device)
+    import ctypes
+    import fcntl
+
+    class BlkpgPartition(ctypes.Structure):
+        _fields_ = [("start", ctypes.c_longlong), ("length", ctypes.c_longlong), ("pno", ctypes.c_int),
+                    ("devname", ctypes.c_char * 64), ("volname", ctypes.c_char * 64)]
+
+    class BlkpgIoctlArg(ctypes.Structure):
+        _fields_ = [("op", ctypes.c_int), ("flags", ctypes.c_int), ("datalen", ctypes.c_int),
+                    ("data", ctypes.c_void_p)]
+
+    parts = [(1, lay.boot_start, lay.boot_size)] + ([(2, lay.data_start, lay.data_size)] if lay.data_fs else [])
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        for pno, start, length in parts:
+            part = BlkpgPartition(start, length, pno, b"", b"")
+            arg = BlkpgIoctlArg(BLKPG_ADD_PARTITION, 0, ctypes.sizeof(part), ctypes.cast(ctypes.pointer(part),
+                                                                                        ctypes.c_void_p))
+            try:
+                fcntl.ioctl(fd, BLKPG, arg)
+            except OSError as exc:
+                raise RescueError(f"{device}: written, but the kernel did not take partition {pno} "
+                                  f"({exc.strerror}); unplug and replug the stick") from None
+    finally:
+        os.close(fd)
+    return _kernel_partitions(device)
