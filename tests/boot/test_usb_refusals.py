@@ -1,0 +1,183 @@
+"""``rescuekit usb`` refusals, on image files and on loop block devices: too small, holding the source, no --yes on a
+non-interactive run, mounted, not removable; and the FAT32 4 GiB file limit.  Nothing is written when refused."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import usb
+from rescuekit.errors import RescueError
+from tests.conftest import RK_HOST, require_tools
+from usb_helpers import MIB, loop_device, mounted, rescuekit_usb
+
+
+@pytest.fixture(scope="session")
+def standin_iso(standin_fwfiles: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    iso = tmp_path_factory.mktemp("usb-iso") / "rescue.iso"
+    subprocess.run([*RK_HOST, "build", "--source", str(standin_fwfiles), "--no-runtime", "-o", str(iso)],
+                   check=True, capture_output=True)
+    return iso
+
+
+def _zero_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def _untouched(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return not f.read(2 * MIB).strip(b"\0")
+
+
+def _error(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------- image files
+
+def test_image_too_small(standin_iso: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small.img"
+    proc = rescuekit_usb("--from-iso", str(standin_iso), "--image", str(out), "--size", "70M")
+    assert proc.returncode == 1
+    assert _error(proc).startswith(f"rescuekit: error: {out} is too small: 70.0 MiB, the media need 81.0 MiB")
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no temp file left next to it
+
+
+def test_existing_image_needs_yes_when_not_interactive(standin_iso: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old.img"
+    out.write_bytes(b"keep me")
+    proc = rescuekit_usb("--from-iso", str(standin_iso), "--image", str(out), "--size", "100M")
+    assert proc.returncode == 2
+    assert _error(proc) == f"rescuekit: error: refusing to overwrite {out} without --yes (no terminal to ask on)"
+    assert out.read_bytes() == b"keep me"
+    proc = rescuekit_usb("--from-iso", str(standin_iso), "--image", str(out), "--size", "100M", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size == 100 * MIB
+
+
+def test_image_inside_the_source_refused(standin_fwfiles: Path) -> None:
+    out = standin_fwfiles / "media" / "stick.img"
+    proc = rescuekit_usb("--source", str(standin_fwfiles), "--no-runtime", "--image", str(out), "--size", "100M")
+    assert proc.returncode == 2
+    assert _error(proc) == f"rescuekit: error: output {out} is inside the source folder {standin_fwfiles}"
+    assert not out.exists()
+
+
+def test_image_is_the_iso(standin_iso: Path) -> None:
+    proc = rescuekit_usb("--from-iso", str(standin_iso), "--image", str(standin_iso), "--size", "100M", "--yes")
+    assert proc.returncode == 2 and "is the --from-iso file itself" in _error(proc)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give one of --device DEV or --image FILE --size SIZE"),
+    (["--image", "x.img"], "--image needs --size"),
+    (["--image", "x.img", "--size", "1G", "--data-partition", "fat32", "--no-data-partition"],
+     "--data-partition and --no-data-partition exclude each other"),
+    (["--image", "x.img", "--size", "1G", "--from-iso", "r.iso", "--source", "s"],
+     "--from-iso writes the ISO's files as they are: --source cannot be used with it"),
+    (["--image", "x.img", "--size", "1G", "--from-iso", "r.iso", "--network"],
+     "--from-iso writes the ISO's files as they are: --network cannot be used with it"),
+    (["--image", "x.img", "--size", "lots"], "bad size 'lots'"),
+    (["--image", "x.img", "--size", "1G", "--label", "A_LABEL_TOO_LONG"], "a FAT label holds 1-11 characters"),
+])
+def test_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = subprocess.run([*RK_HOST, "usb", *args], capture_output=True, text=True, cwd=tmp_path, input="")
+    assert proc.returncode == 2, proc.stderr
+    assert message in _error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fat32_refuses_files_over_4_gib(tmp_path: Path) -> None:
+    big = tmp_path / "boot.wim"
+    with open(big, "wb") as f:
+        f.truncate(1 << 32)  # sparse: one byte over FAT32's largest file
+    with pytest.raises(RescueError, match=r"sources/boot.wim is 4.0 GiB .* too big for the FAT32 boot partition "
+                                          r"\(at most 4 GiB - 1 byte per file; a split WIM does not boot\)"):
+        usb.check_fat32_files({"sources/boot.wim": big})
+    with open(big, "r+b") as f:
+        f.truncate((1 << 32) - 1)
+    usb.check_fat32_files({"sources/boot.wim": big})
+
+
+def test_layout_plan() -> None:
+    lay = usb.plan_layout(8 << 30, 600 * MIB, "exfat")
+    assert lay.boot_start == MIB and lay.boot_size == 646 * MIB and lay.data_start == 647 * MIB  # + 5% + 16 MiB
+    assert lay.data_start + lay.data_size == 8 << 30
+    alone = usb.plan_layout(8 << 30, 600 * MIB, None)
+    assert alone.boot_size == (8 << 30) - MIB and alone.data_fs is None
+    big = usb.plan_layout(3 << 40, 600 * MIB, "exfat")  # MBR addresses 2 TiB: the rest stays unused
+    assert big.data_start + big.data_size == 2 << 40
+
+
+def test_base_supplies_its_bios_boot_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook for bases that do not boot bootmgr (the Linux base): BIOS_BOOT by base kind."""
+    linux = usb.BiosBoot("syslinux linux", "DEFAULT l\nLABEL l\n  LINUX /boot/vmlinuz\n  INITRD /boot/initrd\n")
+    monkeypatch.setitem(usb.BIOS_BOOT, "linux", lambda files: linux)
+    assert usb.bios_boot_for("linux", {"boot/vmlinuz": Path("k")}) is linux
+    assert usb.bios_boot_for("copype-fwfiles", {"bootmgr": Path("b")}).name == "syslinux chain.c32 ntldr=/bootmgr"
+    assert usb.bios_boot_for("copype-fwfiles", {"EFI/Boot/bootx64.efi": Path("e")}) is None  # UEFI-only base
+
+
+# ---------------------------------------------------------------- loop block devices
+
+def test_loop_not_removable_needs_force(standin_iso: Path, tmp_path: Path) -> None:
+    backing = _zero_file(tmp_path / "disk.img", 120 * MIB)
+    with loop_device(backing) as dev:
+        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--yes")
+        assert proc.returncode == 1
+        assert _error(proc) == f"rescuekit: error: {dev} is not a removable or USB disk: refusing (--force if you mean it)"
+    assert _untouched(backing)
+
+
+def test_loop_too_small(standin_iso: Path, tmp_path: Path) -> None:
+    backing = _zero_file(tmp_path / "disk.img", 70 * MIB)
+    with loop_device(backing) as dev:
+        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--yes", "--force")
+        assert proc.returncode == 1
+        assert _error(proc).startswith(f"rescuekit: error: {dev} is too small: 70.0 MiB")
+    assert _untouched(backing)
+
+
+def test_loop_without_yes_not_interactive(standin_iso: Path, tmp_path: Path) -> None:
+    backing = _zero_file(tmp_path / "disk.img", 120 * MIB)
+    with loop_device(backing) as dev:
+        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--force")
+        assert proc.returncode == 2
+        assert _error(proc) == f"rescuekit: error: refusing to overwrite {dev} without --yes (no terminal to ask on)"
+        assert f"{dev}: unknown model, 120.0 MiB (125829120 bytes)" in proc.stderr  # what would be destroyed
+    assert _untouched(backing)
+
+
+def test_loop_mounted_and_holding_the_source(standin_iso: Path, tmp_path: Path) -> None:
+    """A mounted device is refused; so is the device that holds the --from-iso file (said first)."""
+    require_tools("mkfs.ext4")
+    backing = _zero_file(tmp_path / "disk.img", 120 * MIB)
+    with loop_device(backing) as dev:
+        subprocess.run(["mkfs.ext4", "-q", dev], check=True, capture_output=True)
+        with mounted(dev, tmp_path / "mnt") as mnt:
+            proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--yes", "--force")
+            assert proc.returncode == 1
+            assert _error(proc) == f"rescuekit: error: {dev} is mounted ({mnt}): unmount it first"
+            iso = mnt / "rescue.iso"
+            iso.write_bytes(standin_iso.read_bytes())
+            proc = rescuekit_usb("--from-iso", str(iso), "--device", dev, "--yes", "--force")
+            assert proc.returncode == 1
+            assert _error(proc) == f"rescuekit: error: {dev} holds the --from-iso file {iso}: refusing to overwrite it"
+            assert iso.read_bytes() == standin_iso.read_bytes()
+
+
+def test_partition_device_refused(standin_iso: Path, tmp_path: Path) -> None:
+    backing = tmp_path / "disk.img"
+    proc = rescuekit_usb("--from-iso", str(standin_iso), "--image", str(backing), "--size", "120M")
+    assert proc.returncode == 0, proc.stderr
+    with loop_device(backing) as dev:
+        subprocess.run([*RK_HOST, "usb", "--from-iso", str(standin_iso), "--device", dev, "--yes", "--force"],
+                       capture_output=True)  # its partitions must be known to the kernel (BLKPG on this VM)
+        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev + "p1", "--yes", "--force")
+        assert proc.returncode == 2
+        assert _error(proc) == f"rescuekit: error: --device {dev}p1 is a partition: give the whole disk"
