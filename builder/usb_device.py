@@ -154,7 +154,7 @@ def _ranges(image: Path, lay: UsbLayout) -> list[tuple[int, int]]:
             merged[-1][1] = max(merged[-1][1], start + n)
         else:
             merged.append([start, start + n])
-    return [(a, b - a) for a, b in merged]
+    return [(a, min(b, size) - a) for a, b in merged if a < size]
 
 
 def write_device(image: Path, device: str, lay: UsbLayout, *, progress: bool | None = None) -> int:
