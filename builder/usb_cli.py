@@ -14,9 +14,8 @@ from rescuekit.imaging_cli import _size_opt
 
 from builder import iso, usb, usb_device
 from builder.build import BuildOptions, check_source_outside
-from builder.build_cli import STEP_FACTORIES
+from builder.build_cli import STEP_FACTORIES, base_options
 from builder.overlay_cli import _META, overlay_options
-from builder.sources import UEFI_CAS
 
 # overlay option values that mean "not given" (their defaults)
 _OVERLAY_DEFAULTS = (None, False, (), "menu", "startnet", "wimlib")
@@ -29,20 +28,14 @@ _OVERLAY_DEFAULTS = (None, False, (), "menu", "startnet", "wimlib")
 @click.option("--size", default=None, help="Size of the --image file, e.g. 512M, 8G.")
 @click.option("--from-iso", type=click.Path(path_type=Path), default=None,
               help="Write the files of an already built rescue ISO (no --source / runtime options).")
-@click.option("--source", type=click.Path(path_type=Path), default=None,
-              help="copype folder, ADK root, Windows ISO/folder, or winre.wim (as for build).")
+@base_options
 @click.option("--data-partition", type=click.Choice(usb.DATA_FS), default="exfat", show_default=True,
               is_flag=False, flag_value="exfat",
               help="File system of the second partition, which holds an empty image repository in Images/.")
 @click.option("--no-data-partition", is_flag=True, help="One FAT32 partition filling the stick.")
 @click.option("--boot-size", default=None, help="Size of the FAT32 boot partition (default: the media + 5% + 16 MiB, "
               "at least 64 MiB).")
-@click.option("--no-prompt", is_flag=True, help="As for build (UEFI efisys_noprompt; BIOS without boot\\bootfix.bin).")
 @click.option("--label", default=iso.DEFAULT_LABEL, show_default=True, help="Boot partition label (1-11 characters).")
-@click.option("--uefi-ca", type=click.Choice(UEFI_CAS), default="2011", show_default=True,
-              help="Secure Boot CA of the UEFI boot manager (2023: /bootex media).")
-@click.option("--boot-files", type=click.Path(path_type=Path), default=None,
-              help="With a winre.wim --source: where the media and boot images come from.")
 @click.option("--boot-image", type=click.IntRange(min=1), default=None,
               help="boot.wim image index to boot (build's --image; here --image is the output file).")
 @click.option("--yes", is_flag=True, help="Do not ask before overwriting the device or an existing image file.")

@@ -104,7 +104,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def build_bios_boot(dest: Path) -> Path:
     """Assemble the etfsboot.com stand-in (4096 bytes, no boot info table needed)."""
-    _run(["nasm", "-f", "bin", "-o", str(dest), str(BIOS_ASM)])
+    _run(["nasm", "-f", "bin", "-I", f"{BIOS_ASM.parent}/", "-o", str(dest), str(BIOS_ASM)])
     size = dest.stat().st_size
     if size != 4096:
         raise StandinError(f"{dest}: BIOS boot program is {size} bytes, expected 4096")
@@ -114,7 +114,8 @@ def build_bios_boot(dest: Path) -> Path:
 def build_bootmgr(dest: Path, nonce: str) -> Path:
     """Assemble the bootmgr stand-in (standin/bootmgr.asm) with the nonce built in: on a USB stick, syslinux's
     chain.c32 ``ntldr=/bootmgr`` starts it as a FAT32 boot sector starts the real bootmgr."""
-    _run(["nasm", "-f", "bin", f"-DNONCE=\"{nonce}\"", "-o", str(dest), str(BOOTMGR_ASM)])
+    _run(["nasm", "-f", "bin", "-I", f"{BOOTMGR_ASM.parent}/", f"-DNONCE=\"{nonce}\"", "-o", str(dest),
+          str(BOOTMGR_ASM)])
     return dest
 
 
