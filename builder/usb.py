@@ -340,7 +340,10 @@ def media_from_iso(iso_path: Path, scratch: Path, label: str | None) -> UsbMedia
             kind, iso_label = str(info.get("source_kind", kind)), info.get("label")
         except (ValueError, UnicodeDecodeError):
             pass
-    return UsbMedia(files, {}, kind, label or iso_label or "RESCUEKIT", Path(iso_path), [])
+    notes = []
+    if label is None and iso_label and len(iso_label) > 11:
+        notes.append(f"the ISO's label {iso_label} is cut to {iso_label[:11]} (a FAT label holds 11 characters)")
+    return UsbMedia(files, {}, kind, label or (iso_label or "RESCUEKIT")[:11], Path(iso_path), notes)
 
 
 def media_from_build(opts: BuildOptions, scratch: Path, label: str, epoch: int | None) -> UsbMedia:

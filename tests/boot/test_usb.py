@@ -143,3 +143,24 @@ def test_writes_a_loop_block_device(standin_fwfiles: Path, tmp_path: Path) -> No
         assert "clean" in fsck("fsck.exfat", dev + "p2").stdout
     parts = partitions(backing)  # synced through to the backing file
     assert [p["type"] for p in parts] == ["c", "7"]
+
+
+@pytest.mark.slow
+def test_runtime_overlay_options_reach_the_stick(standin_fwfiles: Path, tmp_path: Path) -> None:
+    """The build pipeline's overlay step runs for usb too: the runtime and its config.toml are in the stick's
+    boot.wim, whose SHA-256 build.json records."""
+    require_tools(*USB_TOOLS, "wimlib-imagex")
+    img = tmp_path / "rt.img"
+    proc = rescuekit_usb("--source", str(standin_fwfiles), "--repository", "D:\\Images", "--locale", "de-DE",
+                         "--image", str(img), "--size", "100M", "--no-data-partition")
+    assert proc.returncode == 0, proc.stderr
+    assert "runtime: Python" in proc.stderr
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    wim = tmp_path / "boot.wim"
+    subprocess.run(["mcopy", "-i", f"{img}@@{MIB}", "::/sources/boot.wim", str(wim)], check=True, env=env)
+    cfg = subprocess.run(["wimlib-imagex", "extract", str(wim), "1", "/rescuekit/config.toml", "--to-stdout"],
+                         check=True, capture_output=True, text=True).stdout
+    assert 'repository = "D:\\\\Images"' in cfg and 'locale = "de-DE"' in cfg
+    info = json.loads(subprocess.run(["mtype", "-i", f"{img}@@{MIB}", "::/rescuekit/build.json"], check=True,
+                                     capture_output=True, env=env).stdout)
+    assert hashlib.sha256(wim.read_bytes()).hexdigest() == info["boot_wim_sha256"]
