@@ -131,7 +131,14 @@ def plan_layout(size: int, need: int, data_fs: str | None, boot_size: int | None
 
 
 def check_fat32_files(files: Mapping[str, Path]) -> None:
-    """FAT32 holds at most 4 GiB - 1 byte per file; a split WIM (.swm) does not boot, so refuse."""
+    """FAT32 holds at most 4 GiB - 1 byte per file; a split WIM (.swm) does not boot, so refuse.  FAT names ignore
+    case, so two media paths that differ only in case are refused too."""
+    seen: dict[str, str] = {}
+    for key in sorted(files):
+        for part in [str(p) for p in reversed(PurePosixPath(key).parents) if str(p) != "."] + [key]:
+            other = seen.setdefault(part.lower(), part)
+            if other != part:
+                raise RescueError(f"two media paths differ only in case: {other} and {part} (FAT ignores case)")
     for key, path in files.items():
         size = path.stat().st_size
         if size > FAT32_MAX_FILE:
@@ -145,6 +152,8 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
         pkg = {"syslinux": "syslinux syslinux-common", "mkfs.exfat": "exfatprogs", "mkntfs": "ntfs-3g",
                "sfdisk": "fdisk", "wimlib-imagex": "wimtools"}.get(cmd[0], "dosfstools mtools")
         raise RescueError(f"{cmd[0]} not found (needed to {what}): install {pkg} (bash scripts/install-deps.sh)")
+    if "input" not in kw:
+        kw["stdin"] = subprocess.DEVNULL  # mtools asks on a name clash: never wait for an answer
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_ENV, **kw)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()

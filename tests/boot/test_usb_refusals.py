@@ -181,3 +181,11 @@ def test_partition_device_refused(standin_iso: Path, tmp_path: Path) -> None:
         proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev + "p1", "--yes", "--force")
         assert proc.returncode == 2
         assert _error(proc) == f"rescuekit: error: --device {dev}p1 is a partition: give the whole disk"
+
+
+def test_fat32_refuses_names_differing_in_case(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(RescueError, match="two media paths differ only in case: EFI and efi"):
+        usb.check_fat32_files({"EFI/boot/a": f, "efi/boot/b": f})
+    usb.check_fat32_files({"EFI/Boot/a": f, "EFI/Boot/b": f, "boot/a": f})
