@@ -189,3 +189,46 @@ def test_fat32_refuses_names_differing_in_case(tmp_path: Path) -> None:
     with pytest.raises(RescueError, match="two media paths differ only in case: EFI and efi"):
         usb.check_fat32_files({"EFI/boot/a": f, "efi/boot/b": f})
     usb.check_fat32_files({"EFI/Boot/a": f, "EFI/Boot/b": f, "boot/a": f})
+
+
+def _run_on_a_terminal(args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run ``rescuekit usb ARGS`` with a pseudo-terminal as stdin/stderr and type ``answer`` at the question."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on the terminal
+        os.execv(RK_HOST[0], [*RK_HOST, "usb", *args])
+    out = b""
+    try:
+        while b"Continue?" not in out:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            out += chunk
+        os.write(fd, answer)
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_asks_on_a_terminal(standin_iso: Path, tmp_path: Path) -> None:
+    """On a terminal it shows what is destroyed and asks: "n" keeps the file, "y" writes it."""
+    out = tmp_path / "old.img"
+    out.write_bytes(b"keep me")
+    args = ["--from-iso", str(standin_iso), "--image", str(out), "--size", "100M"]
+    code, text = _run_on_a_terminal(args, b"n\n")
+    assert code == 1 and f"{out}: existing file" in text and "not written (answered no)" in text, text
+    assert out.read_bytes() == b"keep me"
+    code, text = _run_on_a_terminal(args, b"y\n")
+    assert code == 0, text
+    assert out.stat().st_size == 100 * MIB
