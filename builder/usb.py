@@ -346,7 +346,8 @@ def media_from_iso(iso_path: Path, scratch: Path, label: str | None) -> UsbMedia
     if info_key is not None:
         try:
             info = json.loads(files[info_key].read_text())
-            kind, iso_label = str(info.get("source_kind", kind)), info.get("label")
+            # WinPE builds say source_kind; the Linux base's build.json (issue 10) says "base": "linux"
+            kind, iso_label = str(info.get("source_kind") or info.get("base") or kind), info.get("label")
         except (ValueError, UnicodeDecodeError):
             pass
     notes = []
