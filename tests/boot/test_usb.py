@@ -76,6 +76,7 @@ def test_data_partition_holds_an_empty_repository(standin_stick: tuple[Path, dic
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stdout + proc.stderr
     assert "directories 7, files 1" in proc.stdout  # root, Images/ + 5 folders; Images/config
     # read it back through the exFAT FUSE driver (the kernel here has no exFAT): the runtime opens the repository
+    require_tools("mount.exfat-fuse")
     with loop_device(part, partscan=False) as dev, mounted(dev, tmp_path / "mnt", fuse_exfat=True) as mnt:
         cfg = json.loads((mnt / "Images" / "config").read_text())
         assert cfg["format"] == "rescuekit-repository" and cfg["version"] == 1
