@@ -125,31 +125,21 @@ def test_base_supplies_its_bios_boot_method(monkeypatch: pytest.MonkeyPatch) -> 
 
 # ---------------------------------------------------------------- loop block devices
 
-def test_loop_not_removable_needs_force(standin_iso: Path, tmp_path: Path) -> None:
-    backing = _zero_file(tmp_path / "disk.img", 120 * MIB)
+@pytest.mark.parametrize("size_mib, flags, code, message", [
+    (120, ["--yes"], 1, "{dev} is not a removable or USB disk: refusing (--force if you mean it)"),
+    (70, ["--yes", "--force"], 1, "{dev} is too small: 70.0 MiB, the media need 81.0 MiB"),
+    (120, ["--force"], 2, "refusing to overwrite {dev} without --yes (no terminal to ask on)"),
+])
+def test_loop_refusals(size_mib: int, flags: list[str], code: int, message: str, standin_iso: Path,
+                       tmp_path: Path) -> None:
+    """Not removable (a loop device) without --force; too small; no --yes on a non-interactive run."""
+    backing = _zero_file(tmp_path / "disk.img", size_mib * MIB)
     with loop_device(backing) as dev:
-        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--yes")
-        assert proc.returncode == 1
-        assert _error(proc) == f"rescuekit: error: {dev} is not a removable or USB disk: refusing (--force if you mean it)"
-    assert _untouched(backing)
-
-
-def test_loop_too_small(standin_iso: Path, tmp_path: Path) -> None:
-    backing = _zero_file(tmp_path / "disk.img", 70 * MIB)
-    with loop_device(backing) as dev:
-        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--yes", "--force")
-        assert proc.returncode == 1
-        assert _error(proc).startswith(f"rescuekit: error: {dev} is too small: 70.0 MiB")
-    assert _untouched(backing)
-
-
-def test_loop_without_yes_not_interactive(standin_iso: Path, tmp_path: Path) -> None:
-    backing = _zero_file(tmp_path / "disk.img", 120 * MIB)
-    with loop_device(backing) as dev:
-        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, "--force")
-        assert proc.returncode == 2
-        assert _error(proc) == f"rescuekit: error: refusing to overwrite {dev} without --yes (no terminal to ask on)"
-        assert f"{dev}: unknown model, 120.0 MiB (125829120 bytes)" in proc.stderr  # what would be destroyed
+        proc = rescuekit_usb("--from-iso", str(standin_iso), "--device", dev, *flags)
+        assert proc.returncode == code
+        assert _error(proc).startswith("rescuekit: error: " + message.format(dev=dev)), proc.stderr
+        if "--yes" not in flags:  # what would be destroyed was shown
+            assert f"{dev}: unknown model, 120.0 MiB (125829120 bytes)" in proc.stderr
     assert _untouched(backing)
 
 
