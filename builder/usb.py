@@ -29,7 +29,7 @@ from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.units import human
 from rescuekit.repo.repository import Repository
 
-from builder import sources
+from builder import isocheck, sources
 from builder.build import BUILD_INFO_PATH, BuildOptions, check_source_outside, stage_media
 
 MIB = 1 << 20
@@ -74,9 +74,38 @@ def winpe_bios_boot(files: Mapping[str, Path | bytes]) -> BiosBoot | None:
     return BiosBoot("syslinux chain.c32 ntldr=/bootmgr", cfg, ("chain.c32", "libcom32.c32", "libutil.c32"))
 
 
-# Base kind (BaseSource.kind, build.json "source_kind") -> its BIOS boot method; every other kind is WinPE.
-# The Linux base (issue 10) registers here, e.g. a syslinux.cfg with "LINUX /<kernel>" + "INITRD /<initrd>".
-BIOS_BOOT: dict[str, Callable[[Mapping[str, Path | bytes]], BiosBoot | None]] = {}
+LINUX_KERNEL, LINUX_INITRD, LINUX_GRUB_CFG = "boot/vmlinuz", "boot/initrd.img", "boot/grub/grub.cfg"
+
+
+def linux_bios_boot(files: Mapping[str, Path | bytes]) -> BiosBoot | None:
+    """The Linux base (issue 10): syslinux starts its kernel + initramfs itself, with the command line and initrd
+    list of the first ``linux /boot/vmlinuz ...`` entry of the disc's GRUB menu (the ISO and the stick agree)."""
+    if not (_has(files, LINUX_KERNEL) and _has(files, LINUX_INITRD)):
+        return None
+    cmdline, initrds = "", [f"/{LINUX_INITRD}"]
+    key = next((k for k in files if k.lower() == LINUX_GRUB_CFG), None)
+    if key is not None:
+        raw = files[key]
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else Path(raw).read_text(errors="replace")
+        in_entry = False
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "linux" and words[1].lstrip("/").lower() == LINUX_KERNEL:
+                cmdline, in_entry = " ".join(words[2:]), True
+            elif in_entry and words[:1] == ["initrd"] and len(words) > 1:
+                initrds = words[1:]
+                break
+            elif in_entry and words[:1] == ["}"]:
+                break
+    cfg = ("# rescuekit: BIOS boot of the Linux-based stick: syslinux loads the kernel and initramfs itself.\n"
+           "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT rescuekit\n"
+           f"LABEL rescuekit\n  LINUX /{LINUX_KERNEL}\n  INITRD {','.join(initrds)}\n  APPEND {cmdline}\n")
+    return BiosBoot("syslinux linux /boot/vmlinuz", cfg)
+
+
+# Base kind (BaseSource.kind, build.json "source_kind", or "base" of the Linux base's build.json) -> its BIOS boot
+# method; every kind not listed is WinPE.
+BIOS_BOOT: dict[str, Callable[[Mapping[str, Path | bytes]], BiosBoot | None]] = {"linux": linux_bios_boot}
 
 
 def bios_boot_for(kind: str, files: Mapping[str, Path | bytes]) -> BiosBoot | None:
@@ -288,6 +317,7 @@ def _data_partition(image: Path, lay: UsbLayout, scratch: Path) -> None:
 class UsbImage:
     layout: UsbLayout
     bios: BiosBoot | None
+    uefi: bool  # EFI/Boot/bootx64.efi is on the stick
     files: int
     notes: list[str] = field(default_factory=list)
 
@@ -313,12 +343,12 @@ def write_usb_image(image: Path, files: Mapping[str, Path], extra: Mapping[str, 
     if bios is not None:
         _install_syslinux(image, lay.boot_start, bios, scratch)
     else:
-        notes.append("no BIOS boot method for this base (no bootmgr): the stick boots under UEFI only")
+        notes.append("no BIOS boot method for this base (no bootmgr, no kernel): the stick does not boot under BIOS")
     if not _has(all_files, sources.EFI_FALLBACK_LOADER):
         notes.append(f"no {sources.EFI_FALLBACK_LOADER}: the stick does not boot under UEFI")
     if lay.data_fs:
         _data_partition(image, lay, scratch)
-    return UsbImage(lay, bios, len(all_files), notes)
+    return UsbImage(lay, bios, _has(all_files, sources.EFI_FALLBACK_LOADER), len(all_files), notes)
 
 
 # ---------------------------------------------------------------- the media: built, or read from an ISO
@@ -353,7 +383,43 @@ def media_from_iso(iso_path: Path, scratch: Path, label: str | None) -> UsbMedia
     notes = []
     if label is None and iso_label and len(iso_label) > 11:
         notes.append(f"the ISO's label {iso_label} is cut to {iso_label[:11]} (a FAT label holds 11 characters)")
+    if not _has(files, sources.EFI_FALLBACK_LOADER):
+        extra_efi = uefi_files_from_el_torito(Path(iso_path), scratch / "eltorito-efi")
+        if extra_efi:
+            files.update(extra_efi)
+            notes.append(f"UEFI boot files ({', '.join(sorted(extra_efi))}) taken from the ISO's El Torito UEFI image")
     return UsbMedia(files, {}, kind, label or (iso_label or "RESCUEKIT")[:11], Path(iso_path), notes)
+
+
+def uefi_files_from_el_torito(iso_path: Path, out: Path) -> dict[str, Path]:
+    """The ``EFI/`` folder of the ISO's El Torito UEFI (FAT) image: a disc whose tree lacks the removable-media
+    loader (the Linux base keeps shim + GRUB only there) still UEFI-boots from a stick."""
+    from rescuekit.disk.fat import parse_fat_boot
+
+    with open(iso_path, "rb") as f:
+        disc = isocheck.Disc(f, os.fstat(f.fileno()).st_size, str(iso_path))
+        try:
+            cat = isocheck._el_torito(disc)  # the one El Torito catalog parser
+        except RescueError:
+            return {}
+        entry = next((e for e in (cat.entries if cat else ()) if e.platform == 0xEF and e.media == 0), None)
+        if entry is None:
+            return {}
+        boot = parse_fat_boot(disc.read(entry.lba, 512))
+        if boot is None:
+            return {}
+        size = boot.total_sectors * boot.bytes_per_sector
+        out.mkdir(parents=True)
+        img = out / "efi.img"
+        with open(img, "wb") as dst:
+            dst.write(disc.read(entry.lba, size))
+    tree = out / "tree"
+    tree.mkdir()
+    listing = _run(["mdir", "-/", "-a", "-b", "-i", str(img), "::/"], "list the El Torito UEFI image").stdout
+    if not any(line.strip().lower() == "::/efi/" for line in listing.splitlines()):
+        return {}
+    _run(["mcopy", "-s", "-i", str(img), "::/EFI", str(tree)], "copy the El Torito UEFI image's EFI folder")
+    return {p.relative_to(tree).as_posix(): p for p in sorted(tree.rglob("*")) if p.is_file()}
 
 
 def media_from_build(opts: BuildOptions, scratch: Path, label: str, epoch: int | None) -> UsbMedia:

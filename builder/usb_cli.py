@@ -128,7 +128,7 @@ def usb_cmd(ctx: click.Context, device: str | None, image_file: Path | None, siz
 
     result = {
         "target": str(target), "device": view is not None, "size": lay.size, "source": str(media.source),
-        "source_kind": media.kind, "files": res.files, "bios": res.bios.name if res.bios else None,
+        "source_kind": media.kind, "files": res.files, "bios": res.bios.name if res.bios else None, "uefi": res.uefi,
         "boot_partition": {"start": lay.boot_start, "size": lay.boot_size, "fs": "fat32", "label": media.label},
         "data_partition": ({"start": lay.data_start, "size": lay.data_size, "fs": lay.data_fs,
                             "repository": usb.REPO_DIR} if lay.data_fs else None),
@@ -139,7 +139,7 @@ def usb_cmd(ctx: click.Context, device: str | None, image_file: Path | None, siz
         return
     click.echo(f"source:  {media.kind} {media.source}")
     click.echo(f"boot:    partition 1 FAT32 '{media.label}' {human(lay.boot_size)}, {res.files} files; UEFI "
-               f"EFI/Boot/bootx64.efi; BIOS {res.bios.name if res.bios else 'none'}")
+               f"{'EFI/Boot/bootx64.efi' if res.uefi else 'none'}; BIOS {res.bios.name if res.bios else 'none'}")
     if lay.data_fs:
         click.echo(f"data:    partition 2 {lay.data_fs} '{usb.DATA_LABEL}' {human(lay.data_size)}, empty repository "
                    f"in {usb.REPO_DIR}/")
