@@ -165,3 +165,24 @@ def test_runtime_overlay_options_reach_the_stick(standin_fwfiles: Path, tmp_path
     info = json.loads(subprocess.run(["mtype", "-i", f"{img}@@{MIB}", "::/rescuekit/build.json"], check=True,
                                      capture_output=True, env=env).stdout)
     assert hashlib.sha256(wim.read_bytes()).hexdigest() == info["boot_wim_sha256"]
+
+
+@pytest.mark.qemu
+def test_from_iso_without_tree_loader_uses_el_torito_uefi_image(standin_fwfiles: Path, tmp_path: Path,
+                                                                qemu_tools: None) -> None:
+    """A disc whose tree has no EFI/Boot/bootx64.efi (the Linux base keeps shim + GRUB only in the El Torito UEFI
+    image): the stick gets that image's EFI/ folder, and OVMF runs the efisys.bin program from the stick."""
+    from boot_media import xorriso_iso
+
+    media = tmp_path / "media"
+    subprocess.run(["cp", "-a", str(standin_fwfiles / "media"), str(media)], check=True)
+    (media / "EFI" / "Boot" / "bootx64.efi").unlink()
+    iso = xorriso_iso(standin_fwfiles, tmp_path / "no-loader.iso", media=media)
+    img = tmp_path / "stick.img"
+    proc = rescuekit_usb("--from-iso", str(iso), "--image", str(img), "--size", "100M", "--no-data-partition")
+    assert proc.returncode == 0, proc.stderr
+    assert "UEFI boot files (EFI/BOOT/BOOTX64.EFI) taken from the ISO's El Torito UEFI image" in proc.stdout
+    res = boot(img, "uefi", "usb", expect="RESCUEKIT UEFI OK", timeout=BOOT_TIMEOUT)
+    assert res.ok, res.log
+    assert "VARIANT=efisys.bin CA2011 PROMPT" in res.log  # the El Torito image's program, not bootmgfw.efi's
+    assert f"NONCE={read_nonce(standin_fwfiles)}" in res.log

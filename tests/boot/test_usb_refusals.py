@@ -115,10 +115,10 @@ def test_layout_plan() -> None:
 
 
 def test_base_supplies_its_bios_boot_method(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hook for bases that do not boot bootmgr (the Linux base): BIOS_BOOT by base kind."""
-    linux = usb.BiosBoot("syslinux linux", "DEFAULT l\nLABEL l\n  LINUX /boot/vmlinuz\n  INITRD /boot/initrd\n")
-    monkeypatch.setitem(usb.BIOS_BOOT, "linux", lambda files: linux)
-    assert usb.bios_boot_for("linux", {"boot/vmlinuz": Path("k")}) is linux
+    """The hook for bases that do not boot bootmgr: BIOS_BOOT by base kind (the Linux base is one entry)."""
+    other = usb.BiosBoot("syslinux other", "DEFAULT o\nLABEL o\n  LINUX /k\n")
+    monkeypatch.setitem(usb.BIOS_BOOT, "other-base", lambda files: other)
+    assert usb.bios_boot_for("other-base", {"k": Path("k")}) is other
     assert usb.bios_boot_for("copype-fwfiles", {"bootmgr": Path("b")}).name == "syslinux chain.c32 ntldr=/bootmgr"
     assert usb.bios_boot_for("copype-fwfiles", {"EFI/Boot/bootx64.efi": Path("e")}) is None  # UEFI-only base
 
@@ -222,3 +222,16 @@ def test_asks_on_a_terminal(standin_iso: Path, tmp_path: Path) -> None:
     code, text = _run_on_a_terminal(args, b"y\n")
     assert code == 0, text
     assert out.stat().st_size == 100 * MIB
+
+
+def test_linux_base_bios_method_follows_the_grub_menu(tmp_path: Path) -> None:
+    """The Linux base (issue 10): syslinux boots its kernel with the GRUB menu's command line and initrd list."""
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text('set timeout=2\nmenuentry "rescuekit" {\n  linux /boot/vmlinuz console=ttyS0,115200 quiet\n'
+                   '  initrd /boot/initrd.img /boot/rkconfig.img\n}\nmenuentry "other" {\n  linux /boot/vmlinuz x\n}\n')
+    files = {"boot/vmlinuz": cfg, "boot/initrd.img": cfg, "boot/grub/grub.cfg": cfg}
+    bios = usb.bios_boot_for("linux", files)
+    assert bios is not None and bios.modules == ()
+    assert "  LINUX /boot/vmlinuz\n  INITRD /boot/initrd.img,/boot/rkconfig.img\n" in bios.syslinux_cfg
+    assert "  APPEND console=ttyS0,115200 quiet\n" in bios.syslinux_cfg
+    assert usb.bios_boot_for("linux", {"boot/vmlinuz": cfg}) is None  # no initramfs: no BIOS method
