@@ -94,6 +94,7 @@ def usb_cmd(ctx: click.Context, device: str | None, image_file: Path | None, siz
         protect += [("driver folder", Path(d)) for d in ctx.meta.get(_META, {}).get("drivers") or ()]
         usb_device.check_device(view, force=force, protect=[(w, p) for w, p in protect if p is not None])
 
+    usb.plan_layout(total, 0, data_fs, want_boot, where=str(target))  # smaller than any stick: refuse before staging
     if from_iso is None:  # before the scratch folder is made next to the output
         check_source_outside(BuildOptions(source=source, output=target, boot_files=boot_files), target)
     scratch = usb.temp_dir_for(image_file)
