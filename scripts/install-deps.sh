@@ -18,7 +18,9 @@ APT_PACKAGES=(
   ntfs-3g             # mkntfs, ntfsfix, ntfsclone, ntfscat
   gdisk fdisk         # sgdisk, sfdisk
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
-  exfatprogs          # mkfs.exfat
+  exfatprogs          # mkfs.exfat, fsck.exfat
+  exfat-fuse          # tests read the USB data partition's repository back (the kernel may lack exFAT)
+  syslinux syslinux-common  # rescuekit usb: BIOS boot of the stick (mbr.bin, mtools installer, chain.c32)
   qemu-utils          # qemu-img
   e2fsprogs util-linux  # mkfs.ext4, chattr; losetup, partx, unshare (loop-device and read-only-target tests)
   zstd partclone      # benchmark peers
