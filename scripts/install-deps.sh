@@ -19,6 +19,8 @@ APT_PACKAGES=(
   gdisk fdisk         # sgdisk, sfdisk
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
   exfatprogs          # mkfs.exfat
+  exfat-fuse          # mount.exfat-fuse: write real files into exFAT test volumes (the kernel may lack exfat)
+  libfuse2 fuse3      # fusepy's libfuse.so.2 + fusermount: tests/imaging/faultfs.py (a file with bad sectors)
   qemu-utils          # qemu-img
   zstd partclone      # benchmark peers
   python3-pip         # fresh Debian has no pip for the system python3
