@@ -68,3 +68,44 @@ def mem_fs(fs_images) -> dict[str, MemDisk]:
     yield disks
     for m in disks.values():
         m.close()
+
+
+def _fill_partitions(mtd, disk: Path, tmp: Path) -> None:
+    """A small FAT volume with files (and holes) in every data partition of ``disk`` (sfdisk -J layout)."""
+    for p in mtd._layout(disk):
+        if p["type"] in ("5", "f", "85"):
+            continue
+        num = int(p["node"][len(str(disk)):].lstrip("p"))
+        size = p["size"] * 512
+        vol = _fat(mtd, tmp / f"p{num}.img", size, 16 if size >= 12 * MiB else 12, 40 + num)
+        mtd._dd_into(vol, disk, p["start"] * 512)
+        vol.unlink()
+
+
+@pytest.fixture(scope="session")
+def table_disks(mtd, tmp_path_factory) -> dict[str, Path]:
+    """28 MiB disks with FAT partitions: GPT (3 partitions, free space at the end) and MBR (2 primaries +
+    an extended partition holding 2 logicals)."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("fuzz-tables")
+    gpt, mbr = d / "gpt.img", d / "mbr.img"
+    for p in (gpt, mbr):
+        with open(p, "wb") as f:
+            f.truncate(28 * MiB)
+    subprocess.run(["sgdisk", "-n1:2048:+12M", "-t1:0700", "-c1:data one", "-n2:0:+2M", "-t2:ef00",
+                    "-n3:0:+8M", "-t3:0700", "-c3:data three", str(gpt)], check=True, capture_output=True)
+    script = ("label: dos\nlabel-id: 0x5eed0001\nstart=2048, size=12MiB, type=6, bootable\nsize=3MiB, type=1\n"
+              "type=5\nsize=4MiB, type=6\nsize=3MiB, type=1\n")
+    subprocess.run(["sfdisk", "-q", str(mbr)], input=script, text=True, check=True, capture_output=True)
+    for disk in (gpt, mbr):
+        _fill_partitions(mtd, disk, d)
+    return {"gpt": gpt, "mbr": mbr}
+
+
+@pytest.fixture(scope="session")
+def mem_tables(table_disks) -> dict[str, MemDisk]:
+    disks = {k: MemDisk.from_file(p) for k, p in table_disks.items()}
+    yield disks
+    for m in disks.values():
+        m.close()

@@ -50,6 +50,12 @@ class MemDisk:
     def close(self) -> None:
         os.close(self.fd)
 
+    def __enter__(self) -> "MemDisk":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def check_ranges(ranges: list[tuple[int, int]], limit: int, what: str) -> None:
     """Sorted, disjoint, non-touching (merged), non-empty ranges inside [0, limit)."""
