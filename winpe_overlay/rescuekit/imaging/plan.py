@@ -88,8 +88,8 @@ def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
     data_parts = [p for p in table.partitions if not p.extended]
     pos = 0
     for p in sorted(data_parts, key=lambda p: p.start):  # the gaps before and between data partitions (EBRs...)
-        if p.start > pos:
-            ranges.append((pos, p.start - pos))
+        if p.start > pos:  # clipped: a damaged entry may place a partition past the disk's end
+            ranges.append((pos, min(p.start, size) - pos))
         pos = max(pos, p.end)
     per_part = []
     for p in data_parts:
