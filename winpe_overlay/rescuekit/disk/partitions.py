@@ -216,6 +216,13 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         if h is not None:
             regions.append((h.my_lba * ss, ss))
             regions.append((h.entries_lba * ss, h.entries_sectors(ss) * ss))
+    if back is None:
+        # Where the damaged backup copy lies (entries just before its header, as formatters place them): kept
+        # in an image too, so that it holds the disk's table area as it was, not zeros.
+        esec = prim.entries_sectors(ss)
+        if 0 < alt_lba <= last_lba:
+            lo = max(prim.entries_lba + esec, alt_lba - esec)
+            regions.append((lo * ss, (alt_lba + 1 - lo) * ss))
     table.header_regions = merge(regions)
     mbr_types = [MBR_ENTRY.unpack_from(mbr, 446 + 16 * i)[2] for i in range(4)] if mbr[510:512] == b"\x55\xaa" else []
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
@@ -290,6 +297,9 @@ def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
         nxt = None
         for slot, status, ptype, start, count in _mbr_entries(ebr):
             if slot == 0 and ptype not in EXTENDED_TYPES:
+                if ebr_lba + start + count > min(ext_start + ext_count, dev.size // ss):
+                    table.warnings.append(f"MBR logical partition {number} (LBA {ebr_lba + start}+{count}) ends "
+                                          "past the end of its extended partition or of the disk")
                 out.append(Partition(number=number, start=(ebr_lba + start) * ss, size=count * ss, type=ptype,
                                      type_name=mbr_type_name(ptype), bootable=status == 0x80, logical=True))
                 number += 1
