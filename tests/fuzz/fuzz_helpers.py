@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rescuekit.disk.device import FileDevice
 
 MiB = 1 << 20
+
+
+def sfdisk_write(img, size: int, script: str) -> None:
+    """A new sparse image of ``size`` bytes partitioned by ``sfdisk`` from ``script`` (fast: sgdisk syncs)."""
+    with open(img, "wb") as f:
+        f.truncate(size)
+    res = subprocess.run(["sfdisk", "-q", "-f", "--no-reread", "--no-tell-kernel", str(img)], input=script,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 class MemDisk:

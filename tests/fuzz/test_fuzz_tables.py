@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import budget
-from fuzz_helpers import MiB, MemDisk, check_ranges, covers, mutations
+from fuzz_helpers import MiB, MemDisk, check_ranges, covers, mutations, sfdisk_write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +38,13 @@ def _read(dev, strict=True):
     except RescueError as exc:
         assert "\n" not in str(exc), repr(exc)
         return None, exc
+
+
+def _read_valid(m: MemDisk, where: str):
+    t, err = _read(m.dev)
+    assert err is None, f"{where}: {err}"
+    check_table(t, m.size, where)
+    return t
 
 
 def check_table(t, size: int, where: str) -> None:
@@ -104,16 +111,10 @@ def test_gpt_round_trip(tmp_path_factory, layout, slots, tail) -> None:
         lba += gap
         lines.append(f"{img}{slot}: start={lba}, size={n}, type={GPT_TYPES[code]}, name=\"{name}\"")
         lba += n
-    with open(img, "wb") as f:
-        f.truncate((lba + tail) * SS)
-    res = subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                         input="\n".join(lines) + "\n", capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    sfdisk_write(img, (lba + tail) * SS, "\n".join(lines) + "\n")
     ref = _sfdisk_json(img)
     with MemDisk.from_file(img) as m:
-        t, err = _read(m.dev)
-        assert err is None, err
-        check_table(t, m.size, "gpt round trip")
+        t = _read_valid(m, "gpt round trip")
         assert t.kind == "gpt" and not t.warnings, t.warnings
         assert t.disk_guid == ref["id"].upper()
         assert (t.first_usable // SS, t.last_usable // SS - 1) == (ref["firstlba"], ref["lastlba"])
@@ -162,16 +163,10 @@ def test_mbr_round_trip(tmp_path_factory, layout) -> None:
             pos += n
         lba = ext_start + ext_size
     img = tmp_path_factory.mktemp("mbr-rt") / "d.img"
-    with open(img, "wb") as f:
-        f.truncate((lba + 64) * SS)
-    res = subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", "-f", str(img)],
-                         input="\n".join(lines) + "\n", capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    sfdisk_write(img, (lba + 64) * SS, "\n".join(lines) + "\n")
     ref = _sfdisk_json(img)
     with MemDisk.from_file(img) as m:
-        t, err = _read(m.dev)
-        assert err is None, err
-        check_table(t, m.size, "mbr round trip")
+        t = _read_valid(m, "mbr round trip")
         assert t.kind == "mbr" and not t.warnings and t.disk_signature == sig, (t.warnings, t.disk_signature)
         got = [(p.number, p.start // SS, p.size // SS, f"{p.type:x}", p.bootable) for p in t.partitions]
         want = [(_number(p["node"], img), p["start"], p["size"], p["type"], bool(p.get("bootable")))

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import struct
-import subprocess
 
-from fuzz_helpers import MiB, MemDisk, check_ranges, covers
+from fuzz_helpers import MiB, MemDisk, check_ranges, covers, sfdisk_write
 from test_fuzz_tables import CHUNK, SS, _gpt_crc_fixed
 
 from rescuekit.disk.partitions import read_table
@@ -13,10 +12,7 @@ from rescuekit.imaging.plan import make_plan
 
 def _sfdisk(tmp_path, script: str, size: int = 8 * MiB) -> MemDisk:
     img = tmp_path / "d.img"
-    with open(img, "wb") as f:
-        f.truncate(size)
-    subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)], input=script, text=True,
-                   check=True, capture_output=True)
+    sfdisk_write(img, size, script)
     return MemDisk.from_file(img)
 
 
