@@ -147,7 +147,7 @@ def test_mbr_round_trip(tmp_path_factory, layout) -> None:
     prims, logicals, ext_type, sig = layout
     if not prims and not logicals:
         prims = [(0, 100, 0x07, True)]
-    lines, lba = [f"label: dos", f"label-id: 0x{sig:08x}"], 2048
+    lines, lba = ["label: dos", f"label-id: 0x{sig:08x}"], 2048
     for gap, n, t, boot in prims:
         lba += gap
         lines.append(f"start={lba}, size={n}, type={t:x}" + (", bootable" if boot else ""))
@@ -211,7 +211,7 @@ def _damage_cases(kind: str, m: MemDisk, rng: random.Random):
     """(name, edit, detectable) tuples: detectable damage must not cost stored data."""
     last = m.size - SS
     if kind == "gpt":
-        yield from ((f"mbr", e, False) for e in mutations(rng, [(440, 72)], budget(150), m))
+        yield from (("mbr", e, False) for e in mutations(rng, [(440, 72)], budget(150), m))
         for name, region, header in (("primary header", (SS, 92), SS), ("entries", (2 * SS, 3 * 128), SS),
                                      ("backup header", (last, 92), last)):
             for e in mutations(rng, [region], budget(150), m):
