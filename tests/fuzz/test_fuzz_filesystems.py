@@ -114,6 +114,7 @@ def _fat_field_damage(kind: str, m) -> list[tuple[str, dict[int, bytes]]]:
         out.append(("root entries + 1", {17: _le(fb.root_entries + 1, 2)}))
         out.append(("root entries + 1 sector", {17: _le(fb.root_entries + fb.bytes_per_sector // 32, 2)}))
         out.append(("root entries x 33", {17: _le(fb.root_entries * 33, 2)}))
+        out.append(("no root entries", {17: _le(0, 2)}))
     return out
 
 

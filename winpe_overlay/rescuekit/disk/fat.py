@@ -156,7 +156,8 @@ def _check_layout(dev: BlockDevice, offset: int, size: int, b: FatBoot, where: s
     its map then points at the wrong bytes and leaves used data out (found by tests/fuzz)."""
     bps = b.bytes_per_sector
     fat_bytes = b.fat_sectors * bps
-    if b.kind != "fat32" and b.root_entries * 32 % bps:
+    if b.kind != "fat32" and (b.root_entries == 0 or b.root_entries * 32 % bps):
+        # FAT12/16 keep the root directory in a fixed region after the FATs; 0 entries is a FAT32 value
         raise RescueError(f"{where}: {b.root_entries} root directory entries do not fill whole sectors")
     # every FAT copy starts with the media entry; no further copy follows the last one
     for i in range(1, b.num_fats):
