@@ -56,7 +56,7 @@ def fs_images(mtd, tmp_path_factory) -> dict[str, Path]:
         "fat12": _fat(mtd, d / "fat12.img", 3 * MiB, 12, 12),
         "fat16": _fat(mtd, d / "fat16.img", 12 * MiB, 16, 16),
         "fat32": _fat(mtd, d / "fat32.img", 36 * MiB, 32, 32),
-        "exfat": mtd.make_exfat_volume(d / "exfat.img", 8 * MiB),
+        "exfat": mtd.make_exfat_files(d / "exfat.img", 8 * MiB, cluster_size=512, tree_bytes=1 * MiB)[0],
         "ntfs": mtd.make_ntfs_volume(d / "ntfs.img", 12 * MiB, tree_bytes=1 * MiB, seed=7)[0],
     }
     return out
