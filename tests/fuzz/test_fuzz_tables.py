@@ -224,10 +224,14 @@ def _damage_cases(kind: str, m: MemDisk, rng: random.Random):
 
 
 @pytest.mark.parametrize("kind", ["gpt", "mbr"])
-def test_damaged_tables(kind: str, mem_tables) -> None:
+def test_damaged_tables(kind: str, mem_tables, table_disks) -> None:
     m = mem_tables[kind]
     t0, err = _read(m.dev)
     assert err is None and t0.kind == kind and not t0.warnings
+    # the intact table (GPT written by sgdisk, MBR by sfdisk) reads as sfdisk -J reads it
+    ref = _sfdisk_json(table_disks[kind])["partitions"]
+    assert [(p.number, p.start // SS, p.size // SS) for p in t0.partitions] == \
+        [(_number(r["node"], table_disks[kind]), r["start"], r["size"]) for r in ref]
     plan0 = make_plan(m.dev, CHUNK)
     assert not plan0.warnings and len(plan0.partitions) == len(t0.data_partitions)
     assert all(p["fs"] in ("fat12", "fat16") for p in plan0.partitions), plan0.partitions
