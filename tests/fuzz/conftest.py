@@ -4,7 +4,6 @@ once per session by the real tools (sgdisk, sfdisk, mkfs.vfat + mtools, mkfs.exf
 RESCUEKIT_FUZZ_SCALE=N multiplies every budget (examples and mutations) for a longer local run; CI uses 1."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,10 @@ from hypothesis import HealthCheck, settings
 
 from tests.conftest import require_tools
 
-SCALE = max(1, int(os.environ.get("RESCUEKIT_FUZZ_SCALE", "1") or 1))
-
 settings.register_profile(
     "rescuekit-ci", derandomize=True, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 settings.load_profile("rescuekit-ci")
-
-
-def budget(n: int) -> int:
-    return n * SCALE
 
 
 @pytest.fixture(scope="session")

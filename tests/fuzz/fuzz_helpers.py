@@ -12,6 +12,12 @@ from contextlib import contextmanager
 from rescuekit.disk.device import FileDevice
 
 MiB = 1 << 20
+# RESCUEKIT_FUZZ_SCALE=N multiplies every example/mutation budget (a longer local run); CI runs 1.
+SCALE = max(1, int(os.environ.get("RESCUEKIT_FUZZ_SCALE", "1") or 1))
+
+
+def budget(n: int) -> int:
+    return n * SCALE
 
 
 def sfdisk_write(img, size: int, script: str) -> None:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import budget
-from fuzz_helpers import check_ranges, covers, mutations
+from fuzz_helpers import budget, check_ranges, covers, mutations
 
 from rescuekit.disk import fat, ntfs
 from rescuekit.disk.filesystems import detect, used_ranges

@@ -8,8 +8,7 @@
 """
 from __future__ import annotations
 
-from conftest import budget
-from fuzz_helpers import check_ranges, covers
+from fuzz_helpers import budget, check_ranges, covers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -19,8 +19,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import budget
-from fuzz_helpers import MiB, MemDisk, check_ranges, covers, mutations, sfdisk_write
+from fuzz_helpers import MemDisk, MiB, budget, check_ranges, covers, mutations, sfdisk_write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

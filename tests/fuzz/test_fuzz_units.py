@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import budget
-from fuzz_helpers import check_ranges
+from fuzz_helpers import budget, check_ranges
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
