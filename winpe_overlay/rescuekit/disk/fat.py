@@ -124,7 +124,8 @@ def _root_dir(dev: BlockDevice, offset: int, b: FatBoot) -> bytes:
             return b""
         pos, n = b.data_start + (b.root_cluster - 2) * b.cluster_size, b.cluster_size
     else:
-        pos, n = (b.reserved + b.num_fats * b.fat_sectors) * b.bytes_per_sector, b.root_dir_sectors * b.bytes_per_sector
+        bps = b.bytes_per_sector
+        pos, n = (b.reserved + b.num_fats * b.fat_sectors) * bps, b.root_dir_sectors * bps
     return dev.read(offset + pos, min(n, 64 << 10))
 
 
@@ -158,7 +159,8 @@ def _check_layout(dev: BlockDevice, offset: int, size: int, b: FatBoot, where: s
     fat_bytes = b.fat_sectors * bps
     if b.kind != "fat32" and (b.root_entries == 0 or b.root_entries * 32 % bps):
         # FAT12/16 keep the root directory in a fixed region after the FATs; 0 entries is a FAT32 value
-        raise RescueError(f"{where}: {b.root_entries} root directory entries do not fill whole sectors")
+        raise RescueError(f"{where}: {b.root_entries} root directory entries (FAT12/16 need a count that fills "
+                          f"whole sectors)")
     # every FAT copy starts with the media entry; no further copy follows the last one
     for i in range(1, b.num_fats):
         pos = b.reserved * bps + i * fat_bytes
@@ -176,7 +178,9 @@ def _check_layout(dev: BlockDevice, offset: int, size: int, b: FatBoot, where: s
     for e in _dir_entries(_root_dir(dev, offset, b)):
         if e[11] == 0x0F or e[11] & 0x08 or not e[11] & 0x10 or e[:11] in (_DOT, _DOTDOT):
             continue
-        c = int.from_bytes(e[26:28], "little") | (int.from_bytes(e[20:22], "little") << 16 if b.kind == "fat32" else 0)
+        c = int.from_bytes(e[26:28], "little")
+        if b.kind == "fat32":
+            c |= int.from_bytes(e[20:22], "little") << 16
         pos = b.data_start + (c - 2) * b.cluster_size
         if not 2 <= c < b.count + 2 or pos + 64 > size:
             continue
