@@ -114,6 +114,8 @@ def _fat_field_damage(kind: str, m) -> list[tuple[str, dict[int, bytes]]]:
         out.append(("root entries + 1 sector", {17: _le(fb.root_entries + fb.bytes_per_sector // 32, 2)}))
         out.append(("root entries x 33", {17: _le(fb.root_entries * 33, 2)}))
         out.append(("no root entries", {17: _le(0, 2)}))
+        # one cluster more of root directory: every folder moves onto its neighbour, which also starts with '.'
+        out.append(("root entries + 1 cluster", {17: _le(fb.root_entries + fb.cluster_size // 32, 2)}))
     return out
 
 
@@ -178,3 +180,31 @@ def test_bpb_damage_restores_what_mtools_reads(kind: str, mem_fs, tmp_path) -> N
         assert _mtools_files(restored, tmp_path) == want, f"{kind} BPB mutation {edit!r}"
         compared += 1
     assert compared, "no accepted mutation was compared"
+
+
+FAT_FIELDS = {"bytes/sector": (11, 2), "reserved": (14, 2), "FATs": (16, 1), "root entries": (17, 2),
+              "sectors16": (19, 2), "FAT size16": (22, 2), "sectors32": (32, 4), "FAT size32": (36, 4),
+              "root cluster": (44, 4)}
+
+
+@pytest.mark.parametrize("kind", ("fat12", "fat16", "fat32"))
+def test_fat_bpb_field_sweep(kind: str, mem_fs) -> None:
+    """Every BPB layout field nudged by small and large steps, every sectors-per-cluster value: the volume is
+    refused or stored whole, or every byte the intact volume uses is still stored (systematic, not sampled)."""
+    m = mem_fs[kind]
+    boot = m.read(0, 512)
+    _fs0, used0 = _parse(m.dev, m.size)
+    need = _clip(used0, _data_end(kind, boot, m.size))
+    edits = [{13: bytes([v])} for v in range(256)]
+    for off, w in FAT_FIELDS.values():
+        v = int.from_bytes(boot[off:off + w], "little")
+        for d in (-64, -16, -8, -2, -1, 1, 2, 8, 16, 64, v, -v // 2, -v):
+            if 0 <= v + d < 1 << (8 * w):
+                edits.append({off: (v + d).to_bytes(w, "little")})
+    bad = []
+    for edit in edits:
+        with m.mutated(edit) as dev:
+            fs, got = _parse(dev, m.size)
+        if fs is not None and fs.kind.startswith("fat") and not fs.warnings and covers(got, need):
+            bad.append(f"{edit!r}: leaves out {covers(got, need)[:2]}")
+    assert not bad, bad[:8]

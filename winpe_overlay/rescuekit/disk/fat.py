@@ -148,6 +148,12 @@ def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
 
 
 _DOT, _DOTDOT = b".          ", b"..         "
+
+
+def _first_cluster(e: bytes, b: FatBoot) -> int:
+    """A directory entry's first cluster (the high word only exists on FAT32)."""
+    c = int.from_bytes(e[26:28], "little")
+    return c | int.from_bytes(e[20:22], "little") << 16 if b.kind == "fat32" else c
 MAX_FOLDER_CHECKS = 8
 
 
@@ -178,14 +184,15 @@ def _check_layout(dev: BlockDevice, offset: int, size: int, b: FatBoot, where: s
     for e in _dir_entries(_root_dir(dev, offset, b)):
         if e[11] == 0x0F or e[11] & 0x08 or not e[11] & 0x10 or e[:11] in (_DOT, _DOTDOT):
             continue
-        c = int.from_bytes(e[26:28], "little")
-        if b.kind == "fat32":
-            c |= int.from_bytes(e[20:22], "little") << 16
+        c = _first_cluster(e, b)
         pos = b.data_start + (c - 2) * b.cluster_size
         if not 2 <= c < b.count + 2 or pos + 64 > size:
             continue
         d = dev.read(offset + pos, 64)
-        if d[:11] != _DOT or d[32:43] != _DOTDOT or not d[11] & 0x10:
+        # "." names the folder's own first cluster, ".." the root's (0; some FAT32 writers use the root cluster):
+        # a neighbouring folder's cluster, one cluster off, passes the name test but not this one
+        if d[:11] != _DOT or d[32:43] != _DOTDOT or not d[11] & 0x10 or _first_cluster(d[:32], b) != c or \
+                _first_cluster(d[32:64], b) not in (0, b.root_cluster if b.kind == "fat32" else 0):
             name = e[:11].decode("latin-1").rstrip()
             raise RescueError(f"{where}: folder {name!r} (cluster {c}, byte {pos}) does not begin with '.' and "
                               f"'..' entries: the boot sector's layout does not match the data area")
