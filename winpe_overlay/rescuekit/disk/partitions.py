@@ -257,6 +257,11 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
     table.disk_signature = struct.unpack_from("<I", mbr, 440)[0]
     regions = [(0, ss)]
     parts: list[Partition] = []
+    for i in range(4):  # half-empty slots: damage (tools clear a deleted slot whole), so the plan keeps more
+        ptype, (start, count) = mbr[446 + 16 * i + 4], struct.unpack_from("<II", mbr, 446 + 16 * i + 8)
+        if bool(ptype) != bool(count) or not ptype and start:
+            table.warnings.append(f"MBR slot {i + 1} is half empty (type 0x{ptype:02X}, start {start}, "
+                                  f"{count} sectors); ignored")
     for slot, status, ptype, start, count in _mbr_entries(mbr):
         if status not in (0, 0x80) or start == 0:
             raise RescueError(f"MBR of {dev.path} is garbage (slot {slot + 1}: status 0x{status:02X}, start {start})")
@@ -270,6 +275,10 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
                                         first_number=max([4] + [p.number for p in parts if p.logical]) + 1))
     table.partitions = parts
     table.header_regions = merge(regions)
+    spans = sorted((p.start, p.end, p.number) for p in parts if not p.logical)
+    for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:]):
+        if s2 < e1:
+            table.warnings.append(f"MBR partitions {n1} and {n2} overlap")
 
 
 def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
