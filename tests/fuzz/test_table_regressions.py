@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from fuzz_helpers import MiB, MemDisk, check_ranges, covers, sfdisk_write
+from fuzz_helpers import MemDisk, MiB, check_ranges, covers, sfdisk_write
 from test_fuzz_tables import CHUNK, SS, _gpt_crc_fixed
 
 from rescuekit.disk.partitions import read_table
@@ -55,3 +55,25 @@ def test_damaged_backup_gpt_is_still_stored(tmp_path) -> None:
             plan = make_plan(dev, CHUNK)
         assert not covers(plan.used, [(last - 32 * SS, 33 * SS)])
         assert not covers(t.header_regions, [(last - 32 * SS, 33 * SS)])
+
+
+def test_logical_partitions_behind_a_broken_ebr_chain_are_still_stored(mem_tables) -> None:
+    """Logical partitions are only found through the EBR chain: a damaged EBR hid every logical after it, and
+    their data - inside the extended partition, or after the last partition the damaged table still showed -
+    was left out of the image. The inside of an extended partition is stored; an MBR with damage found keeps
+    the tail too."""
+    m = mem_tables["mbr"]
+    t0 = read_table(m.dev)
+    plan0 = make_plan(m.dev, CHUNK)
+    ext = next(p for p in t0.partitions if p.extended)
+    ebr0 = ext.start
+    cases = {
+        "first EBR without 55AA (reads as an empty extended partition)": {ebr0 + 510: b"\0\0"},
+        "link to the second EBR cleared (reads as a shorter chain)": {ebr0 + 462: bytes(16)},
+        "extended entry's type cleared, start/size left (half-empty slot)": {446 + 16 * 2 + 4: b"\0"},
+        "extended entry moved onto partition 1 (overlap)": {446 + 16 * 2 + 8: struct.pack("<I", 4096)},
+    }
+    for what, edit in cases.items():
+        with m.mutated(edit) as dev:
+            plan = make_plan(dev, CHUNK)
+        assert not covers(plan.used, plan0.used), (what, covers(plan.used, plan0.used)[:3], plan.warnings)
