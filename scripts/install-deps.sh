@@ -19,7 +19,8 @@ APT_PACKAGES=(
   gdisk fdisk         # sgdisk, sfdisk
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
   exfatprogs          # mkfs.exfat, fsck.exfat
-  exfat-fuse          # tests read the USB data partition's repository back (the kernel may lack exFAT)
+  exfat-fuse          # mount.exfat-fuse: real files into exFAT test volumes; the USB data partition read back
+  libfuse2 fuse3      # fusepy's libfuse.so.2 + fusermount: tests/imaging/faultfs.py (a file with bad sectors)
   syslinux syslinux-common  # rescuekit usb: BIOS boot of the stick (mbr.bin, mtools installer, chain.c32)
   qemu-utils          # qemu-img
   e2fsprogs util-linux  # mkfs.ext4, chattr; losetup, partx, unshare (loop-device and read-only-target tests)

@@ -116,21 +116,33 @@ def _fat_entries(b: FatBoot, fat: bytes) -> array:
     return a
 
 
-def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
-    """The volume label from the root directory's label entry (what Windows shows), else the BPB's."""
-    bps = b.bytes_per_sector
+def _root_dir(dev: BlockDevice, offset: int, b: FatBoot) -> bytes:
+    """The start of the root directory (FAT12/16: its fixed region; FAT32: its first cluster), at most
+    64 KiB; empty when a FAT32 root cluster lies outside the volume."""
     if b.kind == "fat32":
         if not 2 <= b.root_cluster < b.count + 2:
-            return b.bpb_label
+            return b""
         pos, n = b.data_start + (b.root_cluster - 2) * b.cluster_size, b.cluster_size
     else:
+        bps = b.bytes_per_sector
         pos, n = (b.reserved + b.num_fats * b.fat_sectors) * bps, b.root_dir_sectors * bps
-    data = dev.read(offset + pos, min(n, 64 << 10))
+    return dev.read(offset + pos, min(n, 64 << 10))
+
+
+def _dir_entries(data: bytes):
+    """The in-use 32-byte directory entries of ``data`` (deleted ones skipped, stops at the end mark)."""
     for i in range(0, len(data) - 31, 32):
         e = data[i:i + 32]
         if e[0] == 0:
-            break
-        if e[0] != 0xE5 and e[11] & 0x0F == 0x08 and e[11] != 0x0F:
+            return
+        if e[0] != 0xE5:
+            yield e
+
+
+def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
+    """The volume label from the root directory's label entry (what Windows shows), else the BPB's."""
+    for e in _dir_entries(_root_dir(dev, offset, b)):
+        if e[11] & 0x0F == 0x08 and e[11] != 0x0F:
             return e[:11].decode("latin-1").rstrip() or None
     return b.bpb_label
 
@@ -239,6 +251,62 @@ def fat_lookup(dev: BlockDevice, offset: int, b: FatBoot, path: str) -> FatEntry
     return entry
 
 
+_DOT, _DOTDOT = b".          ", b"..         "
+
+
+def _first_cluster(e: bytes, b: FatBoot) -> int:
+    """A directory entry's first cluster (the high word only exists on FAT32)."""
+    c = int.from_bytes(e[26:28], "little")
+    return c | int.from_bytes(e[20:22], "little") << 16 if b.kind == "fat32" else c
+
+
+MAX_FOLDER_CHECKS = 8
+
+
+def _check_layout(dev: BlockDevice, offset: int, size: int, b: FatBoot, where: str) -> None:
+    """RescueError unless the boot sector's layout fields (reserved sectors, FAT count and size, root entries,
+    cluster size) match what is on disk. One wrong field shifts every cluster: the FAT still decodes, but
+    its map then points at the wrong bytes and leaves used data out (found by tests/fuzz)."""
+    bps = b.bytes_per_sector
+    fat_bytes = b.fat_sectors * bps
+    if b.kind != "fat32" and (b.root_entries == 0 or b.root_entries * 32 % bps):
+        # FAT12/16 keep the root directory in a fixed region after the FATs; 0 entries is a FAT32 value
+        raise RescueError(f"{where}: {b.root_entries} root directory entries (FAT12/16 need a count that fills "
+                          f"whole sectors)")
+    # every FAT copy starts with the media entry; no further copy follows the last one
+    for i in range(1, b.num_fats):
+        pos = b.reserved * bps + i * fat_bytes
+        e0 = int.from_bytes(dev.read(offset + pos, 2), "little") if pos + 2 <= size else 0
+        if e0 & 0xFF != b.media or e0 & 0xF00 != 0xF00:
+            raise RescueError(f"{where}: FAT copy {i + 1} (byte {pos}) does not start with the media byte: "
+                              f"the FAT size or count in the boot sector is wrong")
+    head_len = {"fat12": 3, "fat16": 4, "fat32": 8}[b.kind]
+    after = b.reserved * bps + b.num_fats * fat_bytes
+    if after + head_len <= size and \
+            dev.read(offset + after, head_len) == dev.read(offset + b.reserved * bps, head_len):
+        raise RescueError(f"{where}: a FAT copy follows the {b.num_fats} the boot sector counts (byte {after})")
+    # every folder begins with its "." and ".." entries: check where the layout puts the root's subfolders
+    checked = 0
+    for e in _dir_entries(_root_dir(dev, offset, b)):
+        if e[11] == 0x0F or e[11] & 0x08 or not e[11] & 0x10 or e[:11] in (_DOT, _DOTDOT):
+            continue
+        c = _first_cluster(e, b)
+        pos = b.data_start + (c - 2) * b.cluster_size
+        if not 2 <= c < b.count + 2 or pos + 64 > size:
+            continue
+        d = dev.read(offset + pos, 64)
+        # "." names the folder's own first cluster, ".." the root's (0; some FAT32 writers use the root cluster):
+        # a neighbouring folder's cluster, one cluster off, passes the name test but not this one
+        if d[:11] != _DOT or d[32:43] != _DOTDOT or not d[11] & 0x10 or _first_cluster(d[:32], b) != c or \
+                _first_cluster(d[32:64], b) not in (0, b.root_cluster if b.kind == "fat32" else 0):
+            name = e[:11].decode("latin-1").rstrip()
+            raise RescueError(f"{where}: folder {name!r} (cluster {c}, byte {pos}) does not begin with '.' and "
+                              f"'..' entries: the boot sector's layout does not match the data area")
+        checked += 1
+        if checked == MAX_FOLDER_CHECKS:
+            break
+
+
 _MASK_LOW_NIBBLE = bytes(v & 0x0F for v in range(256))
 FAT_CHUNK_ENTRIES = 1 << 20
 
@@ -292,6 +360,7 @@ def fat_used_ranges(dev: BlockDevice, offset: int, size: int, b: FatBoot) -> tup
     if fat0 & 0xFF != b.media or fat0 & 0xF00 != 0xF00:
         raise RescueError(f"{where}: FAT entry 0 (0x{fat0:04X}) does not carry the boot sector's media byte "
                           f"0x{b.media:02X}: the boot sector does not describe this FAT")
+    _check_layout(dev, offset, size, b, where)
     count = min(b.count, -(-(size - b.data_start) // b.cluster_size))
     rb = RangeBuilder()
     rb.add(0, b.data_start)

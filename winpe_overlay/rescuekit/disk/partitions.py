@@ -238,6 +238,13 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         if h is not None:
             regions.append((h.my_lba * ss, ss))
             regions.append((h.entries_lba * ss, h.entries_sectors(ss) * ss))
+    if back is None:
+        # Where the damaged backup copy lies (entries just before its header, as formatters place them): kept
+        # in an image too, so that it holds the disk's table area as it was, not zeros.
+        esec = prim.entries_sectors(ss)
+        if 0 < alt_lba <= last_lba:
+            lo = max(prim.entries_lba + esec, alt_lba - esec)
+            regions.append((lo * ss, (alt_lba + 1 - lo) * ss))
     table.header_regions = merge(regions)
     mbr_types = [MBR_ENTRY.unpack_from(mbr, 446 + 16 * i)[2] for i in range(4)] if mbr[510:512] == b"\x55\xaa" else []
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
@@ -274,6 +281,11 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
     table.disk_signature = struct.unpack_from("<I", mbr, 440)[0]
     regions = [(0, ss)]
     parts: list[Partition] = []
+    for i in range(4):  # half-empty slots: damage (tools clear a deleted slot whole), so the plan keeps more
+        ptype, (start, count) = mbr[446 + 16 * i + 4], struct.unpack_from("<II", mbr, 446 + 16 * i + 8)
+        if bool(ptype) != bool(count) or not ptype and start:
+            table.warnings.append(f"MBR slot {i + 1} is half empty (type 0x{ptype:02X}, start {start}, "
+                                  f"{count} sectors); ignored")
     for slot, status, ptype, start, count in _mbr_entries(mbr):
         if status not in (0, 0x80) or start == 0:
             raise RescueError(f"MBR of {dev.path} is garbage (slot {slot + 1}: status 0x{status:02X}, start {start})")
@@ -287,6 +299,10 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
                                         first_number=max([4] + [p.number for p in parts if p.logical]) + 1))
     table.partitions = parts
     table.header_regions = merge(regions)
+    spans = sorted((p.start, p.end, p.number) for p in parts if not p.logical)
+    for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:]):
+        if s2 < e1:
+            table.warnings.append(f"MBR partitions {n1} and {n2} overlap")
 
 
 def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
@@ -314,6 +330,9 @@ def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
         nxt = None
         for slot, status, ptype, start, count in _mbr_entries(ebr):
             if slot == 0 and ptype not in EXTENDED_TYPES:
+                if ebr_lba + start + count > min(ext_start + ext_count, dev.size // ss):
+                    table.warnings.append(f"MBR logical partition {number} (LBA {ebr_lba + start}+{count}) ends "
+                                          "past the end of its extended partition or of the disk")
                 out.append(Partition(number=number, start=(ebr_lba + start) * ss, size=count * ss, type=ptype,
                                      type_name=mbr_type_name(ptype), bootable=status == 0x80, logical=True))
                 number += 1
