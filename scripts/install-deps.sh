@@ -22,7 +22,11 @@ APT_PACKAGES=(
   qemu-utils          # qemu-img
   zstd partclone      # benchmark peers
   python3-pip         # fresh Debian has no pip for the system python3
+  binutils            # strip: the Linux base strips the manylinux wheels' extensions
+  ovmf                # OVMF_CODE_4M.secboot.fd + OVMF_VARS_4M.ms.fd: Secure Boot test of the Linux base
 )
+# The Linux base (rescuekit build --base linux) itself needs only apt-get/apt-cache/dpkg-deb (every Debian),
+# grub-mkimage (grub-common), mkfs.vfat + mtools and strip: its packages are fetched with apt-get download.
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
