@@ -33,12 +33,16 @@ from rescuekit.errors import RescueError, UsageError
 TEMPLATES = Path(__file__).resolve().parent / "linux_templates"
 ISO_KERNEL = "boot/vmlinuz"
 ISO_INITRD = "boot/initrd.img"
+ISO_CONFIG_INITRD = "boot/rkconfig.img"  # a second, tiny cpio: the build's settings (the kernel merges both)
 ISO_GRUB_CFG = "boot/grub/grub.cfg"
 ISO_MARKER = ".disk/info"  # what both GRUBs search for (Debian's signed GRUB looks for exactly this file)
 BUILD_INFO_PATH = "rescuekit/build.json"
 LOCK_PATH = "rescuekit/packages.lock.json"
 SITE = "usr/lib/python3/dist-packages"  # on Debian's sys.path already
 CONFIG_PATH = "etc/rescuekit/config.toml"
+MEDIUM_LABEL_PATH = "etc/rescuekit/medium-label"  # rescuekit.boot: the disc's own volume is never a target
+# What the cached main initramfs depends on besides the lock (packages + wheels) and the runtime package.
+_CACHE_INPUTS = ["linux_build.py", "initramfs.py", "elf.py", "linux_base.py", "linux_templates"]
 KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200 loglevel=4"
 GRUB_TIMEOUT = 2
 PAD_SECTORS = 150  # 300 KiB, as xorriso pads
@@ -256,7 +260,7 @@ def busybox_links(root: Path) -> list[initramfs.Entry]:
     return links
 
 
-def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str, cfg: RuntimeConfig,
+def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
                wheel_list: list[wheels.Wheel]) -> tuple[str, list[initramfs.Entry], Path]:
     """Unpack and assemble the root file system; return (kernel version, extra entries, vmlinuz)."""
     for name in [kernel_pkg, *linux_base.RUNTIME_PACKAGES]:
@@ -281,7 +285,6 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str, cfg: RuntimeC
         ("init", _template("init", tool_version=__version__, kernel_version=kver), 0o755),
         ("etc/inittab", _template("inittab"), 0o644),
         ("usr/bin/rk-session", _template("rk-session"), 0o755),
-        (CONFIG_PATH, render("rescuekit/config.toml", table=cfg.as_toml_table()), 0o644),
         ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
         ("etc/group", "root:x:0:\n", 0o644),
     ):
@@ -321,6 +324,50 @@ def efi_image(boot_root: Path, work: Path) -> Path:
     return img
 
 
+def _cache_key(lock_doc: dict) -> str:
+    """SHA-256 over everything that goes into the main initramfs: the lock, the runtime package, our code."""
+    import hashlib
+
+    import rescuekit
+
+    h = hashlib.sha256(json.dumps(lock_doc, sort_keys=True).encode() + __version__.encode())
+    here = Path(__file__).resolve().parent
+    pkg = Path(rescuekit.__file__).resolve().parent
+    paths = [p for name in _CACHE_INPUTS for p in ([here / name] if (here / name).is_file()
+                                                  else sorted((here / name).rglob("*")))]
+    paths += sorted(p for p in pkg.rglob("*") if "__pycache__" not in p.parts)
+    for p in paths:
+        if p.is_file():
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def main_initramfs(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list: list[wheels.Wheel],
+                   lock_doc: dict, epoch: int | None) -> tuple[str, Path, Path, int, int]:
+    """(kernel version, vmlinuz, initramfs, raw size, size): from the per-user cache when the same inputs made
+    one before (a rebuild with other settings then takes seconds), else built and cached."""
+    cache = linux_base.cache_dir().parent / "initramfs" / f"{_cache_key(lock_doc)}-{epoch or 0}"
+    meta = cache / "meta.json"
+    if meta.is_file():
+        m = json.loads(meta.read_text())
+        return m["kernel"], cache / "vmlinuz", cache / "initrd.img", m["raw"], m["bytes"]
+    root = staging / "root"
+    kver, links, vmlinuz = stage_root(root, debs, kernel_pkg, wheel_list)
+    entries = [*initramfs.DEVICE_NODES, *initramfs.tree_entries(root), *links]
+    initrd = staging / "initrd.img"
+    raw, packed = initramfs.write_initramfs(entries, initrd, mtime=epoch or 0)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=cache.parent))
+    shutil.copyfile(vmlinuz, tmp / "vmlinuz")
+    shutil.copyfile(initrd, tmp / "initrd.img")
+    (tmp / "meta.json").write_text(json.dumps({"kernel": kver, "raw": raw, "bytes": packed}))
+    try:
+        os.rename(tmp, cache)  # atomic: a concurrent build sees all of it or nothing
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another build cached the same one first
+    return kver, vmlinuz, initrd, raw, packed
+
+
 # ---- the build --------------------------------------------------------------------------------------------------
 
 def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
@@ -344,14 +391,17 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
 
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
     try:
-        root = staging / "root"
         boot_root = staging / "boot"
         for name in linux_base.BOOT_PACKAGES:
             linux_base.extract(debs[name], boot_root)
-        kver, links, vmlinuz = stage_root(root, debs, kernel_pkg, cfg, wheel_list)
-        entries = [*initramfs.DEVICE_NODES, *initramfs.tree_entries(root), *links]
-        initrd = staging / "initrd.img"
-        raw, packed = initramfs.write_initramfs(entries, initrd, mtime=epoch or 0)
+        kver, vmlinuz, initrd, raw, packed = main_initramfs(staging, debs, kernel_pkg, wheel_list, lock_doc, epoch)
+        conf = staging / "rkconfig.img"
+        with open(conf, "wb") as f:
+            initramfs.write_cpio([
+                initramfs.directory("etc"), initramfs.directory("etc/rescuekit"),
+                initramfs.file_bytes(CONFIG_PATH, render("rescuekit/config.toml", table=cfg.as_toml_table()).encode()),
+                initramfs.file_bytes(MEDIUM_LABEL_PATH, (label + "\n").encode()),
+            ], f, mtime=epoch or 0)
         info = {
             "tool": "rescuekit", "version": __version__, "base": "linux", "built": cfg.build_time,
             "label": label, "kernel": kver, "kernel_cmdline": KERNEL_CMDLINE,
@@ -365,7 +415,7 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
             BUILD_INFO_PATH: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode(),
             LOCK_PATH: (json.dumps(lock_doc, indent=1, sort_keys=True) + "\n").encode(),
         }
-        files = {ISO_KERNEL: vmlinuz, ISO_INITRD: initrd}
+        files = {ISO_KERNEL: vmlinuz, ISO_INITRD: initrd, ISO_CONFIG_INITRD: conf}
         res = iso.master_iso(files, output, bios_image=grub_bios_image(boot_root, staging),
                              efi_image=efi_image(boot_root, staging), label=label, extra=extra,
                              progress=opts.progress, bios=iso.GRUB_BIOS, boot_check=False, pad_sectors=PAD_SECTORS)

@@ -34,11 +34,6 @@ def config_from_context() -> RuntimeConfig:
         target=values.get("target"),
         then=values.get("then") or "menu",
         countdown=values.get("countdown") if values.get("countdown") is not None else 10,
-    ) if "then" in RuntimeConfig.__dataclass_fields__ else RuntimeConfig(
-        default_action=values.get("default_action") or "menu",
-        repository=values.get("repository"),
-        image=values.get("image_name"),
-        target=values.get("target"),
     )
 
 
