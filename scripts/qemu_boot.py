@@ -70,7 +70,7 @@ def kvm_usable() -> bool:
 
 
 def qemu_command(medium: Path, firmware: Firmware, media: Media, serial_log: Path, workdir: Path,
-                 accel: str = "tcg", memory_mb: int = 256) -> list[str]:
+                 accel: str = "tcg", memory_mb: int = 256, extra_args: tuple[str, ...] = ()) -> list[str]:
     """The QEMU command line (no side effects except copying the OVMF vars template into ``workdir``)."""
     if accel == "auto":
         accel = "kvm" if kvm_usable() else "tcg"
@@ -95,17 +95,20 @@ def qemu_command(medium: Path, firmware: Firmware, media: Media, serial_log: Pat
                 "-device", "qemu-xhci,id=xhci", "-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0"]
     else:
         raise QemuBootError(f"bad media {media!r}: use cdrom, disk or usb")
-    return cmd
+    return cmd + list(extra_args)
 
 
 def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expect: str | None = None,
          timeout: float = 60, accel: str | None = None, memory_mb: int = 256,
-         fail_markers: tuple[str, ...] = FAIL_MARKERS) -> BootResult:
+         fail_markers: tuple[str, ...] = FAIL_MARKERS, extra_args: tuple[str, ...] = (),
+         send: tuple[str, str] | None = None) -> BootResult:
     """Boot ``medium`` and return the serial log.
 
     ``ok`` is True when ``expect`` appeared in the serial log (when ``expect`` is None: when QEMU exited by itself
     with status 0 before the timeout).  A line containing one of ``fail_markers`` stops the boot early.
     ``accel``: "tcg" (default; env RESCUEKIT_QEMU_ACCEL overrides), "kvm" or "auto".
+    ``extra_args`` are appended to the QEMU command (e.g. more disks).  ``send=(marker, text)``: COM1 is also
+    QEMU's stdin, and ``text`` is typed once ``marker`` is in the serial log (a test drives a console with it).
     """
     medium = Path(medium)
     if not medium.is_file():
@@ -117,14 +120,24 @@ def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expe
         work = Path(tmp)
         serial_log = work / "serial.log"
         serial_log.touch()
-        cmd = qemu_command(medium.resolve(), firmware, media, serial_log, work, accel, memory_mb)
+        cmd = qemu_command(medium.resolve(), firmware, media, serial_log, work, accel, memory_mb, extra_args)
+        if send is not None:  # COM1 from stdin too; its output still logged to the file
+            i = cmd.index(f"file:{serial_log}")
+            cmd[i - 1:i + 1] = ["-chardev", f"stdio,id=com1,signal=off,logfile={serial_log}", "-serial", "chardev:com1"]
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if send else subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL if send else subprocess.PIPE, stderr=subprocess.STDOUT
+                                if not send else subprocess.PIPE)
+        pending = send
         reason = "timeout"
         ok = False
         try:
             while True:
                 log = serial_log.read_bytes().decode("utf-8", "replace")
+                if pending and pending[0] in log and proc.stdin is not None:
+                    proc.stdin.write(pending[1].encode())
+                    proc.stdin.flush()
+                    pending = None
                 if expect and expect in log:
                     ok, reason = True, "expected text seen"
                     break
@@ -143,7 +156,8 @@ def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expe
         finally:
             if proc.poll() is None:
                 proc.kill()
-            qemu_out = proc.communicate()[0].decode("utf-8", "replace")
+            out, err = proc.communicate()
+            qemu_out = (out or err or b"").decode("utf-8", "replace")
         seconds = time.monotonic() - start
         log = serial_log.read_bytes().decode("utf-8", "replace")
     if not ok and qemu_out.strip():
