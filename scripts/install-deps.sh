@@ -23,7 +23,7 @@ APT_PACKAGES=(
   zstd partclone      # benchmark peers
   python3-pip         # fresh Debian has no pip for the system python3
   binutils            # strip: the Linux base strips the manylinux wheels' extensions
-  ovmf                # OVMF_CODE_4M.secboot.fd + OVMF_VARS_4M.ms.fd: Secure Boot test of the Linux base
+  cpio                # independent reader of the Linux base's initramfs (tests)
 )
 # The Linux base (rescuekit build --base linux) itself needs only apt-get/apt-cache/dpkg-deb (every Debian),
 # grub-mkimage (grub-common), mkfs.vfat + mtools and strip: its packages are fetched with apt-get download.

@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop when this appears in the serial log (default: RESCUEKIT BIOS OK / RESCUEKIT UEFI OK; '' = none)")
     ap.add_argument("--timeout", type=float, default=60, help="seconds (default 60)")
     ap.add_argument("--accel", default=None, help="tcg (default), kvm or auto")
+    ap.add_argument("--memory", type=int, default=256, help="MiB of RAM (default 256)")
     args = ap.parse_args(argv)
     expect = EXPECT[args.firmware] if args.expect is None else (args.expect or None)
     try:
-        res = boot(args.medium, args.firmware, args.media, expect, args.timeout, args.accel)
+        res = boot(args.medium, args.firmware, args.media, expect, args.timeout, args.accel, args.memory)
     except (QemuBootError, OSError) as exc:
         print(f"qemu_boot: error: {exc}", file=sys.stderr)
         return 2
