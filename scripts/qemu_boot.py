@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Firmware = Literal["bios", "uefi"]
+Firmware = Literal["bios", "uefi", "uefi-sb"]
 Media = Literal["cdrom", "disk", "usb"]
 
 QEMU = "qemu-system-x86_64"
 OVMF_DIRS = [Path("/usr/share/OVMF"), Path("/usr/share/edk2/ovmf"), Path("/usr/share/qemu")]
 # (code, vars) pairs, preferred first; plain (no Secure Boot enrolment) builds: the stand-in GRUB is unsigned.
 OVMF_PAIRS = [("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"), ("OVMF_CODE.fd", "OVMF_VARS.fd")]
+SECBOOT_PAIRS = [("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")]  # Debian's ovmf package
 EXPECT = {"bios": "RESCUEKIT BIOS OK", "uefi": "RESCUEKIT UEFI OK"}
 FAIL_MARKERS = ("RESCUEKIT BIOS FAIL", "RESCUEKIT UEFI FAIL")
 _ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
@@ -56,10 +57,10 @@ class BootResult:
         return f"{'OK' if self.ok else 'FAILED'}: {self.reason} after {self.seconds:.1f} s"
 
 
-def find_ovmf() -> tuple[Path, Path]:
+def find_ovmf(pairs: list[tuple[str, str]] = OVMF_PAIRS) -> tuple[Path, Path]:
     """(OVMF code, OVMF vars template) that exist on this machine."""
     for d in OVMF_DIRS:
-        for code, vars_ in OVMF_PAIRS:
+        for code, vars_ in pairs:
             if (d / code).is_file() and (d / vars_).is_file():
                 return d / code, d / vars_
     raise QemuBootError("OVMF firmware not found (install the ovmf package: bash scripts/install-deps.sh)")
@@ -76,14 +77,22 @@ def qemu_command(medium: Path, firmware: Firmware, media: Media, serial_log: Pat
         accel = "kvm" if kvm_usable() else "tcg"
     cmd = [QEMU, "-accel", accel, "-m", str(memory_mb), "-display", "none", "-monitor", "none",
            "-parallel", "none", "-net", "none", "-no-reboot", "-serial", f"file:{serial_log}"]
-    if firmware == "uefi":
+    if firmware == "uefi-sb":
+        # Secure Boot on, Microsoft's keys enrolled (what a PC ships with); needs SMM, so q35
+        code, vars_template = find_ovmf(SECBOOT_PAIRS)
+        vars_copy = workdir / "OVMF_VARS.fd"
+        shutil.copyfile(vars_template, vars_copy)
+        cmd += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+    elif firmware == "uefi":
         code, vars_template = find_ovmf()
         vars_copy = workdir / "OVMF_VARS.fd"
         shutil.copyfile(vars_template, vars_copy)
         cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
     elif firmware != "bios":
-        raise QemuBootError(f"bad firmware {firmware!r}: use bios or uefi")
+        raise QemuBootError(f"bad firmware {firmware!r}: use bios, uefi or uefi-sb")
     if media == "cdrom":
         cmd += ["-drive", f"file={medium},format=raw,media=cdrom,readonly=on,if=none,id=boot",
                 "-device", "ide-cd,drive=boot,bootindex=0"]
@@ -174,7 +183,7 @@ def _complete_line_with(log: str, marker: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Boot a medium in QEMU and show its serial log.")
     ap.add_argument("medium", type=Path, help="ISO or raw disk image")
-    ap.add_argument("--firmware", choices=["bios", "uefi"], default="bios", help="SeaBIOS or OVMF (default bios)")
+    ap.add_argument("--firmware", choices=["bios", "uefi", "uefi-sb"], default="bios", help="SeaBIOS or OVMF (default bios)")
     ap.add_argument("--media", choices=["cdrom", "disk", "usb"], default="cdrom",
                     help="attach as CD-ROM, IDE disk or USB stick (default cdrom)")
     ap.add_argument("--expect", default=None,
@@ -183,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accel", default=None, help="tcg (default), kvm or auto")
     ap.add_argument("--memory", type=int, default=256, help="MiB of RAM (default 256)")
     args = ap.parse_args(argv)
-    expect = EXPECT[args.firmware] if args.expect is None else (args.expect or None)
+    expect = EXPECT.get(args.firmware, EXPECT["uefi"]) if args.expect is None else (args.expect or None)
     try:
         res = boot(args.medium, args.firmware, args.media, expect, args.timeout, args.accel, args.memory)
     except (QemuBootError, OSError) as exc:

@@ -92,3 +92,12 @@ def test_unattended_restore_refuses_the_repository_disk(linux_dir: Path, tmp_pat
                          extra_args=tuple(_virtio(repo)))
     assert res.ok, res.text[-3000:]
     assert "refused: target /dev/vda is the disk that holds the repository" in res.text
+
+
+@pytest.mark.slow
+def test_ovmf_secure_boot_runs_the_signed_chain(linux_iso: Path) -> None:
+    """OVMF with Secure Boot on and Microsoft's keys: shim (Microsoft-signed) -> GRUB -> kernel (Debian-signed);
+    the kernel then runs locked down (integrity), which only happens when the firmware verified the chain."""
+    res = _boot(linux_iso, "uefi-sb", READY, 600)
+    assert res.ok, res.text[-3000:]
+    assert "lockdown none [integrity] confidentiality" in res.text, res.text[-2000:]
