@@ -224,26 +224,33 @@ def _copy_log(point: Path) -> None:
 def follow(log: Log) -> None:
     """The other console: show the log until the unattended run is done; Enter cancels a countdown."""
     pos = 0
-    while not DONE.exists():
+
+    def show() -> None:
+        nonlocal pos
         try:
             with open(LOG, encoding="utf-8", errors="replace") as f:
                 f.seek(pos)
                 chunk = f.read()
                 pos = f.tell()
         except FileNotFoundError:
-            chunk = ""
+            return
         if chunk:
             sys.stdout.write(chunk)
             sys.stdout.flush()
+
+    while not DONE.exists():
+        show()
         if _stdin_ready(0.5):
             sys.stdin.readline()
             CANCEL.touch()
+    show()  # the lines written between the last look and DONE (the result line among them)
 
 
 def finish(then: str, log: Log) -> None:
     os.sync()
     if then in ("poweroff", "reboot"):
         log(f"rescuekit: {then}")
+        time.sleep(1)  # the other console's follower shows the last lines first
         subprocess.run([then], check=False)
         time.sleep(60)  # init is taking the system down
 
