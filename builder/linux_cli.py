@@ -10,6 +10,7 @@ from builder.config import RuntimeConfig
 from builder.linux_build import LinuxBuildOptions, build_linux_iso
 from builder.overlay_cli import _META
 from rescuekit.errors import UsageError
+from rescuekit.volumes import parse as parse_label
 
 # Overlay options that only mean something inside boot.wim.
 _WINPE_OVERLAY = ["python_embed", "python_version", "python_sha256", "wheelhouse", "drivers", "locale", "network"]
@@ -41,7 +42,13 @@ def build_linux(output: Path, label: str, lock: Path | None, as_json: bool, winp
     given = [opt for opt, v in winpe_only.items() if v]
     if given:
         raise UsageError(f"{given[0]} is for --base winpe")
-    opts = LinuxBuildOptions(output=output, label=label, config=config_from_context().validated(), lock=lock,
+    config = config_from_context().validated()
+    if config.target and not config.target.startswith("/dev/"):
+        raise UsageError(f"--target {config.target} is a Windows device path: the Linux base needs e.g. /dev/sda")
+    if config.repository and parse_label(config.repository) is None:
+        raise UsageError(f"--repository {config.repository}: the Linux base finds its repository by volume label, "
+                         "e.g. RKREPO:\\images")
+    opts = LinuxBuildOptions(output=output, label=label, config=config, lock=lock,
                              progress=False if as_json else None)
     res = build_linux_iso(opts)
     if as_json:

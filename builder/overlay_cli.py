@@ -15,6 +15,7 @@ from builder.config import ACTIONS, COUNTDOWN_MAX, SHELLS, THEN, RuntimeConfig
 from builder.drivers import check_output_outside_drivers
 from builder.overlay import BACKENDS, OverlayOptions, OverlayResult, apply_overlay
 from rescuekit.errors import UsageError
+from rescuekit.volumes import parse as parse_label
 
 _META = "rescuekit.overlay"
 
@@ -85,6 +86,13 @@ def options_from(values: dict) -> OverlayOptions | None:
         then=values.get("then") or "menu",
         countdown=values.get("countdown") if values.get("countdown") is not None else 10,
     )
+    if config.target and config.target.startswith("/dev/"):
+        raise UsageError(f"--target {config.target} is a Linux device path: WinPE needs \\\\.\\PhysicalDriveN "
+                         "(or build with --base linux)")
+    if config.repository and parse_label(config.repository):
+        # the WinPE runtime does not look labels up among drive letters yet (docs/linux-base.md)
+        raise UsageError(f"--repository {config.repository}: a volume label is resolved only by the Linux base so "
+                         "far; give a drive letter or UNC path for WinPE")
     opts = OverlayOptions(
         config=config,
         python_embed=values.get("python_embed"),

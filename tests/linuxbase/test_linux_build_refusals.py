@@ -61,3 +61,18 @@ def test_lock_of_another_format_is_refused(current_lock: dict, tmp_path: Path) -
 def test_lock_without_a_kernel_is_refused(current_lock: dict, tmp_path: Path) -> None:
     doc = {**current_lock, "packages": [p for p in current_lock["packages"] if not p["name"].startswith("linux-")]}
     _assert_refused(_build_with(doc, tmp_path), tmp_path, "no entry for linux-image-*")
+
+
+@pytest.mark.parametrize("base,args,fragment", [
+    ("linux", ["--target", "\\\\.\\PhysicalDrive0"], "the Linux base needs e.g. /dev/sda"),
+    ("linux", ["--repository", "D:\\images"], "by volume label"),
+    ("linux", ["--source", "x"], "--source is for --base winpe"),
+    ("winpe", ["--target", "/dev/sda"], "WinPE needs"),
+    ("winpe", ["--repository", "RKREPO:\\images"], "only by the Linux base so far"),
+])
+def test_settings_of_the_other_base_are_refused(base: str, args: list[str], fragment: str, tmp_path: Path) -> None:
+    res = subprocess.run([*RK_HOST, "build", "--base", base, "--output", str(tmp_path / "o.iso"),
+                          *(["--source", str(tmp_path)] if base == "winpe" else []), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and fragment in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert list(tmp_path.iterdir()) == []
