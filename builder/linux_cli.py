@@ -61,3 +61,39 @@ def build_linux(output: Path, label: str, lock: Path | None, as_json: bool, winp
         click.echo(f"note:    {note}")
     click.echo(f"lock:    {res.lock_file}")
     click.echo(f"wrote:   {res.output} ({_mib(res.size)})")
+
+
+def linux_build_info(medium: Path) -> dict | None:
+    """build.json of a Linux-based disc (None for anything else): what ``rescuekit inspect`` shows for it."""
+    import io
+
+    from builder import sources
+    from builder.inspect_cli import _iso_get
+    from builder.linux_build import BUILD_INFO_PATH
+
+    if not medium.is_file() or not sources.is_iso(medium):
+        return None
+    iso = sources.open_iso(medium)
+    try:
+        buf = io.BytesIO()
+        if not _iso_get(iso, BUILD_INFO_PATH, buf):
+            return None
+    finally:
+        iso.close()
+    try:
+        info = json.loads(buf.getvalue())
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) and info.get("base") == "linux" else None
+
+
+def show_linux(info: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"base:     Linux (Debian 12), kernel {info.get('kernel')}, rescuekit {info.get('version')}, "
+               f"built {info.get('built')}, label {info.get('label')}")
+    for p in info.get("packages", []):
+        click.echo(f"package:  {p['name']} {p['version']} sha256 {p['sha256'][:16]}...")
+    for w in info.get("wheels", []):
+        click.echo(f"wheel:    {w['filename']} sha256 {w['sha256'][:16]}...")

@@ -10,6 +10,8 @@ import pytest
 import qemu_boot  # scripts/
 from linux_helpers import build, make_repo_disk
 
+from tests.conftest import RK_HOST
+
 from tests.imaging.imaging_helpers import check_disk_files
 
 pytestmark = pytest.mark.qemu
@@ -45,6 +47,12 @@ def test_iso_records_packages_and_lock(linux_iso: Path) -> None:
     assert {"busybox-static", "shim-signed", "grub-efi-amd64-signed", "python3.11-minimal"} <= names
     assert all(len(p["sha256"]) == 64 for p in lock["packages"]) and lock["wheels"]
     assert linux_iso.stat().st_size < 60 << 20
+    shown = subprocess.run([*RK_HOST, "inspect", str(linux_iso)], capture_output=True, text=True)
+    assert shown.returncode == 0 and f"package:  busybox-static {_version(lock, 'busybox-static')}" in shown.stdout
+
+
+def _version(lock: dict, name: str) -> str:
+    return next(p["version"] for p in lock["packages"] if p["name"] == name)
 
 
 def test_seabios_boots_to_menu_on_serial(linux_iso: Path) -> None:
