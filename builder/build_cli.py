@@ -11,6 +11,7 @@ from builder import iso
 from builder.build import BuildOptions, build_iso
 from builder.overlay_cli import overlay_factory, overlay_options
 from builder.sources import UEFI_CAS
+from rescuekit.errors import UsageError
 
 # Boot.wim steps that other modules contribute (issue 3's overlay); each is ``(opts) -> step | None``.
 STEP_FACTORIES: list = [overlay_factory]
@@ -51,10 +52,23 @@ def base_options(f: Callable) -> Callable:
 @click.option("--image", type=click.IntRange(min=1), default=None,
               help="boot.wim image index to boot (default: the WinPE image, never Windows Setup).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--base", type=click.Choice(["winpe", "linux"]), default="winpe", show_default=True,
+              help="winpe: from --source (ADK/Windows media); linux: from Debian 12 packages, no Windows files.")
+@click.option("--lock", type=click.Path(path_type=Path), default=None,
+              help="--base linux: reuse the package/wheel versions and SHA-256s of this lock file (OUTPUT.lock.json).")
 @overlay_options  # issue 3: the runtime overlay (builder/overlay_cli.py)
 def build_cmd(source: Path | None, output: Path, no_prompt: bool, label: str, uefi_ca: str,
-              boot_files: Path | None, image: int | None, as_json: bool) -> None:
-    """Build a BIOS+UEFI bootable rescue ISO from a WinPE base."""
+              boot_files: Path | None, image: int | None, as_json: bool, base: str, lock: Path | None) -> None:
+    """Build a BIOS+UEFI bootable rescue ISO from a WinPE base, or from Debian packages (--base linux)."""
+    if base == "linux":
+        from builder.linux_cli import build_linux
+
+        build_linux(output=output, label=label, lock=lock, as_json=as_json,
+                    winpe_only={"--source": source, "--no-prompt": no_prompt, "--uefi-ca": uefi_ca != "2011",
+                                "--boot-files": boot_files, "--image": image})
+        return
+    if lock is not None:
+        raise UsageError("--lock is for --base linux (a WinPE build takes no packages)")
     opts = BuildOptions(source=source, output=output, label=label, no_prompt=no_prompt, uefi_ca=uefi_ca,
                         boot_files=boot_files, image=image, progress=False if as_json else None)
     steps = [s for s in (factory(opts) for factory in STEP_FACTORIES) if s is not None]

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, fields
 
 from rescuekit import __version__
-from rescuekit.config import ACTIONS, Settings  # the runtime's reader: what config.toml may say
+from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings  # the runtime's reader: what config.toml may say
+from rescuekit.volumes import LABEL_PATH
 from rescuekit.errors import UsageError
 SHELLS = ("startnet", "winpeshl")
 
@@ -26,6 +27,7 @@ _UNC_SHARE = re.compile(r"^[A-Za-z0-9$._ -]{1,80}$")
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[A-Z][a-z]{3})?-[A-Z]{2}$")
 _TARGET = re.compile(r"^\\\\\.\\(?:PhysicalDrive[0-9]{1,3}|[A-Za-z]:)$", re.IGNORECASE)
+_LINUX_TARGET = re.compile(r"^/dev/(?:[a-z][a-z0-9]{1,15}|disk/by-[a-z]+/[A-Za-z0-9:._-]{1,100})$")
 _VERSION = re.compile(r"^[0-9A-Za-z.+-]{1,40}$")
 
 
@@ -48,11 +50,15 @@ def _check_cmd_safe(option: str, value: str) -> None:
 
 
 def validate_windows_path(value: str, option: str) -> str:
-    """A drive-letter path (``D:\\Images``) or a UNC path (``\\\\server\\share\\dir``); spaces are fine."""
+    """A drive-letter path (``D:\\Images``), a UNC path (``\\\\server\\share\\dir``) or a volume label and
+    folder (``RKREPO:\\images``: the runtime finds the volume among the attached ones); spaces are fine."""
     _check_cmd_safe(option, value)
     if len(value) > 240:
         raise _refuse(option, value, "longer than 240 characters")
-    if value.startswith("\\\\"):
+    label = LABEL_PATH.match(value)
+    if label:
+        rest = [p for p in label.group(2).replace("/", "\\").split("\\") if p]
+    elif value.startswith("\\\\"):
         parts = value[2:].rstrip("\\").split("\\")
         if len(parts) < 2 or not _UNC_HOST.match(parts[0]) or not _UNC_SHARE.match(parts[1]):
             raise _refuse(option, value, "a UNC path must look like \\\\server\\share[\\dir...]")
@@ -60,7 +66,8 @@ def validate_windows_path(value: str, option: str) -> str:
     elif _DRIVE_PATH.match(value):
         rest = [p for p in value[3:].rstrip("\\").split("\\")] if value[3:] else []
     else:
-        raise _refuse(option, value, "must be a drive-letter path like D:\\Images or a UNC path like \\\\server\\share")
+        raise _refuse(option, value, "must be a drive-letter path like D:\\Images, a UNC path like \\\\server\\share "
+                                     "or a volume label and folder like RKREPO:\\images")
     for part in rest:
         if not part or part in (".", ".."):
             raise _refuse(option, value, "empty, '.' or '..' path components are not allowed")
@@ -85,9 +92,9 @@ def validate_locale(value: str, option: str = "--locale") -> str:
 
 
 def validate_target(value: str, option: str = "--target") -> str:
-    r"""A whole disk ``\\.\PhysicalDriveN`` or a volume ``\\.\X:`` (the runtime's device syntax)."""
-    if not _TARGET.match(value):
-        raise _refuse(option, value, r"expected \\.\PhysicalDriveN or \\.\X:")
+    r"""A whole disk ``\\.\PhysicalDriveN`` or a volume ``\\.\X:`` (WinPE), or a Linux device path ``/dev/vda``."""
+    if not (_TARGET.match(value) or _LINUX_TARGET.match(value)):
+        raise _refuse(option, value, r"expected \\.\PhysicalDriveN, \\.\X: or a device path like /dev/sda")
     return value
 
 
@@ -111,6 +118,10 @@ class RuntimeConfig(Settings):
         """Check every field; return self (raises UsageError naming the option)."""
         validate_choice(self.default_action, ACTIONS, "--default-action")
         validate_choice(self.shell, SHELLS, "--shell")
+        validate_choice(self.then, THEN, "--then")
+        if isinstance(self.countdown, bool) or not isinstance(self.countdown, int) \
+                or not 0 <= self.countdown <= COUNTDOWN_MAX:
+            raise _refuse("--countdown", str(self.countdown), f"use 0-{COUNTDOWN_MAX} seconds")
         if self.repository is not None:
             validate_windows_path(self.repository, "--repository")
         if self.image is not None:

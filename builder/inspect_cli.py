@@ -207,6 +207,12 @@ def inspect_cmd(medium: Path, as_json: bool, check: bool) -> None:
     if check:
         check_medium(medium, as_json)
         return
+    from builder.linux_cli import linux_build_info, show_linux
+
+    linux = linux_build_info(Path(medium))
+    if linux is not None:  # a `--base linux` disc: no boot.wim, its record is build.json
+        show_linux(linux, as_json)
+        return
     ins = inspect_medium(medium)
     if as_json:
         click.echo(json.dumps(ins.as_dict(), indent=2))

@@ -51,6 +51,20 @@ _EPOCH_MAX = 5869584000
 
 
 @dataclass(frozen=True)
+class BiosEntry:
+    """How the El Torito BIOS image is loaded: etfsboot.com (WinPE) or GRUB's cdboot image (Linux base)."""
+
+    load_sectors: int = BIOS_LOAD_SECTORS
+    info_table: bool = False
+    validation_id: bytes = isocheck.VALIDATION_ID
+
+
+WINPE_BIOS = BiosEntry()
+# GRUB's i386-pc-eltorito: 4 sectors loaded (as grub-mkrescue/xorriso), then it reads itself via the info table.
+GRUB_BIOS = BiosEntry(load_sectors=4, info_table=True, validation_id=b"RESCUEKIT")
+
+
+@dataclass(frozen=True)
 class IsoResult:
     path: Path
     size: int
@@ -261,12 +275,19 @@ def master_iso(
     label: str = DEFAULT_LABEL,
     extra: Mapping[str, bytes] | None = None,
     progress: bool | None = None,
+    bios: BiosEntry | None = None,
+    boot_check: bool = True,
+    pad_sectors: int = 0,
 ) -> IsoResult:
     """Write an ISO holding ``files`` (ISO path -> host file) and El Torito boot entries.
 
     The BIOS entry (if any) is the catalog's default entry; the UEFI entry is a section
     with platform 0xEF.  ``extra`` adds small generated files (ISO path -> bytes).
+    ``bios`` says how the BIOS image is loaded (default: etfsboot.com's 8 sectors, no boot info table);
+    ``boot_check`` walks the result as Microsoft's boot chain reads it (WinPE media only); ``pad_sectors`` of
+    zeros follow the volume (GRUB under SeaBIOS reads past a file in the image's last sectors).
     """
+    bios = bios or WINPE_BIOS
     output = Path(output)
     vol = normalize_label(label)
     epoch = source_date_epoch()
@@ -306,16 +327,17 @@ def master_iso(
                     joliet_bootcatfile=catalog,
                     udf_bootcatfile=catalog,
                     # BIOS: exactly 8 sectors, as oscdimg; UEFI: 1, as on Microsoft's media.
-                    boot_load_size=BIOS_LOAD_SECTORS if platform == 0 else UEFI_LOAD_SECTORS,
+                    boot_load_size=bios.load_sectors if platform == 0 else UEFI_LOAD_SECTORS,
                     platform_id=platform,
                     efi=platform == 0xEF and not first,
-                    boot_info_table=False,
+                    # etfsboot.com must not get one; GRUB's cdboot image needs it to find the rest of itself
+                    boot_info_table=platform == 0 and bios.info_table,
                     media_name="noemul",
                 )
                 entries.append(f"{'BIOS' if platform == 0 else 'UEFI'} {Path(image).name}")
                 first = False
             _hide_boot_catalog(iso, catalog)
-            _validation_id(iso)
+            _validation_id(iso, bios.validation_id)
             total = iso.pvd.space_size * 2048 if iso.pvd else None
             with open(tmp, "xb") as f, byte_progress(f"writing {output.name}", total, enabled=progress) as adv:
                 last = [0]
@@ -326,9 +348,12 @@ def master_iso(
 
                 iso.write_fp(f, blocksize=_WRITE_BLOCK, progress_cb=cb)
                 f.flush()
+                if pad_sectors:
+                    _pad(tmp, pad_sectors)
                 os.fsync(f.fileno())
         notes = _single_extent_notes(files)
-        notes += _boot_check(tmp, output, notes)
+        if boot_check:
+            notes += _boot_check(tmp, output, notes)
         os.replace(tmp, output)
         _fsync_dir(output.parent)
     except PyCdlibException as exc:
@@ -341,10 +366,17 @@ def master_iso(
     return IsoResult(output, output.stat().st_size, tree.files, entries, notes)
 
 
-def _validation_id(iso: pycdlib.PyCdlib) -> None:
+def _pad(path: Path, sectors: int) -> None:
+    """Append ``sectors`` zero sectors after the volume (as a tail: the volume size and UDF's closing anchor stay
+    where readers look for them), so no file's data ends in the image's last sectors."""
+    with open(path, "ab") as f:
+        f.write(b"\0" * (sectors * 2048))
+
+
+def _validation_id(iso: pycdlib.PyCdlib, ident: bytes = isocheck.VALIDATION_ID) -> None:
     """Write the catalog validation entry's ID string as oscdimg does (pycdlib leaves it zero; cosmetic)."""
     val = iso.eltorito_boot_catalog.validation_entry
-    val.id_string = isocheck.VALIDATION_ID.ljust(24, b"\0")
+    val.id_string = ident.ljust(24, b"\0")
     val.checksum = 0
     val.checksum = val._checksum(val._record())
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import click
 
-from builder.config import ACTIONS, SHELLS, RuntimeConfig
+from builder.config import ACTIONS, COUNTDOWN_MAX, SHELLS, THEN, RuntimeConfig
 from builder.drivers import check_output_outside_drivers
 from builder.overlay import BACKENDS, OverlayOptions, OverlayResult, apply_overlay
 from rescuekit.errors import UsageError
+from rescuekit.volumes import parse as parse_label
 
 _META = "rescuekit.overlay"
 
@@ -43,6 +44,10 @@ _OPTIONS = [
     _opt("--repository", default=None, help=r"Image repository, e.g. D:\Images or \\server\share\images."),
     _opt("--image-name", default=None, help="Image name for capture/restore (A-Z a-z 0-9 . _ - space)."),
     _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN."),
+    _opt("--then", type=click.Choice(THEN), default="menu", show_default=True,
+         help="After a successful unattended capture/restore: poweroff, reboot or the menu (WinPE: the prompt)."),
+    _opt("--countdown", type=click.IntRange(0, COUNTDOWN_MAX), default=10, show_default=True,
+         help="Seconds to cancel an unattended run at the machine (Linux base)."),
     _opt("--locale", default=None, help="WinPE user locale, e.g. en-US (wpeutil SetUserLocale)."),
     _opt("--network", is_flag=True, help="Start networking at boot (wpeutil InitializeNetwork)."),
     _opt("--shell", type=click.Choice(SHELLS), default="startnet", show_default=True,
@@ -78,7 +83,16 @@ def options_from(values: dict) -> OverlayOptions | None:
         locale=values.get("locale"),
         shell=values.get("shell") or "startnet",
         network=bool(values.get("network")),
+        then=values.get("then") or "menu",
+        countdown=values.get("countdown") if values.get("countdown") is not None else 10,
     )
+    if config.target and config.target.startswith("/dev/"):
+        raise UsageError(f"--target {config.target} is a Linux device path: WinPE needs \\\\.\\PhysicalDriveN "
+                         "(or build with --base linux)")
+    if config.repository and parse_label(config.repository):
+        # the WinPE runtime does not look labels up among drive letters yet (docs/linux-base.md)
+        raise UsageError(f"--repository {config.repository}: a volume label is resolved only by the Linux base so "
+                         "far; give a drive letter or UNC path for WinPE")
     opts = OverlayOptions(
         config=config,
         python_embed=values.get("python_embed"),

@@ -61,7 +61,8 @@ def render_overlay_files(config: RuntimeConfig, driver_infs: list[str]) -> dict[
             launcher=layout.X_LAUNCHER,
             **common,
         ),
-        layout.REL_LAUNCHER: render(layout.REL_LAUNCHER, command_line=python_cmd, **common),
+        layout.REL_LAUNCHER: render(layout.REL_LAUNCHER, command_line=python_cmd,
+                                      then=config.then if config.default_action != "menu" else "menu", **common),
         layout.REL_CONFIG: render(layout.REL_CONFIG, table=config.as_toml_table()),
     }
     if config.shell == "winpeshl":

@@ -55,13 +55,26 @@ def parse_wheel(path: Path) -> Wheel:
     return Wheel(path, normalize(m["name"]), m["version"], m["py"], m["abi"], m["plat"])
 
 
-def tag_problem(wheel: Wheel, xy: str) -> str | None:
-    """Why ``wheel`` cannot run on CPython ``xy`` win_amd64 (None when it can)."""
+LINUX = "manylinux_x86_64"  # the Linux base: manylinux wheels (glibc 2.17+, Debian 12 has 2.36)
+_MANYLINUX = re.compile(r"^(manylinux(2014|1|2010|_2_(\d+))_x86_64|linux_x86_64)$")
+
+
+def _plat_ok(p: str, platform: str) -> bool:
+    if p == "any":
+        return True
+    if platform == LINUX:
+        m = _MANYLINUX.match(p)
+        return bool(m) and (m.group(3) is None or int(m.group(3)) <= 36) and p != "linux_x86_64"
+    return p == platform
+
+
+def tag_problem(wheel: Wheel, xy: str, platform: str = "win_amd64") -> str | None:
+    """Why ``wheel`` cannot run on CPython ``xy`` on ``platform`` (None when it can)."""
     cp = "cp" + xy.replace(".", "")
     minor = int(xy.split(".")[1])
     plats = wheel.plat.split(".")
-    if not any(p in ("any", "win_amd64") for p in plats):
-        return f"wheel {wheel.filename} is for platform {wheel.plat}, not win_amd64"
+    if not any(_plat_ok(p, platform) for p in plats):
+        return f"wheel {wheel.filename} is for platform {wheel.plat}, not {platform}"
     pys = wheel.py.split(".")
     abis = wheel.abi.split(".")
 
@@ -79,7 +92,8 @@ def tag_problem(wheel: Wheel, xy: str) -> str | None:
     return None
 
 
-def select_wheels(wheelhouse: Path, xy: str, required: list[str] = REQUIRED_DISTS) -> list[Wheel]:
+def select_wheels(wheelhouse: Path, xy: str, required: list[str] = REQUIRED_DISTS,
+                  platform: str = "win_amd64") -> list[Wheel]:
     """Pick one compatible wheel per distribution from ``wheelhouse``; refuse a distribution with none."""
     wheelhouse = Path(wheelhouse)
     if not wheelhouse.is_dir():
@@ -90,11 +104,11 @@ def select_wheels(wheelhouse: Path, xy: str, required: list[str] = REQUIRED_DIST
         by_name.setdefault(w.name, []).append(w)
     chosen: list[Wheel] = []
     for name, wheels in sorted(by_name.items()):
-        ok = [w for w in wheels if tag_problem(w, xy) is None]
+        ok = [w for w in wheels if tag_problem(w, xy, platform) is None]
         if not ok:
-            raise UsageError(tag_problem(wheels[0], xy) or f"no usable wheel for {name}")
-        # prefer the exact cpXY/win_amd64 build, then the newest version string
-        ok.sort(key=lambda w: (w.plat == "win_amd64", w.abi != "abi3", _version_key(w.version)))
+            raise UsageError(tag_problem(wheels[0], xy, platform) or f"no usable wheel for {name}")
+        # prefer the exact cpXY/platform build, then the newest version string
+        ok.sort(key=lambda w: (w.plat != "any", w.abi != "abi3", _version_key(w.version)))
         chosen.append(ok[-1])
     missing = [n for n in map(normalize, required) if n not in by_name]
     if missing:
@@ -106,11 +120,12 @@ def _version_key(v: str) -> tuple:
     return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.+-]", v))
 
 
-def download_wheels(xy: str, dest: Path, requirements: list[str] = RUNTIME_REQUIREMENTS) -> Path:
-    """``pip download`` win_amd64 wheels for CPython ``xy`` into ``dest`` (reused when already complete)."""
+def download_wheels(xy: str, dest: Path, requirements: list[str] = RUNTIME_REQUIREMENTS,
+                    platform: str = "win_amd64", required: list[str] = REQUIRED_DISTS) -> Path:
+    """``pip download`` wheels for CPython ``xy`` on ``platform`` into ``dest`` (reused when already complete)."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        select_wheels(dest, xy)
+        select_wheels(dest, xy, required, platform)
         return dest
     except UsageError:
         pass
@@ -120,14 +135,14 @@ def download_wheels(xy: str, dest: Path, requirements: list[str] = RUNTIME_REQUI
     try:
         cmd = [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-            "--only-binary=:all:", "--platform", "win_amd64", "--python-version", xy,
+            "--only-binary=:all:", *_pip_platforms(platform), "--python-version", xy,
             "--implementation", "cp", "-d", str(tmp), *requirements,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
             raise RescueError(
-                f"pip download of win_amd64 wheels for Python {xy} failed: {lines[-1] if lines else proc.returncode}"
+                f"pip download of {platform} wheels for Python {xy} failed: {lines[-1] if lines else proc.returncode}"
                 " (use --wheelhouse DIR offline)"
             )
         for whl in tmp.glob("*.whl"):
@@ -135,6 +150,12 @@ def download_wheels(xy: str, dest: Path, requirements: list[str] = RUNTIME_REQUI
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _pip_platforms(platform: str) -> list[str]:
+    if platform == LINUX:
+        return ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64"]
+    return ["--platform", platform]
 
 
 def install_wheel(wheel: Wheel, site_packages: Path) -> list[str]:

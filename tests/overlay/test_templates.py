@@ -104,7 +104,7 @@ def test_config_toml_round_trips_with_escaping():
     data = tomllib.loads(text)["rescuekit"]
     assert data == {"default_action": "capture", "repository": "\\\\srv\\share\\it's here", "target": "\\\\.\\C:",
                     "image": "a.b_c-d e", "locale": "sr-Latn-RS", "shell": "startnet", "network": False,
-                    "tool_version": V, "build_time": "2026-01-01T00:00:00Z"}
+                    "then": "menu", "countdown": 10, "tool_version": V, "build_time": "2026-01-01T00:00:00Z"}
 
 
 def test_toml_value_escapes_everything():

@@ -14,6 +14,8 @@ from pathlib import Path
 from rescuekit.errors import RescueError
 
 ACTIONS = ("menu", "capture", "restore")
+THEN = ("menu", "poweroff", "reboot")  # after an unattended capture/restore
+COUNTDOWN_MAX = 600
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Settings:
     locale: str | None = None
     shell: str = "startnet"
     network: bool = False
+    then: str = "menu"
+    countdown: int = 10  # seconds the person at the machine has to cancel an unattended run
     tool_version: str | None = None
     build_time: str | None = None
 
@@ -53,12 +57,16 @@ def load_settings(path: Path | None = None) -> Settings:
         if f.name not in table:
             continue
         v = table[f.name]
-        want = bool if f.name == "network" else str
-        if not isinstance(v, want):
+        want = bool if f.name == "network" else int if f.name == "countdown" else str
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
             raise RescueError(f"bad config file {path}: {f.name} must be a {want.__name__}")
         values[f.name] = v
     settings = Settings(**values)
     if settings.default_action not in ACTIONS:
         raise RescueError(f"bad config file {path}: default_action {settings.default_action!r} is not one of "
                           f"{', '.join(ACTIONS)}")
+    if settings.then not in THEN:
+        raise RescueError(f"bad config file {path}: then {settings.then!r} is not one of {', '.join(THEN)}")
+    if not 0 <= settings.countdown <= COUNTDOWN_MAX:
+        raise RescueError(f"bad config file {path}: countdown {settings.countdown} is not 0-{COUNTDOWN_MAX}")
     return settings

@@ -1,0 +1,427 @@
+"""``rescuekit build --base linux``: a real rescue disc from Debian 12 packages (no Windows files).
+
+Pipeline: resolve + fetch the packages (builder.linux_base; verified by apt, cached per user) and the runtime's
+manylinux wheels -> unpack into a staging root -> trim (docs, unused stdlib, kernel modules outside the needed
+closure) -> check every shipped ELF's libraries are present -> precompile .pyc with the target interpreter ->
+initramfs (builder.initramfs) -> GRUB images (BIOS: grub-mkimage i386-pc-eltorito from grub-pc-bin's modules;
+UEFI: Debian's signed shim + GRUB in a FAT image) -> the shared pycdlib mastering (builder.iso) with a boot info
+table for the BIOS image only.  Everything temporary lives next to the output and is removed; the ISO appears
+only when complete (atomic rename), with its lock file next to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from builder import elf, initramfs, iso, linux_base, wheels
+from builder.config import RuntimeConfig
+from builder.files import sha256_file
+from builder.overlay import build_time
+from builder.render import render
+from rescuekit import __version__
+from rescuekit.errors import RescueError, UsageError
+
+TEMPLATES = Path(__file__).resolve().parent / "linux_templates"
+ISO_KERNEL = "boot/vmlinuz"
+ISO_INITRD = "boot/initrd.img"
+ISO_CONFIG_INITRD = "boot/rkconfig.img"  # a second, tiny cpio: the build's settings (the kernel merges both)
+ISO_GRUB_CFG = "boot/grub/grub.cfg"
+ISO_MARKER = ".disk/info"  # what both GRUBs search for (Debian's signed GRUB looks for exactly this file)
+BUILD_INFO_PATH = "rescuekit/build.json"
+LOCK_PATH = "rescuekit/packages.lock.json"
+SITE = "usr/lib/python3/dist-packages"  # on Debian's sys.path already
+CONFIG_PATH = "etc/rescuekit/config.toml"
+MEDIUM_LABEL_PATH = "etc/rescuekit/medium-label"  # rescuekit.boot: the disc's own volume is never a target
+# What the cached main initramfs depends on besides the lock (packages + wheels) and the runtime package.
+_CACHE_INPUTS = ["linux_build.py", "initramfs.py", "elf.py", "linux_base.py", "linux_templates"]
+KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200 loglevel=4"
+GRUB_TIMEOUT = 2
+PAD_SECTORS = 150  # 300 KiB, as xorriso pads
+
+# Kernel modules loaded at boot (their depends= closure comes along); built-in ones are skipped.
+MODULES = [
+    "virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "ata_piix", "nvme", "sd_mod", "sr_mod", "isofs",
+    "xhci_pci", "ehci_pci", "uhci_hcd", "ohci_pci", "usb_storage", "uas", "usbhid", "hid_generic", "evdev",
+    "vfat", "exfat", "fuse", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+]
+LINUX_REQUIREMENTS = ["click>=8.1", "rich>=13", "zstandard>=0.22", "blake3>=0.4"]
+LINUX_DISTS = ["click", "rich", "markdown-it-py", "mdurl", "pygments", "zstandard", "blake3"]
+# Unused stdlib parts (and extensions whose libraries we do not ship).
+STDLIB_DROP = ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils",
+               "config-3.11-x86_64-linux-gnu", "unittest/test", "sqlite3/test", "ctypes/test"]
+# ntfsdecrypt needs GnuTLS + libgcrypt (2 MB more) for EFS files, which imaging never reads.
+# gconv: iconv's code page modules (8 MB; Python has its own codecs); engines/ossl-modules: OpenSSL plug-ins.
+DROP = ["usr/share", "boot", "usr/bin/ntfsdecrypt", "usr/include", "usr/lib/pkgconfig",
+        "usr/lib/x86_64-linux-gnu/gconv", "usr/lib/x86_64-linux-gnu/engines-3", "usr/lib/x86_64-linux-gnu/ossl-modules"]
+DYNLOAD_DROP = ("_dbm", "nis", "_curses_panel", "_tkinter", "_gdbm")
+BOOT_FILES = {  # boot package file -> staging name
+    "usr/lib/shim/shimx64.efi.signed": "BOOTX64.EFI",
+    "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed": "grubx64.efi",
+}
+GRUB_BIOS_MODULES = ["biosdisk", "iso9660", "part_msdos", "part_gpt", "search", "search_fs_file", "configfile",
+                     "normal", "linux", "serial", "terminal", "echo", "test", "sleep", "halt", "reboot", "ls", "cat"]
+
+
+@dataclass
+class LinuxBuildOptions:
+    output: Path
+    label: str = iso.DEFAULT_LABEL
+    config: RuntimeConfig = field(default_factory=RuntimeConfig)
+    lock: Path | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class LinuxBuildResult:
+    output: Path
+    size: int
+    lock_file: Path
+    kernel: str
+    packages: int
+    wheels: int
+    initramfs_raw: int
+    initramfs: int
+    boot_entries: list[str]
+    notes: list[str]
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+    if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
+        raise RescueError(f"{cmd[0]} not found: install it (bash scripts/install-deps.sh)")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise RescueError(f"{what}: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return proc
+
+
+def _template(name: str, **values: object) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             autoescape=False, keep_trailing_newline=True)
+    return env.get_template(name + ".j2").render(**values)
+
+
+# ---- wheels -----------------------------------------------------------------------------------------------------
+
+def linux_wheels(locked: list[dict] | None) -> list[wheels.Wheel]:
+    """manylinux wheels for Debian's CPython 3.11 from the per-user cache (pip download); checked against the lock."""
+    xy = linux_base.PYTHON_XY
+    dest = wheels.wheel_cache_dir(xy).with_name(f"cp{xy.replace('.', '')}-{wheels.LINUX}")
+    reqs = [f"{wheels.normalize(w['filename'].split('-')[0])}=={w['filename'].split('-')[1]}" for w in locked] \
+        if locked else LINUX_REQUIREMENTS
+    if locked:
+        have = {p.name for p in dest.glob("*.whl")} if dest.is_dir() else set()
+        if not all(w["filename"] in have for w in locked):
+            _pip(xy, dest, reqs)
+        chosen = []
+        for w in locked:
+            p = dest / w["filename"]
+            if not p.is_file():
+                raise RescueError(f"cannot fetch locked wheel {w['filename']} from PyPI")
+            digest = sha256_file(p)
+            if digest != w["sha256"]:
+                raise RescueError(f"wheel {w['filename']}: SHA-256 {digest} does not match the locked {w['sha256']}")
+            chosen.append(wheels.parse_wheel(p))
+        return chosen
+    wheels.download_wheels(xy, dest, reqs, wheels.LINUX, LINUX_DISTS)
+    return wheels.select_wheels(dest, xy, LINUX_DISTS, wheels.LINUX)
+
+
+def _pip(xy: str, dest: Path, reqs: list[str]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
+    try:
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+              "--only-binary=:all:", *wheels._pip_platforms(wheels.LINUX), "--python-version", xy,
+              "--implementation", "cp", "-d", str(tmp), *reqs], "pip download of the locked wheels failed")
+        for whl in tmp.glob("*.whl"):
+            os.replace(whl, dest / whl.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- staging root -----------------------------------------------------------------------------------------------
+
+def _kernel_version(root: Path) -> str:
+    mods = sorted((root / "lib/modules").iterdir())
+    if len(mods) != 1:
+        raise RescueError(f"expected one kernel in the staging root, found {[m.name for m in mods]}")
+    return mods[0].name
+
+
+def stage_modules(root: Path, kver: str, wanted: list[str] = MODULES) -> list[str]:
+    """Keep only ``wanted`` and what they depend on; write the load order and modules.dep. Returns the order."""
+    moddir = root / "lib/modules" / kver
+    paths = {p.name.split(".ko")[0].replace("-", "_"): p for p in (moddir / "kernel").rglob("*.ko")}
+    builtin = {Path(line).name.split(".ko")[0].replace("-", "_")
+               for line in (moddir / "modules.builtin").read_text().split()}
+    order: list[str] = []
+    deps: dict[str, list[str]] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in order or name in builtin:
+            return
+        if name not in paths:
+            raise RescueError(f"kernel module {name} not in the kernel package (wanted by {' <- '.join(chain)})")
+        if name in chain:
+            return
+        hard, soft = elf.module_deps(paths[name])
+        soft = [d for d in soft if d.replace("-", "_") in paths]  # an alias or an absent optional module
+        deps[name] = [d.replace("-", "_") for d in hard + soft]
+        for d in deps[name]:
+            visit(d, chain + (name,))
+        order.append(name)
+
+    for m in wanted:
+        visit(m, ("boot list",))
+    keep = {paths[m] for m in order}
+    for p in list((moddir / "kernel").rglob("*.ko")):
+        if p not in keep:
+            p.unlink()
+    rel = {m: paths[m].relative_to(moddir).as_posix() for m in order}
+
+    def closure(m: str, acc: list[str]) -> list[str]:
+        for d in deps[m]:
+            if d in rel and rel[d] not in acc:
+                acc.append(rel[d])
+                closure(d, acc)
+        return acc
+
+    (moddir / "modules.dep").write_text("".join(f"{rel[m]}: {' '.join(closure(m, []))}\n" for m in order))
+    (root / "etc/rescuekit").mkdir(parents=True, exist_ok=True)
+    (root / "etc/rescuekit/modules.load").write_text("".join(f"{rel[m]}\n" for m in order))
+    return order
+
+
+def trim(root: Path) -> None:
+    """Drop what a rescue shell never needs: docs, man pages, locales, unused stdlib parts, empty folders."""
+    for rel in DROP:
+        p = root / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    std = root / "usr/lib/python3.11"
+    for rel in STDLIB_DROP:
+        shutil.rmtree(std / rel, ignore_errors=True)
+    for p in (std / "lib-dynload").glob("*.so"):
+        if p.name.split(".")[0] in DYNLOAD_DROP:
+            p.unlink()
+    for p in std.rglob("__pycache__"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in root.rglob("*.a"):
+        p.unlink()
+
+
+def check_libraries(root: Path) -> None:
+    """Every DT_NEEDED of every shipped ELF file is shipped too (else: which Debian package to add)."""
+    libdirs = [root / "lib/x86_64-linux-gnu", root / "usr/lib/x86_64-linux-gnu", root / "lib64"]
+    have = {p.name for d in libdirs if d.is_dir() for p in d.iterdir()}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink() or not p.is_file() or p.suffix == ".ko" or not elf.is_elf(p):
+            continue
+        local = {q.name for q in p.parent.iterdir()} | {q.name for d in p.parent.parent.glob("*.libs")
+                                                           for q in d.iterdir()}
+        for lib in elf.needed(p):
+            if lib not in have and lib not in local:
+                raise RescueError(f"{p.relative_to(root)} needs {lib}, which no package of the Linux base ships "
+                                  "(add its Debian package to builder/linux_base.py)")
+
+
+def compile_python(root: Path) -> None:
+    """Precompile the stdlib and site-packages with the TARGET interpreter (run through its own loader), hashes
+    unchecked so the initramfs's fixed mtimes never force a recompile at boot."""
+    loader = root / "lib64/ld-linux-x86-64.so.2"
+    libpath = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
+    env = {"PYTHONHOME": str(root / "usr"), "PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+    _run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q",
+          "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/",
+          str(root / "usr/lib/python3.11"), str(root / SITE)], "precompiling the runtime failed", env=env)
+
+
+def busybox_links(root: Path) -> list[initramfs.Entry]:
+    """Symlinks for busybox's applets in /bin and /sbin (asked from the static binary itself)."""
+    out = _run([str(root / "bin/busybox"), "--list-full"], "busybox --list-full failed").stdout.split()
+    links = []
+    for path in out:
+        if path.startswith(("usr/bin/", "usr/sbin/", "bin/", "sbin/")) and not (root / path).exists():
+            links.append(initramfs.Entry(path, 0o120777, link="/bin/busybox"))
+    return links
+
+
+def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
+               wheel_list: list[wheels.Wheel]) -> tuple[str, list[initramfs.Entry], Path]:
+    """Unpack and assemble the root file system; return (kernel version, extra entries, vmlinuz)."""
+    for name in [kernel_pkg, *linux_base.RUNTIME_PACKAGES]:
+        linux_base.extract(debs[name], root)
+    kver = _kernel_version(root)
+    vmlinuz = root.parent / "vmlinuz"
+    shutil.move(root / "boot" / f"vmlinuz-{kver}", vmlinuz)
+    stage_modules(root, kver)
+    trim(root)
+    site = root / SITE
+    site.mkdir(parents=True, exist_ok=True)
+    for w in wheel_list:
+        wheels.install_wheel(w, site)
+    for p in [*site.glob("zstandard/_cffi*.so"), *site.glob("zstandard/backend_cffi.py")]:
+        p.unlink()  # the C backend is used
+    # manylinux wheels ship unstripped extensions (zstandard's C backend: 11.6 MB -> 1 MB)
+    sos = [str(p) for p in site.rglob("*.so") if p.is_file()]
+    if sos:
+        _run(["strip", "--strip-unneeded", *sos], "strip failed")
+    wheels.copy_runtime_package(site)
+    for rel, text, mode in (
+        ("init", _template("init", tool_version=__version__, kernel_version=kver), 0o755),
+        ("etc/inittab", _template("inittab"), 0o644),
+        ("usr/bin/rk-session", _template("rk-session"), 0o755),
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        ("etc/group", "root:x:0:\n", 0o644),
+    ):
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+    for d in ("proc", "sys", "dev", "run", "tmp", "root", "mnt"):
+        (root / d).mkdir(exist_ok=True)
+    check_libraries(root)
+    compile_python(root)
+    return kver, busybox_links(root), vmlinuz
+
+
+# ---- boot images -------------------------------------------------------------------------------------------------
+
+def grub_bios_image(boot_root: Path, work: Path) -> Path:
+    """GRUB's El Torito image (cdboot + core) with an early config that finds the disc by /.disk/info."""
+    early = work / "early.cfg"
+    early.write_text(_template("early.cfg"))
+    out = work / "grub-eltorito.img"
+    _run(["grub-mkimage", "-O", "i386-pc-eltorito", "-d", str(boot_root / "usr/lib/grub/i386-pc"),
+          "-p", "/boot/grub", "-c", str(early), "-o", str(out), *GRUB_BIOS_MODULES], "grub-mkimage failed")
+    return out
+
+
+def efi_image(boot_root: Path, work: Path) -> Path:
+    """A FAT image with EFI/BOOT/BOOTX64.EFI = Debian's Microsoft-signed shim and grubx64.efi = Debian-signed GRUB."""
+    files = [(boot_root / src, dst) for src, dst in BOOT_FILES.items()]
+    kib = sum(p.stat().st_size for p, _ in files) // 1024 + 256
+    img = work / "efiboot.img"
+    _run(["mkfs.vfat", "-C", "-n", "RKEFI", "-i", "524b4546", str(img), str(kib)], "mkfs.vfat failed")
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    _run(["mmd", "-i", str(img), "::/EFI", "::/EFI/BOOT"], "mmd failed", env=env)
+    for src, dst in files:
+        _run(["mcopy", "-i", str(img), str(src), f"::/EFI/BOOT/{dst}"], "mcopy failed", env=env)
+    return img
+
+
+def _cache_key(lock_doc: dict) -> str:
+    """SHA-256 over everything that goes into the main initramfs: the lock, the runtime package, our code."""
+    import hashlib
+
+    import rescuekit
+
+    h = hashlib.sha256(json.dumps(lock_doc, sort_keys=True).encode() + __version__.encode())
+    here = Path(__file__).resolve().parent
+    pkg = Path(rescuekit.__file__).resolve().parent
+    paths = [p for name in _CACHE_INPUTS for p in ([here / name] if (here / name).is_file()
+                                                  else sorted((here / name).rglob("*")))]
+    paths += sorted(p for p in pkg.rglob("*") if "__pycache__" not in p.parts)
+    for p in paths:
+        if p.is_file():
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def main_initramfs(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list: list[wheels.Wheel],
+                   lock_doc: dict, epoch: int | None) -> tuple[str, Path, Path, int, int]:
+    """(kernel version, vmlinuz, initramfs, raw size, size): from the per-user cache when the same inputs made
+    one before (a rebuild with other settings then takes seconds), else built and cached."""
+    cache = linux_base.cache_dir().parent / "initramfs" / f"{_cache_key(lock_doc)}-{epoch or 0}"
+    meta = cache / "meta.json"
+    if meta.is_file():
+        m = json.loads(meta.read_text())
+        return m["kernel"], cache / "vmlinuz", cache / "initrd.img", m["raw"], m["bytes"]
+    root = staging / "root"
+    kver, links, vmlinuz = stage_root(root, debs, kernel_pkg, wheel_list)
+    entries = [*initramfs.DEVICE_NODES, *initramfs.tree_entries(root), *links]
+    initrd = staging / "initrd.img"
+    raw, packed = initramfs.write_initramfs(entries, initrd, mtime=epoch or 0)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=cache.parent))
+    shutil.copyfile(vmlinuz, tmp / "vmlinuz")
+    shutil.copyfile(initrd, tmp / "initrd.img")
+    (tmp / "meta.json").write_text(json.dumps({"kernel": kver, "raw": raw, "bytes": packed}))
+    try:
+        os.rename(tmp, cache)  # atomic: a concurrent build sees all of it or nothing
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another build cached the same one first
+    return kver, vmlinuz, initrd, raw, packed
+
+
+# ---- the build --------------------------------------------------------------------------------------------------
+
+def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
+    output = Path(opts.output)
+    if output.is_dir():
+        raise UsageError(f"output is a folder, give a file name: {output}")
+    if not output.parent.is_dir():
+        raise UsageError(f"output folder does not exist: {output.parent}")
+    label = iso.normalize_label(opts.label)
+    epoch = iso.source_date_epoch()
+    cfg = dataclasses.replace(opts.config, build_time=opts.config.build_time or build_time(epoch))
+    cfg.validated()
+    locked_pkgs, locked_wheels = linux_base.read_lock(opts.lock) if opts.lock else (None, None)
+    packages = linux_base.resolve(locked_pkgs)
+    debs = linux_base.fetch(packages)
+    wheel_list = linux_wheels(locked_wheels)
+    kernel_pkg = next(p.name for p in packages if p.name.startswith("linux-image-"))
+    wheel_lock = [{"filename": w.filename, "sha256": sha256_file(w.path)} for w in wheel_list]
+    lock_doc = linux_base.lock_document(packages, wheel_lock)
+    lock_file = output.with_name(output.name + ".lock.json")
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
+    try:
+        boot_root = staging / "boot"
+        for name in linux_base.BOOT_PACKAGES:
+            linux_base.extract(debs[name], boot_root)
+        kver, vmlinuz, initrd, raw, packed = main_initramfs(staging, debs, kernel_pkg, wheel_list, lock_doc, epoch)
+        conf = staging / "rkconfig.img"
+        with open(conf, "wb") as f:
+            initramfs.write_cpio([
+                initramfs.directory("etc"), initramfs.directory("etc/rescuekit"),
+                initramfs.file_bytes(CONFIG_PATH, render("rescuekit/config.toml", table=cfg.as_toml_table()).encode()),
+                initramfs.file_bytes(MEDIUM_LABEL_PATH, (label + "\n").encode()),
+            ], f, mtime=epoch or 0)
+        info = {
+            "tool": "rescuekit", "version": __version__, "base": "linux", "built": cfg.build_time,
+            "label": label, "kernel": kver, "kernel_cmdline": KERNEL_CMDLINE,
+            "initramfs": {"raw_bytes": raw, "bytes": packed, "sha256": sha256_file(initrd)},
+            "packages": lock_doc["packages"], "wheels": wheel_lock,
+        }
+        extra = {
+            ISO_MARKER: f"rescuekit {__version__} Linux-based rescue disc (Debian 12 packages)\n".encode(),
+            ISO_GRUB_CFG: _template("grub.cfg", tool_version=__version__, timeout=GRUB_TIMEOUT,
+                                    cmdline=KERNEL_CMDLINE).encode(),
+            BUILD_INFO_PATH: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode(),
+            LOCK_PATH: (json.dumps(lock_doc, indent=1, sort_keys=True) + "\n").encode(),
+        }
+        files = {ISO_KERNEL: vmlinuz, ISO_INITRD: initrd, ISO_CONFIG_INITRD: conf}
+        res = iso.master_iso(files, output, bios_image=grub_bios_image(boot_root, staging),
+                             efi_image=efi_image(boot_root, staging), label=label, extra=extra,
+                             progress=opts.progress, bios=iso.GRUB_BIOS, boot_check=False, pad_sectors=PAD_SECTORS)
+        linux_base.write_lock(lock_file, lock_doc)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return LinuxBuildResult(output=output, size=res.size, lock_file=lock_file, kernel=kver, packages=len(packages),
+                            wheels=len(wheel_list), initramfs_raw=raw, initramfs=packed,
+                            boot_entries=res.boot_entries, notes=res.notes)

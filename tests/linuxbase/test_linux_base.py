@@ -1,0 +1,111 @@
+"""The Linux-based rescue disc booted in QEMU (TCG): runtime, menu, unattended capture and restore of real disks."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pycdlib
+import pytest
+import qemu_boot  # scripts/
+from linux_helpers import build, make_repo_disk
+
+from tests.conftest import RK_HOST
+
+from tests.imaging.imaging_helpers import check_disk_files
+
+pytestmark = pytest.mark.qemu
+READY = "RESCUEKIT LINUX READY on ttyS0"
+FAILED = ("rescuekit: showing the menu", "Kernel panic")
+MEM = 512  # the initramfs unpacks into a tmpfs of at most half the RAM
+
+
+def _virtio(path: Path, snapshot: bool = False) -> list[str]:
+    return ["-drive", f"file={path},format=raw,if=virtio" + (",snapshot=on" if snapshot else "")]
+
+
+def _boot(iso: Path, firmware: str, expect: str | None, timeout: float, disks: list[str] = (), send=None):
+    res = qemu_boot.boot(iso, firmware, "cdrom", expect, timeout=timeout, memory_mb=MEM, fail_markers=FAILED,
+                         extra_args=tuple(disks), send=send)
+    return res
+
+
+def test_iso_records_packages_and_lock(linux_iso: Path) -> None:
+    iso = pycdlib.PyCdlib()
+    iso.open(str(linux_iso))
+    try:
+        import io
+
+        buf = io.BytesIO()
+        iso.get_file_from_iso_fp(buf, joliet_path="/rescuekit/build.json")
+        info = json.loads(buf.getvalue())
+    finally:
+        iso.close()
+    lock = json.loads(Path(f"{linux_iso}.lock.json").read_text())
+    assert info["base"] == "linux" and info["packages"] == lock["packages"]
+    names = {p["name"] for p in lock["packages"]}
+    assert {"busybox-static", "shim-signed", "grub-efi-amd64-signed", "python3.11-minimal"} <= names
+    assert all(len(p["sha256"]) == 64 for p in lock["packages"]) and lock["wheels"]
+    assert linux_iso.stat().st_size < 60 << 20
+    shown = subprocess.run([*RK_HOST, "inspect", str(linux_iso)], capture_output=True, text=True)
+    assert shown.returncode == 0 and f"package:  busybox-static {_version(lock, 'busybox-static')}" in shown.stdout
+
+
+def _version(lock: dict, name: str) -> str:
+    return next(p["version"] for p in lock["packages"] if p["name"] == name)
+
+
+def test_seabios_boots_to_menu_on_serial(linux_iso: Path) -> None:
+    """Interactive: the menu on ttyS0; choice 1 (list disks) runs and shows the attached disk."""
+    res = _boot(linux_iso, "bios", "> rescuekit disks", 240, send=("Choice:", "1\n"))
+    assert READY in res.text, res.text[-3000:]
+    assert "> rescuekit disks" in res.text, res.text[-3000:]
+
+
+def _e2e(firmware: str, isos: dict[str, Path], source: tuple[Path, dict], work: Path) -> None:
+    src, hashes = source
+    repo = make_repo_disk(work / "repo.img")
+    res = _boot(isos["capture"], firmware, None, 600, [*_virtio(src, snapshot=True), *_virtio(repo)])
+    text = res.text
+    assert res.ok and "unattended capture finished" in text, text[-4000:]
+    assert "RKREPO is /dev/vdb1 (exfat), mounted read-write" in text
+    target = work / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(src.stat().st_size)
+    res = _boot(isos["restore"], firmware, None, 600, [*_virtio(target), *_virtio(repo)])
+    text = res.text
+    assert res.ok and "unattended restore finished" in text, text[-4000:]
+    assert "mounted read-only" in text
+    v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True)
+    assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
+    check_disk_files(target, hashes, work)  # ntfsfix -n, fsck.vfat -n, every file's SHA-256
+
+
+def test_seabios_unattended_capture_then_restore(unattended_isos, source_disk, tmp_path: Path) -> None:
+    _e2e("bios", unattended_isos, source_disk, tmp_path)
+
+
+@pytest.mark.slow
+def test_ovmf_unattended_capture_then_restore(unattended_isos, source_disk, tmp_path: Path) -> None:
+    _e2e("uefi", unattended_isos, source_disk, tmp_path)
+
+
+def test_unattended_restore_refuses_the_repository_disk(linux_dir: Path, tmp_path: Path) -> None:
+    """The repository's own disk as the target: refused, logged, the menu instead of a poweroff."""
+    iso = linux_dir / "refuse.iso"
+    build(iso, "--default-action", "restore", "--repository", "RKREPO:\\images", "--target", "/dev/vda",
+          "--then", "poweroff", "--countdown", "1")
+    repo = make_repo_disk(tmp_path / "repo.img")
+    res = qemu_boot.boot(iso, "bios", "cdrom", "rescuekit: showing the menu", timeout=300, memory_mb=MEM,
+                         extra_args=tuple(_virtio(repo)))
+    assert res.ok, res.text[-3000:]
+    assert "refused: target /dev/vda is the disk that holds the repository" in res.text
+
+
+@pytest.mark.slow
+def test_ovmf_secure_boot_runs_the_signed_chain(linux_iso: Path) -> None:
+    """OVMF with Secure Boot on and Microsoft's keys: shim (Microsoft-signed) -> GRUB -> kernel (Debian-signed);
+    the kernel then runs locked down (integrity), which only happens when the firmware verified the chain."""
+    res = _boot(linux_iso, "uefi-sb", READY, 600)
+    assert res.ok, res.text[-3000:]
+    assert "lockdown none [integrity] confidentiality" in res.text, res.text[-2000:]

@@ -1,0 +1,304 @@
+"""What a console session of the Linux-based rescue disc runs (``python3 -m rescuekit.boot --console ttyS0``).
+
+busybox init starts one session on ttyS0 and one on tty1.  Each prints a ready line (the boot tests wait for it).
+With an unattended action (config.toml's ``default_action``, or ``rescuekit.action=`` on the kernel command line),
+the first session to claim it runs it: a countdown either console can cancel with Enter, the safety refusals,
+the capture/restore itself (its output on the console and in /run/rescuekit/rescuekit.log, copied to the
+repository's volume after a capture), then ``then``: poweroff, reboot or the menu.  The other session shows the log.
+A failed or cancelled run always ends in the menu, so the person at the machine sees why.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings, load_settings
+
+READY = "RESCUEKIT LINUX READY"
+RUN_DIR = Path("/run/rescuekit")
+LOG = RUN_DIR / "rescuekit.log"
+CLAIM = RUN_DIR / "unattended.claim"
+CANCEL = RUN_DIR / "unattended.cancel"
+DONE = RUN_DIR / "unattended.done"
+MEDIUM_LABEL_FILE = Path("/etc/rescuekit/medium-label")
+CMDLINE_KEYS = {"action": "default_action", "repository": "repository", "target": "target", "image": "image",
+                "then": "then", "countdown": "countdown"}
+
+
+def uptime() -> float:
+    try:
+        return float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def lockdown() -> str:
+    try:
+        return Path("/sys/kernel/security/lockdown").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def cmdline_settings(settings: Settings, cmdline: str) -> tuple[Settings, list[str]]:
+    """``rescuekit.KEY=VALUE`` words of the kernel command line over the baked-in settings; bad ones are ignored
+    with a message (a typo at the GRUB prompt must not start an unattended run it did not mean)."""
+    changes: dict[str, object] = {}
+    problems: list[str] = []
+    for word in cmdline.split():
+        if not word.startswith("rescuekit."):
+            continue
+        key, _, value = word[len("rescuekit."):].partition("=")
+        field = CMDLINE_KEYS.get(key)
+        if field is None:
+            problems.append(f"unknown kernel parameter rescuekit.{key} ignored")
+            continue
+        if field == "countdown":
+            if not value.isdigit() or int(value) > COUNTDOWN_MAX:
+                problems.append(f"rescuekit.countdown={value} ignored (0-{COUNTDOWN_MAX})")
+                continue
+            changes[field] = int(value)
+        elif field == "default_action" and value not in ACTIONS or field == "then" and value not in THEN:
+            problems.append(f"rescuekit.{key}={value} ignored (not one of "
+                            f"{', '.join(ACTIONS if field == 'default_action' else THEN)})")
+        else:
+            changes[field] = value
+    return dataclasses.replace(settings, **changes), problems
+
+
+class Log:
+    """Lines to this console and to /run/rescuekit/rescuekit.log (what the other console follows)."""
+
+    def __init__(self, path: Path = LOG) -> None:
+        self.path = path
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def boot_medium_disks(label: str | None) -> set[str]:
+    """Disks holding this boot medium: an ISO 9660 volume with our label at sector 16 (a CD, a USB stick
+    written with dd, a virtual drive).  They are never a capture source's repository or a restore target."""
+    out: set[str] = set()
+    if not label:
+        return out
+    for dev in Path("/sys/block").iterdir():
+        try:
+            with open(f"/dev/{dev.name}", "rb") as f:
+                f.seek(16 * 2048)
+                pvd = f.read(2048)
+        except OSError:
+            continue
+        if pvd[1:6] == b"CD001" and pvd[40:72].decode("ascii", "replace").strip() == label:
+            out.add(f"/dev/{dev.name}")
+    return out
+
+
+def _wait_for(path: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def refusal(action: str, target: str, repo_disk: str | None, medium: set[str]) -> str | None:
+    """Why the unattended ``action`` must not touch ``target`` (None when it may)."""
+    from rescuekit.imaging.safety import _disk_of
+
+    if not _wait_for(target, 10):
+        return f"target {target} does not exist"
+    disk = _disk_of(target)
+    if disk in medium:
+        return f"target {target} is the boot medium"
+    if repo_disk is not None and disk == repo_disk:
+        return f"target {target} is the disk that holds the repository"
+    return None
+
+
+def countdown(seconds: int, text: str, log: Log) -> bool:
+    """Count down; False when Enter was pressed here or on the other console (the cancel file)."""
+    for left in range(seconds, 0, -1):
+        log(f"{text} in {left} s (press Enter to cancel)")
+        ready = _stdin_ready(1.0)
+        if ready or CANCEL.exists():
+            if ready:
+                sys.stdin.readline()
+                CANCEL.touch()
+            log("rescuekit: unattended run cancelled")
+            return False
+    return True
+
+
+def _stdin_ready(timeout: float) -> bool:
+    try:
+        r, _, _ = select.select([sys.stdin], [], [], timeout)
+        return bool(r)
+    except (OSError, ValueError):
+        time.sleep(timeout)
+        return False
+
+
+def run_logged(args: list[str], log: Log) -> int:
+    """Run ``rescuekit ARGS`` as a child; each output line goes to the console and the log."""
+    log(f"> rescuekit {' '.join(args)}")
+    proc = subprocess.Popen([sys.executable, "-I", "-X", "utf8", "-B", "-m", "rescuekit", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log(line.rstrip("\n"))
+    return proc.wait()
+
+
+def unattended(s: Settings, log: Log) -> bool:
+    """Run the unattended capture/restore; True when it succeeded (then ``s.then`` happens)."""
+    from rescuekit import volumes
+    from rescuekit.errors import RescueError
+
+    action = s.default_action
+    if not s.repository or not s.target:
+        log(f"rescuekit: unattended {action} refused: it needs a repository and a target")
+        return False
+    medium = boot_medium_disks(_medium_label())
+    try:
+        repo, vol, point = volumes.resolve(s.repository, writable=action == "capture")
+    except RescueError as exc:
+        log(f"rescuekit: unattended {action} refused: {exc}")
+        return False
+    try:
+        if vol is not None:
+            log(f"rescuekit: repository volume {vol.label} is {vol.device} ({vol.fs}), mounted "
+                f"{'read-write' if action == 'capture' else 'read-only'} on {point}")
+            if vol.disk in medium:
+                log(f"rescuekit: unattended {action} refused: the repository volume is on the boot medium")
+                return False
+        why = refusal(action, s.target, vol.disk if vol else None, medium)
+        if why:
+            log(f"rescuekit: unattended {action} refused: {why}")
+            return False
+        image = s.image or ("latest" if action == "restore" else "image")
+        if action == "capture":
+            text, args = (f"rescuekit: unattended capture of {s.target} into {repo} as {image!r}",
+                          ["capture", s.target, repo, "--name", image])
+        else:
+            text, args = (f"rescuekit: unattended restore of image {image!r} from {repo} onto {s.target} "
+                          f"(ALL DATA ON {s.target} WILL BE LOST)", ["restore", repo, s.target, "--image", image, "--yes"])
+        if s.countdown and not countdown(s.countdown, text, log):
+            return False
+        rc = run_logged(args, log)
+        log(f"rescuekit: unattended {action} {'finished' if rc == 0 else f'failed (exit code {rc})'}")
+        if vol is not None and action == "capture":
+            _copy_log(point)
+        return rc == 0
+    finally:
+        if point is not None:
+            volumes.unmount(point)
+
+
+def _medium_label() -> str | None:
+    try:
+        return MEDIUM_LABEL_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _copy_log(point: Path) -> None:
+    dest = point / "rescuekit-logs"
+    try:
+        dest.mkdir(exist_ok=True)
+        shutil.copyfile(LOG, dest / time.strftime("boot-%Y%m%d-%H%M%S.log", time.gmtime()))
+    except OSError as exc:
+        print(f"rescuekit: warning: cannot copy the log to {dest}: {exc}", flush=True)
+
+
+def follow(log: Log) -> None:
+    """The other console: show the log until the unattended run is done; Enter cancels a countdown."""
+    pos = 0
+
+    def show() -> None:
+        nonlocal pos
+        try:
+            with open(LOG, encoding="utf-8", errors="replace") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+        except FileNotFoundError:
+            return
+        if chunk:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    while not DONE.exists():
+        show()
+        if _stdin_ready(0.5):
+            sys.stdin.readline()
+            CANCEL.touch()
+    show()  # the lines written between the last look and DONE (the result line among them)
+
+
+def finish(then: str, log: Log) -> None:
+    os.sync()
+    if then in ("poweroff", "reboot"):
+        log(f"rescuekit: {then}")
+        time.sleep(1)  # the other console's follower shows the last lines first
+        subprocess.run([then], check=False)
+        time.sleep(60)  # init is taking the system down
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rescuekit.boot")
+    ap.add_argument("--console", default="console")
+    args = ap.parse_args(argv)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    log = Log()
+    print(f"{READY} on {args.console}: kernel {platform.release()}, python {platform.python_version()}, "
+          f"lockdown {lockdown()}, uptime {uptime():.1f} s", flush=True)
+    from rescuekit.errors import RescueError
+    from rescuekit.menu import menu
+
+    try:
+        settings = load_settings()
+    except RescueError as exc:
+        print(f"rescuekit: error: {exc}", flush=True)
+        settings = Settings()
+    try:
+        settings, problems = cmdline_settings(settings, Path("/proc/cmdline").read_text())
+    except OSError:
+        problems = []
+    for p in problems:
+        print(f"rescuekit: {p}", flush=True)
+    if settings.default_action in ("capture", "restore") and not DONE.exists():
+        try:
+            fd = os.open(CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+            mine = True
+        except FileExistsError:
+            mine = False
+        if mine:
+            try:
+                ok = unattended(settings, log)
+            except Exception as exc:  # noqa: BLE001 - the menu must come up whatever happened
+                log(f"rescuekit: unattended {settings.default_action} failed: {type(exc).__name__}: {exc}")
+                ok = False
+            DONE.touch()
+            if ok:
+                finish(settings.then, log)
+            else:
+                log("rescuekit: showing the menu")
+        else:
+            follow(log)
+    return menu(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
