@@ -18,7 +18,6 @@ from builder.build_cli import STEP_FACTORIES, base_options
 from builder.overlay_cli import _META, overlay_options
 
 # overlay option values that mean "not given" (their defaults)
-_OVERLAY_DEFAULTS = (None, False, (), "menu", "startnet", "wimlib")
 
 
 @click.command("usb")
@@ -63,8 +62,9 @@ def usb_cmd(ctx: click.Context, device: str | None, image_file: Path | None, siz
     if from_iso is not None:
         build_only = {"--source": source, "--boot-files": boot_files, "--boot-image": boot_image,
                       "--no-prompt": no_prompt or None, "--uefi-ca": None if uefi_ca == "2011" else uefi_ca}
+        # an overlay option typed on the command line (a default or an environment value is not "given")
         build_only.update({f"--{k.replace('_', '-')}": v for k, v in ctx.meta.get(_META, {}).items()
-                           if v not in _OVERLAY_DEFAULTS and not _from_env(ctx, k)})
+                           if _given(ctx, k)})
         given = [k for k, v in build_only.items() if v is not None]
         if given:
             raise UsageError(f"--from-iso writes the ISO's files as they are: {given[0]} cannot be used with it")
@@ -152,11 +152,6 @@ def usb_cmd(ctx: click.Context, device: str | None, image_file: Path | None, siz
 def _given(ctx: click.Context, name: str) -> bool:
     src = ctx.get_parameter_source(name)
     return src is not None and src.name == "COMMANDLINE"
-
-
-def _from_env(ctx: click.Context, key: str) -> bool:
-    src = ctx.get_parameter_source(key)
-    return src is not None and src.name == "ENVIRONMENT"
 
 
 def register(group: click.Group) -> None:
