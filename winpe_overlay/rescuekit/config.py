@@ -25,6 +25,7 @@ class Settings:
     locale: str | None = None
     shell: str = "startnet"
     network: bool = False
+    then: str | None = None  # after an unattended restore: menu, reboot, shutdown, exit
     tool_version: str | None = None
     build_time: str | None = None
 
