@@ -42,7 +42,10 @@ _OPTIONS = [
          help="What the runtime does at boot."),
     _opt("--repository", default=None, help=r"Image repository, e.g. D:\Images or \\server\share\images."),
     _opt("--image-name", default=None, help="Image name for capture/restore (A-Z a-z 0-9 . _ - space)."),
-    _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN."),
+    _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN, or auto (restore: the "
+         "only internal disk that can hold the image; an unattended restore through the menu)."),
+    _opt("--then", "then", type=click.Choice(("menu", "reboot", "shutdown", "exit")), default=None,
+         help="After an unattended restore (--target auto): back to the menu (default), reboot, shut down, exit."),
     _opt("--locale", default=None, help="WinPE user locale, e.g. en-US (wpeutil SetUserLocale)."),
     _opt("--network", is_flag=True, help="Start networking at boot (wpeutil InitializeNetwork)."),
     _opt("--shell", type=click.Choice(SHELLS), default="startnet", show_default=True,
@@ -52,7 +55,7 @@ _OPTIONS = [
 ]
 
 _RUNTIME_KEYS = ["python_embed", "python_version", "python_sha256", "wheelhouse", "drivers", "repository",
-                 "image_name", "target", "locale"]
+                 "image_name", "target", "locale", "then"]
 
 
 def overlay_options(f: Callable) -> Callable:
@@ -75,6 +78,7 @@ def options_from(values: dict) -> OverlayOptions | None:
         repository=values.get("repository"),
         image=values.get("image_name"),
         target=values.get("target"),
+        then=values.get("then"),
         locale=values.get("locale"),
         shell=values.get("shell") or "startnet",
         network=bool(values.get("network")),

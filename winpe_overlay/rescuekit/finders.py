@@ -153,7 +153,9 @@ class DiskRow:
 
     def text(self) -> tuple[str, str]:
         d = self.desc
-        head = " ".join(x for x in (self.path, human(d.get("size") or 0), d.get("model") or "",
+        # an image file given on the command line: its name (the full path was typed by the user)
+        shown = Path(self.path).name if d.get("kind", "file") == "file" and "/" in self.path else self.path
+        head = " ".join(x for x in (shown, human(d.get("size") or 0), d.get("model") or "",
                                     f"[{d['bus']}]" if d.get("bus") else "",
                                     "removable" if d.get("removable") else "", *self.marks) if x)
         parts = d.get("partitions") or []
