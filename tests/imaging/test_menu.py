@@ -152,6 +152,7 @@ def test_capture_flow_adds_an_image(repo_copy, disks, tmp_path):
                keys="2\n1\n1\npc-new\n\n0\n")  # capture, repository 1, disk 1, name, result, exit
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Capture this PC: done" in res.stdout and "pc-new" in res.stdout, res.stdout
+    assert "B/s" in res.stderr, res.stderr  # rich's progress: rate and time left
     names = [i["name"] for i in json.loads(rk("images", repo_copy, "--json").stdout)["images"]]
     assert sorted(names) == ["gpt", "mbr", "pc-new"]
     assert "OK:" in rk("verify", repo_copy).stdout and _sha(source) == before
@@ -183,7 +184,7 @@ def test_unattended_restore_from_a_build_config(repo_copy, disks, tmp_path):
     assert not any(a.read_bytes()) and not any(b.read_bytes())
     res = menu("--no-scan", small, a, "--countdown", "0", keys="", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Unattended restore: done" in res.stdout
+    assert "Unattended restore: done" in res.stdout and "B/s" in res.stderr
     check_disk_files(a, disks["gpt"][1], tmp_path)
     lines = (repo_copy / "logs" / "machines.log").read_text().splitlines()
     gpt_id = next(i["id"] for i in json.loads(rk("images", repo_copy, "--json").stdout)["images"] if i["name"] == "gpt")
@@ -237,3 +238,25 @@ def test_windows_dirs_and_infs_are_found(tmp_path):
     roots = [str(tmp_path / x) for x in "CDE"]
     assert tools.windows_dirs(roots) == [str(tmp_path / "C" / "Windows")]
     assert tools.find_infs(roots) == [str(tmp_path / "E" / "drivers" / "rst" / "iaStorVD.INF")]
+
+
+def test_keys_from_a_terminal_and_a_pipe():
+    """VT100/ANSI sequences (as a serial console sends them) on a pty; plain characters on a pipe."""
+    import io
+
+    from rescuekit.tui.keys import Keys
+
+    master, slave = os.openpty()
+    try:
+        with open(slave, "r", closefd=False) as f:
+            k = Keys(f)
+            assert k.tty
+            with k.active():  # cbreak first: a canonical-mode line discipline would eat the \x7f
+                os.write(master, b"\x1b[A\x1bOB\x1b[6~\r7\x7f\xc3\xa9\x1b")
+                got = [k.read() for _ in range(8)]
+        assert got == ["up", "down", "pgdn", "enter", "7", "backspace", "\u00e9", "esc"]
+    finally:
+        os.close(master)
+        os.close(slave)
+    k = Keys(io.StringIO("12\nERASE\n\x1b"))
+    assert [k.read(), k.read(), k.read(), k.read_line(), k.read()] == ["1", "2", "enter", "ERASE", "esc"]

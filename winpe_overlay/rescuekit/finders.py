@@ -32,7 +32,7 @@ class RepoInfo:
     error: str | None = None
 
     def row(self) -> tuple[str, str]:
-        newest = (f"newest {self.newest.get('name')} {str(self.newest.get('created', ''))[:16]}"
+        newest = (f"newest {self.newest.get('name')} {str(self.newest.get('created', ''))[:16].replace('T', ' ')}"
                   if self.newest else "no images yet")
         label = f"[{self.label}] " if self.label else ""
         free = f", {human(self.free)} free" if self.free is not None else ""

@@ -17,10 +17,10 @@ from rescuekit.imaging.units import human
 from rescuekit.sessionlog import SessionLog, machine_line
 from rescuekit.tui.screen import UI, Item
 
-NO_DISK_HINT = [
-    "No internal disk can be seen. The most common cause is an NVMe SSD behind Intel RST / VMD",
-    "(\"RAID\" or \"Intel RST premium\" SATA mode in the firmware setup): choose Load a driver and load",
-    "the Intel RST VMD driver (iaStorVD.inf) from a USB stick, or set the SATA mode to AHCI.",
+NO_DISK_HINT = [  # lines under 80 columns (WinPE's console)
+    "No internal disk can be seen. Most often: an NVMe SSD behind Intel RST / VMD",
+    "(firmware SATA mode \"RAID\" or \"Intel RST\"). Choose Load a driver and load the",
+    "Intel RST VMD driver (iaStorVD.inf) from a USB stick, or set SATA mode to AHCI.",
 ]
 CONFIRM_WORD = "ERASE"
 
