@@ -47,10 +47,12 @@ def register(group: click.Group) -> None:
 
 
 def main() -> None:
+    import sys
+
     from rescuekit.cli import COMMAND_MODULES, _register_all, cli, run
 
     _register_all(cli, COMMAND_MODULES)
-    run(cli, ["menu"])
+    run(cli, ["menu", *sys.argv[1:]])
 
 
 if __name__ == "__main__":
