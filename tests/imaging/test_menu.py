@@ -193,6 +193,18 @@ def test_unattended_restore_from_a_build_config(repo_copy, disks, tmp_path):
         [host, "auto", "-", gpt_id, "gpt", "refused"], [host, str(a), "-", gpt_id, "gpt", "ok"]]
 
 
+def test_a_build_for_a_named_target_still_opens_the_menu(repo_copy, tmp_path):
+    """default_action restore onto a named disk is launch.cmd's `rescuekit restore` (which asks); `rescuekit menu`
+    started by hand with that config shows the main screen and writes nothing."""
+    target = _blank(tmp_path / "t.img", 256 * MiB)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[rescuekit]\ndefault_action = 'restore'\nrepository = {str(repo_copy)!r}\n"
+                    f"target = {str(target)!r}\n")
+    res = menu("--no-scan", target, "--countdown", "0", keys="0\n", env={"RESCUEKIT_CONFIG": str(conf)})
+    assert res.returncode == 0 and "Main menu" in res.stdout and "Unattended" not in res.stdout, res.stdout
+    assert not any(target.read_bytes())
+
+
 def test_unattended_auto_refuses_the_repositorys_disk(repo_volume, tmp_path):
     res = menu("--no-scan", repo_volume["image"], "--action", "restore", "--repository", repo_volume["repo"],
                "--target", "auto", "--image", "gpt", "--countdown", "0", "--then", "exit", keys="")

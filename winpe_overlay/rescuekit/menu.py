@@ -37,7 +37,13 @@ def menu(paths: tuple[str, ...], action: str | None, repository: str | None, tar
 
     settings = load_settings()
     app = App(settings, list(paths), scan=not no_scan, log_dir=log_dir, repository=repository)
-    rc = app.start(action=action or settings.default_action, target=target or settings.target,
+    target = target or settings.target
+    # Unattended only when asked for: --action restore on the command line, or a build for --target auto. A build
+    # whose launcher runs `rescuekit restore` onto a named disk (which asks) must not make a hand-started menu
+    # overwrite that disk without a question.
+    if action is None:
+        action = "restore" if settings.default_action == "restore" and target == "auto" else "menu"
+    rc = app.start(action=action, target=target,
                    image=image or settings.image, then=then or settings.then or "menu", countdown=countdown)
     raise click.exceptions.Exit(rc)
 
