@@ -79,3 +79,17 @@ def test_runtime_package_never_imports_builder():
     for py in RUNTIME.rglob("*.py"):
         text = py.read_text(encoding="utf-8")
         assert "import builder" not in text and "from builder" not in text, py
+
+
+def test_target_auto_and_then_are_checked_at_build_time():
+    from builder.config import RuntimeConfig
+    from rescuekit.errors import UsageError
+
+    auto = RuntimeConfig(default_action="restore", repository="D:\\Images", target="auto", then="reboot")
+    files = render_overlay_files(auto, [])
+    assert "-B -m rescuekit menu" in files["rescuekit/launch.cmd"]
+    assert 'target = "auto"' in files["rescuekit/config.toml"] and 'then = "reboot"' in files["rescuekit/config.toml"]
+    with pytest.raises(UsageError, match="invalid --target 'auto'"):  # auto picks a disk to overwrite, not to read
+        RuntimeConfig(default_action="capture", repository="D:\\Images", target="auto").validated()
+    with pytest.raises(UsageError, match="invalid --then 'later'"):
+        RuntimeConfig(then="later").validated()
