@@ -13,6 +13,7 @@ from rescuekit import __version__
 from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings  # the runtime's reader: what config.toml may say
 from rescuekit.volumes import LABEL_PATH
 from rescuekit.errors import UsageError
+
 SHELLS = ("startnet", "winpeshl")
 
 # Characters that cmd.exe expands or splits on even inside double quotes (%, !) or that end a quoted
@@ -126,7 +127,7 @@ class RuntimeConfig(Settings):
             validate_windows_path(self.repository, "--repository")
         if self.image is not None:
             validate_image_name(self.image)
-        if self.target is not None:
+        if self.target is not None and not (self.target == "auto" and self.default_action == "restore"):
             validate_target(self.target)
         if self.locale is not None:
             validate_locale(self.locale)
@@ -143,17 +144,20 @@ class RuntimeConfig(Settings):
     def launcher_args(self) -> list[str]:
         """Arguments after ``python -B -m`` for the default action (each one validated, cmd-safe).
 
-        ``menu`` is the runtime's text menu module (it reads config.toml itself); capture/restore call the
-        runtime CLI directly (restore still asks for confirmation before overwriting the target).
+        ``menu`` is the runtime's ``rescuekit menu`` (it reads config.toml itself, also for an unattended restore
+        onto ``--target auto``); capture/restore onto a named disk call the runtime CLI directly (restore still
+        asks for confirmation before overwriting the target).
         """
         if self.default_action == "capture":
             args = ["rescuekit", "capture", self.target or "", self.repository or ""]
             if self.image:
                 args += ["--name", self.image]
             return args
+        if self.default_action == "restore" and self.target == "auto":
+            return ["rescuekit", "menu"]
         if self.default_action == "restore":
             return ["rescuekit", "restore", self.repository or "", self.target or "", "--image", self.image or "latest"]
-        return ["rescuekit.menu"]
+        return ["rescuekit", "menu"]
 
     def as_toml_table(self) -> dict[str, object]:
         """Key/value pairs for config.toml (None values left out)."""

@@ -43,7 +43,8 @@ _OPTIONS = [
          help="What the runtime does at boot."),
     _opt("--repository", default=None, help=r"Image repository, e.g. D:\Images or \\server\share\images."),
     _opt("--image-name", default=None, help="Image name for capture/restore (A-Z a-z 0-9 . _ - space)."),
-    _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN."),
+    _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN, or auto (restore: the "
+         "only internal disk that can hold the image; an unattended restore through the menu)."),
     _opt("--then", type=click.Choice(THEN), default="menu", show_default=True,
          help="After a successful unattended capture/restore: poweroff, reboot or the menu (WinPE: the prompt)."),
     _opt("--countdown", type=click.IntRange(0, COUNTDOWN_MAX), default=10, show_default=True,
@@ -57,7 +58,7 @@ _OPTIONS = [
 ]
 
 _RUNTIME_KEYS = ["python_embed", "python_version", "python_sha256", "wheelhouse", "drivers", "repository",
-                 "image_name", "target", "locale"]
+                 "image_name", "target", "locale", "then"]
 
 
 def overlay_options(f: Callable) -> Callable:

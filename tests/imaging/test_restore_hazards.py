@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -514,16 +513,19 @@ def test_restore_onto_system_disk_and_repository_disk_refused(repo_copy, monkeyp
 # ---------------------------------------------------------------- the menu asks
 
 def test_menu_restore_asks_before_writing(repo, tmp_path):
+    """The menu's restore shows restore()'s own description of the target and writes only after the typed word."""
     target = tmp_path / "t.img"
     rk("restore", repo["path"], target, "--image", "mbr", "--yes")
     before = _sha(target)
     cfg = tmp_path / "config.toml"
     cfg.write_text(f"[rescuekit]\nrepository = {str(repo['path'])!r}\n")
-    res = subprocess.run([sys.executable, "-B", "-m", "rescuekit.menu"], input=f"4\ngpt\n{target}\nn\n0\n",
+    # restore, repository 1, image #1 (gpt: shown second, newest first), disk 1, a wrong word, result, exit
+    res = subprocess.run([sys.executable, "-B", "-m", "rescuekit", "menu", "--no-scan", str(target), "--log-dir",
+                          str(tmp_path / "logs")], input="1\n1\n2\n1\nerase it\n\n0\n",
                          capture_output=True, text=True, env={**os.environ, "RESCUEKIT_CONFIG": str(cfg)},
                          timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Overwrite it?" in res.stderr and "partition table: MBR" in res.stderr, res.stderr
-    assert "restore cancelled; nothing was written" in res.stderr
+    assert "Type ERASE" in res.stdout and "partition table: MBR" in res.stdout, res.stdout
+    assert "restore cancelled; nothing was written" in res.stdout
     assert _sha(target) == before
     assert _unfinished(repo["path"]) == []

@@ -55,7 +55,7 @@ def test_default_menu_startnet_and_launcher():
     assert sorted(files) == ["Windows/System32/startnet.cmd", "rescuekit/config.toml", "rescuekit/launch.cmd"]
     assert lines(files["Windows/System32/startnet.cmd"]) == [*HEADER, "wpeinit", POWER, *ENV_AND_LAUNCH]
     assert lines(files["rescuekit/launch.cmd"]) == [
-        *LAUNCH_HEAD, "X:\\rescuekit\\python\\python.exe -B -m rescuekit.menu", *LAUNCH_TAIL]
+        *LAUNCH_HEAD, "X:\\rescuekit\\python\\python.exe -B -m rescuekit menu", *LAUNCH_TAIL]
 
 
 def test_capture_with_network_locale_drivers_and_spaces():

@@ -78,7 +78,8 @@ def with_repository(boot: Boot, wine_repo: dict) -> None:
 
 def test_startnet_runs_the_boot_chain_then_the_menu_with_the_builds_config(boot: Boot, wine_repo: dict):
     with_repository(boot, wine_repo)
-    res = boot.cmd("/k", STARTNET, input="2\n0\n")  # WinPE: cmd.exe /k startnet.cmd; menu: list images, exit
+    # WinPE: cmd.exe /k startnet.cmd; menu: restore, repository 1, image 1, no disk (message), back, exit
+    res = boot.cmd("/k", STARTNET, input="1\n1\n1\n\n0\n")
     assert res.returncode == 0, res.stdout + res.stderr
     assert boot.stub_calls() == [
         ("wpeinit",),
@@ -89,8 +90,10 @@ def test_startnet_runs_the_boot_chain_then_the_menu_with_the_builds_config(boot:
         ("drvload", "X:\\rescuekit\\drivers\\1\\e1000.inf"),
     ]
     out = res.stdout
-    assert f"repository: {REPOSITORY}" in out  # config.toml read back by the runtime
-    assert f"> rescuekit images {REPOSITORY}" in out and wine_repo["capture"]["id"] in out and IMAGE_NAME in out
+    assert f"Repository {REPOSITORY}" in out  # config.toml's repository found and opened
+    assert f"#1 {IMAGE_NAME}" in out and wine_repo["capture"]["id"][:8] in out  # the image picker
+    assert "Intel RST / VMD" in out  # Wine shows no physical disk: the no-internal-disk screen says why
+    assert list((boot.d_drive / REPOSITORY[3:] / "logs").glob("rescuekit-*.log"))  # the session log, copied
     assert EXITED in out and "dropping to the command prompt" not in out
     assert out.rstrip().endswith(">"), out  # the prompt is still there afterwards (end of input closes it)
     assert "Traceback" not in res.stderr, res.stderr
@@ -101,14 +104,15 @@ def test_startnet_runs_the_boot_chain_then_the_menu_with_the_builds_config(boot:
 def test_launcher_menu_starts_and_exits_cleanly(boot: Boot, keys: str):
     res = boot.cmd("/c", LAUNCHER, input=keys)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "0  Exit to the command prompt" in res.stdout and "Choice:" in res.stdout
+    assert "Main menu" in res.stdout and "Esc or 0: exit to the prompt" in res.stdout
+    assert "Restore a Windows system image backup  (not in this version)" in res.stdout
     assert "dropping to the command prompt" not in res.stdout and res.stderr == "", res.stderr
     assert boot.stub_calls() == []
 
 
 BROKEN = {
     # a runtime copy without the menu module
-    "module-missing": ("rescuekit/lib/rescuekit/menu.py", None, 1, "No module named rescuekit.menu"),
+    "module-missing": ("rescuekit/lib/rescuekit/menu.py", None, 2, "No such command 'menu'"),
     # a damaged runtime module
     "module-damaged": ("rescuekit/lib/rescuekit/config.py", b"def settings(:\n", 1, "SyntaxError"),
     # python.exe cannot start at all: STATUS_DLL_NOT_FOUND, a negative exit code
@@ -148,6 +152,20 @@ def test_default_actions_get_the_builds_values_intact(boot: Boot, wine_repo: dic
     assert res.stderr.strip().startswith(DEVICE_ERROR), res.stderr
     assert "dropping to the command prompt" in res.stdout
     assert not (boot.d_drive / REPOSITORY[3:] / "new").exists()  # nothing made before the source opened
+
+
+def test_unattended_auto_target_refuses_when_no_disk_fits_and_logs_the_machine(boot: Boot, wine_repo: dict):
+    """--target auto: the launcher runs the menu unattended; Wine shows no disk, so it refuses and logs why."""
+    with_repository(boot, wine_repo)
+    boot.set_config(RuntimeConfig(default_action="restore", repository=REPOSITORY, target="auto", image=IMAGE_NAME,
+                                  then="menu"))
+    assert "-m rescuekit menu" in (boot.tree / "rescuekit" / "launch.cmd").read_text()
+    res = boot.cmd("/c", LAUNCHER)
+    assert "rescuekit exited with code 1; dropping to the command prompt." in res.stdout, res.stdout + res.stderr
+    assert "--target auto needs exactly one internal disk" in res.stderr and "found 0" in res.stderr, res.stderr
+    line = (boot.d_drive / REPOSITORY[3:] / "logs" / "machines.log").read_text().splitlines()
+    assert len(line) == 1 and line[0].split("\t")[2:] == ["auto", "-", wine_repo["capture"]["id"], IMAGE_NAME,
+                                                            "refused"], line
 
 
 HOSTILE = [

@@ -1,92 +1,62 @@
-"""A small text menu over the runtime's commands: the launcher's ``menu`` default action.
+"""``rescuekit menu``: the rescue environment's full-screen menu (the launcher's default on WinPE and the Linux
+base; on hosts it works on image files given on the command line). See docs/menu.md.
 
-``python -m rescuekit.menu`` (what ``X:\\rescuekit\\launch.cmd`` runs) reads the build's config.toml for the
-repository / target / image defaults, then runs the chosen ``rescuekit`` command in-process. Exit (0, or end of
-input) returns to the WinPE command prompt.
+Only click and the config reader are imported here: every other verb's start stays fast; the UI (rich pages and
+the key reader in ``rescuekit.tui``) and the flows (``rescuekit.menu_app``) load when ``menu`` runs.
+``python -m rescuekit.menu`` is the same as ``python -m rescuekit menu``.
 """
 from __future__ import annotations
 
 import click
 
-from rescuekit import __version__
-from rescuekit.cli import COMMAND_MODULES, _one_line, _register_all, cli, run, safe_std_streams
-from rescuekit.config import Settings, load_settings
-from rescuekit.errors import RescueError
-
-CHOICES = [
-    ("1", "List disks"),
-    ("2", "List images in the repository"),
-    ("3", "Capture a disk into the repository"),
-    ("4", "Restore an image onto a disk"),
-    ("5", "Verify the repository"),
-    ("6", "Change the repository folder"),
-    ("0", "Exit to the command prompt"),
-]
+from rescuekit.config import ACTIONS, THEN
 
 
-def run_command(args: list[str]) -> int:
-    """Run ``rescuekit ARGS`` in-process; its one-line errors are printed by the CLI itself."""
-    click.echo(f"> rescuekit {' '.join(args)}")
-    try:
-        run(cli, args)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code:
-            click.echo(f"(exit code {code})")
-        return code
-    return 0
+@click.command("menu")
+@click.argument("paths", nargs=-1)
+@click.option("--action", type=click.Choice(ACTIONS), help="Start an action unattended instead of the main "
+              "screen (default: the build's default_action).")
+@click.option("--repository", help="Repository folder (default: the build's; also searched for on every volume).")
+@click.option("--target", help="Disk to restore onto, or 'auto': the only internal disk that can hold the image.")
+@click.option("--image", help="Image id, name or 'latest' for an unattended restore.")
+@click.option("--then", "then", type=click.Choice(THEN), help="After an unattended restore (default: the build's, "
+              "else menu).")
+@click.option("--countdown", type=click.IntRange(0, 3600), default=10, show_default=True,
+              help="Seconds the unattended countdown screen waits (Esc cancels).")
+@click.option("--no-scan", is_flag=True, help="Do not search attached volumes nor list this machine's disks: only PATHS and "
+              "--repository (hosts working on image files).")
+@click.option("--log-dir", help="Where the session log is written (default: X:\\ on WinPE, /run/rescuekit on "
+              "Linux, else the temp folder).")
+def menu(paths: tuple[str, ...], action: str | None, repository: str | None, target: str | None, image: str | None,
+         then: str | None, countdown: int, no_scan: bool, log_dir: str | None) -> None:
+    """The rescue menu. PATHS: folders to search for repositories and disk image files to offer as disks."""
+    from rescuekit.config import load_settings
+    from rescuekit.menu_app import App
+
+    settings = load_settings()
+    app = App(settings, list(paths), scan=not no_scan, log_dir=log_dir, repository=repository)
+    target = target or settings.target
+    # Unattended only when asked for: --action restore on the command line, or a build for --target auto. A build
+    # whose launcher runs `rescuekit restore` onto a named disk (which asks) must not make a hand-started menu
+    # overwrite that disk without a question.
+    if action is None:
+        action = "restore" if settings.default_action == "restore" and target == "auto" else "menu"
+    rc = app.start(action=action, target=target,
+                   image=image or settings.image, then=then or settings.then or "menu", countdown=countdown)
+    raise click.exceptions.Exit(rc)
 
 
-def _ask(text: str, default: str | None) -> str:
-    return click.prompt(text, default=default, show_default=default is not None).strip()
-
-
-def menu(settings: Settings) -> int:
-    _register_all(cli, COMMAND_MODULES)
-    repo = settings.repository
-    while True:
-        click.echo()
-        click.echo(f"rescuekit {__version__} - repository: {repo or '(not set)'}")
-        for key, label in CHOICES:
-            click.echo(f"  {key}  {label}")
-        try:
-            choice = _ask("Choice", None)
-            if choice == "0":
-                return 0
-            if choice == "1":
-                run_command(["disks"])
-            elif choice == "6":
-                repo = _ask("Repository folder", repo)
-            elif choice in ("2", "3", "4", "5"):
-                if not repo:
-                    repo = _ask("Repository folder", None)
-                if choice == "2":
-                    run_command(["images", repo])
-                elif choice == "5":
-                    run_command(["verify", repo])
-                elif choice == "3":
-                    source = _ask(r"Disk to capture (e.g. \\.\PhysicalDrive0)", settings.target)
-                    name = _ask("Image name", settings.image or "image")
-                    run_command(["capture", source, repo, "--name", name])
-                else:
-                    image = _ask("Image (id, name or latest)", settings.image or "latest")
-                    target = _ask(r"Disk to overwrite (e.g. \\.\PhysicalDrive0)", settings.target)
-                    run_command(["restore", repo, target, "--image", image])
-            else:
-                click.echo(f"unknown choice {choice!r}")
-        except (click.Abort, EOFError):
-            click.echo()
-            return 0
+def register(group: click.Group) -> None:
+    group.add_command(menu)
 
 
 def main() -> None:
-    safe_std_streams()
-    try:
-        settings = load_settings()
-    except RescueError as exc:  # a damaged config.toml: one line, then launch.cmd drops to the prompt
-        click.echo(f"rescuekit: error: {_one_line(exc)}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    raise SystemExit(menu(settings))
+    import sys
+
+    from rescuekit.cli import COMMAND_MODULES, _register_all, cli, run
+
+    _register_all(cli, COMMAND_MODULES)
+    run(cli, ["menu", *sys.argv[1:]])
 
 
 if __name__ == "__main__":
