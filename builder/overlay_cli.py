@@ -58,7 +58,7 @@ _OPTIONS = [
 ]
 
 _RUNTIME_KEYS = ["python_embed", "python_version", "python_sha256", "wheelhouse", "drivers", "repository",
-                 "image_name", "target", "locale", "then"]
+                 "image_name", "target", "locale"]
 
 
 def overlay_options(f: Callable) -> Callable:

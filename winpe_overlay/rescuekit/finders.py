@@ -106,10 +106,10 @@ def repo_info(path: Path) -> RepoInfo:
     except OSError:
         free = None
     try:
-        docs = Repository.open(path).images()
+        docs, _bad = Repository.open(path).scan_images()  # oldest first, by sequence number
     except (RescueError, OSError) as exc:
         return RepoInfo(str(path), volume_label(str(path)), free, 0, None, error=f"cannot be read: {exc}")
-    newest = max(docs, key=lambda d: str(d.get("created"))) if docs else None
+    newest = docs[-1] if docs else None  # by sequence, never by the capturing machine's clock
     return RepoInfo(str(path), volume_label(str(path)), free, len(docs), newest)
 
 

@@ -156,7 +156,7 @@ class App:
         from rescuekit.repo.repository import Repository
 
         try:
-            docs = Repository.open(repo).images()
+            docs, _bad = Repository.open(repo).scan_images()  # unreadable manifests: `images` names them
         except (RescueError, OSError) as exc:
             self.fail(heading, exc)
             return None
