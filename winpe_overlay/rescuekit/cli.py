@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "rescuekit.disks_cli",    # disks
     "rescuekit.imaging_cli",  # capture, images, restore, verify, forget, prune
     "rescuekit.winbackup_cli",  # winbackup list|restore|import
+    "rescuekit.files_cli",    # files, extract, find
 ]
 
 

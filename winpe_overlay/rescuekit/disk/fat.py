@@ -145,6 +145,8 @@ class FatEntry:
     attributes: int
     cluster: int  # first cluster (0: empty file / the root)
     size: int
+    mtime: float | None = None  # seconds since the epoch (FAT stores local time: read as the local zone)
+    ctime: float | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -188,6 +190,22 @@ def _short_name(e: bytes) -> str:
     return f"{base}.{ext}" if ext else base
 
 
+def fat_time(date: int, tod: int, tenths: int = 0) -> float | None:
+    """A FAT date + time (local time, 2-second steps; creation times add 10 ms units) as epoch seconds."""
+    import time
+
+    if date == 0:
+        return None
+    y, mo, d = 1980 + (date >> 9), date >> 5 & 0x0F, date & 0x1F
+    h, mi, sec = tod >> 11, tod >> 5 & 0x3F, (tod & 0x1F) * 2
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and sec < 60):
+        return None
+    try:
+        return time.mktime((y, mo, d, h, mi, sec, 0, 0, -1)) + tenths / 100
+    except (OverflowError, ValueError):
+        return None
+
+
 def parse_dir(data: bytes) -> list[FatEntry]:
     """Entries of a FAT directory (volume label, deleted and "."/".." entries left out; long names joined)."""
     out: list[FatEntry] = []
@@ -212,7 +230,9 @@ def parse_dir(data: bytes) -> list[FatEntry]:
         if short in (".", ".."):
             continue
         cluster = struct.unpack_from("<H", e, 26)[0] | struct.unpack_from("<H", e, 20)[0] << 16
-        out.append(FatEntry(name, short, e[11], cluster, struct.unpack_from("<I", e, 28)[0]))
+        ctd, cdate, _adate, _hi, mtod, mdate = struct.unpack_from("<HHHHHH", e, 14)
+        out.append(FatEntry(name, short, e[11], cluster, struct.unpack_from("<I", e, 28)[0],
+                            fat_time(mdate, mtod), fat_time(cdate, ctd, min(e[13], 199))))
     return out
 
 
