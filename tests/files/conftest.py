@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from files_helpers import make_disk, make_fat, make_ntfs
+from files_helpers import make_disk, make_exfat, make_fat, make_ntfs
 
 from tests.conftest import require_tools
 from tests.winbackup.conftest import win7, win10  # noqa: F401 - the backups the winbackup tests use
@@ -28,3 +28,14 @@ def vols(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"ntfs": d / "ntfs.img", "fat": d / "fat.img", "disk": disk, "repo": repo,
             "image": json.loads(res.stdout), "ntfs_files": ntfs["files"], "streams": ntfs["streams"],
             "fat_files": fat["files"]}
+
+
+@pytest.fixture(scope="session")
+def exfat_vol(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    require_tools("mkfs.exfat", "mount.exfat-fuse", "losetup", "umount")
+    d = tmp_path_factory.mktemp("exfat")
+    info = make_exfat(d / "exfat.img")
+    repo = d / "repo"
+    subprocess.run([sys.executable, "-m", "rescuekit", "capture", str(d / "exfat.img"), str(repo), "--name", "stick"],
+                   capture_output=True, text=True, check=True)
+    return {"img": d / "exfat.img", "repo": repo, "files": info["files"]}

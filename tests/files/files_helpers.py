@@ -128,3 +128,36 @@ def make_disk(path: Path, fat_vol: Path, ntfs_vol: Path) -> Path:
     for vol, p in ((fat_vol, lay[0]), (ntfs_vol, lay[1])):
         mtd._dd_into(vol, path, p["start"] * 512)
     return path
+
+
+def make_exfat(path: Path, size: int = 48 * MiB) -> dict:
+    """mkfs.exfat, then files written through exfat-fuse on a loop device (detached whatever happens)."""
+    mtd.make_exfat_volume(path, size, label="STICK")
+    mnt = Path(tempfile.mkdtemp(dir=path.parent))
+    loop = run("losetup", "-f", "--show", path).strip()
+    try:
+        run("mount.exfat-fuse", loop, mnt)
+        try:
+            rng = random.Random(9)
+            deep = mnt / "Camera/DCIM/100MEDIA/Ünïcode – a long folder name beyond 15 characters"
+            deep.mkdir(parents=True)
+            (deep / "VID_0001.MP4").write_bytes(rng.randbytes(5 * MiB + 7))
+            (mnt / "Camera/notes.txt").write_bytes(b"exfat notes\n" * 100)
+            (mnt / "empty.bin").write_bytes(b"")
+            fragmented = mnt / "fragmented.bin"  # two files grown in turn: FAT-chained, not contiguous
+            other = mnt / "other.bin"
+            with open(fragmented, "wb") as f, open(other, "wb") as g:
+                for _ in range(8):
+                    f.write(rng.randbytes(70_000))
+                    f.flush()
+                    g.write(rng.randbytes(70_000))
+                    g.flush()
+            for i, p in enumerate(sorted(mnt.rglob("*"))):
+                os.utime(p, (T0 + 2 * i, T0 + 2 * i))
+            files = expected(mnt)
+        finally:
+            run("umount", mnt)
+    finally:
+        run("losetup", "-d", loop)
+        mnt.rmdir()
+    return {"files": files}

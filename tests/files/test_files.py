@@ -80,6 +80,19 @@ def test_extract_fat_from_repository_and_raw(vols: dict, tmp_path: Path) -> None
     assert sha_file(raw / "IMG_0001.JPG") == want["Photos/2023/Summer/IMG_0001.JPG"][0]
 
 
+def test_exfat_from_raw_and_repository(exfat_vol: dict, tmp_path: Path) -> None:
+    doc = rk_json("files", exfat_vol["img"], "/", "--recursive")
+    assert doc["fs"] == "exfat"
+    assert any(e["name"] == "Ünïcode – a long folder name beyond 15 characters" for e in doc["entries"])
+    for i, src in enumerate((exfat_vol["img"], exfat_vol["repo"])):
+        out = tmp_path / str(i)
+        out.mkdir()
+        rk("extract", src, "/", out)
+        # exfat-fuse writes local time without a UTC offset; both sides read it in the same zone
+        check_tree(out / "volume", exfat_vol["files"], 0)
+    assert [m["name"] for m in rk_json("find", exfat_vol["repo"], "vid_*")["matches"]] == ["VID_0001.MP4"]
+
+
 def test_one_file_reads_only_its_chunks(vols: dict, tmp_path: Path) -> None:
     r = rk_json("extract", vols["repo"], "--partition", "2", "Big/ten.bin", tmp_path)
     chunk = vols["image"].get("chunk_size", 256 << 10)

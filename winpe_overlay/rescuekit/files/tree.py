@@ -223,13 +223,50 @@ class FatTree(Tree):
             left -= take
 
 
+class ExfatTree(Tree):
+    kind = "exfat"
+
+    def __init__(self, dev: BlockDevice) -> None:
+        self.dev = dev
+        b = fat.parse_exfat_boot(dev.read(0, 512))
+        if b is None:
+            raise RescueError(f"no exFAT boot sector on {dev.path}")
+        self.boot = b
+
+    def root(self) -> Node:
+        return Node("", "", True, 0, None, None, FILE_ATTRIBUTE_DIRECTORY, ref=None)
+
+    def listdir(self, node: Node) -> list[Node]:
+        return [Node(e.name, _join(node.path, e.name), e.is_dir, 0 if e.is_dir else e.size, e.mtime, e.ctime,
+                     e.attributes & 0x37, ref=e) for e in fat.exfat_listdir(self.dev, 0, self.boot, node.ref)]
+
+    def _key(self, node: Node) -> object:
+        return node.ref.cluster if node.ref is not None else self.boot.root_cluster
+
+    def read(self, node: Node, stream: str = ""):
+        if stream:
+            return
+        e: fat.ExfatEntry = node.ref
+        b = self.boot
+        left, valid = e.size, e.valid
+        for c, n in fat.exfat_clusters(self.dev, 0, b, e.cluster, e.size, e.contiguous, node.path):
+            pos, end = b.cluster_pos(c), b.cluster_pos(c) + n * b.cluster_size
+            while pos < end and left > 0:
+                take = min(1 << 20, end - pos, left)
+                piece = self.dev.read(pos, take) if valid > 0 else bytes(take)
+                if 0 < valid < take:
+                    piece = piece[:valid] + bytes(take - valid)
+                yield piece
+                valid -= take
+                left -= take
+                pos += take
+
+
 def open_tree(dev: BlockDevice, kind: str) -> Tree:
     if kind == "ntfs":
         return NtfsTree(dev)
     if kind in ("fat12", "fat16", "fat32"):
         return FatTree(dev)
     if kind == "exfat":
-        from rescuekit.files.exfat_tree import ExfatTree
-
         return ExfatTree(dev)
     raise RescueError(f"{dev.path}: cannot browse a {kind} volume")
