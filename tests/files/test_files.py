@@ -55,6 +55,20 @@ def test_list_ntfs_volume(vols: dict) -> None:
     deep = "Users/Ana/Documents/" + "/".join(f"level{i:02d}" for i in range(14))
     d = rk_json("files", vols["ntfs"], deep.lower())  # case-insensitive lookup, case kept in the answer
     assert [e["name"] for e in d["entries"]] == ["thesis final v3.docx"] and d["path"] == "/" + deep
+    comp = rk_json("files", vols["ntfs"], "Compressed")["entries"]
+    assert sorted(e["name"] for e in comp) == ["log.txt", "mixed.bin", "small.txt"]
+    assert all(e["attributes"][6] == "C" for e in comp)
+    from rescuekit.disk import ntfs
+    from rescuekit.files.source import open_source
+    from rescuekit.files.tree import open_tree
+
+    with open_source(str(vols["ntfs"])) as src:  # ntfs-3g really stored LZNT1 compression units
+        tree = open_tree(src.device, src.fs)
+        for name in ("log.txt", "mixed.bin"):
+            st = ntfs.data_stream(tree.vol, tree.lookup(f"Compressed/{name}").ref)
+            assert st.unit == 16 and sum(n for lcn, n in st.runs if lcn is not None) * 4096 < st.size, name
+        st = ntfs.data_stream(tree.vol, tree.lookup("sparse.vhd").ref)
+        assert sum(n for lcn, n in st.runs if lcn is None) * 4096 > 10 * MiB  # holes, not zeros on disk
     text = rk("files", vols["ntfs"], "Users/Ana/Documents").stdout
     assert "Résumé – 2024.txt" in text and "日本語のファイル名.txt" in text
 

@@ -176,23 +176,29 @@ class NtfsTree(Tree):
         yield from ntfs.iter_stream(self.vol, st, where)
 
 
-class FatTree(Tree):
-    kind = "fat"
+class _BootTree(Tree):
+    """A tree whose volume is described by its boot sector alone (FAT, exFAT); the root has no entry."""
+
+    parse = staticmethod(fat.parse_fat_boot)
+    what = "FAT"
 
     def __init__(self, dev: BlockDevice) -> None:
         self.dev = dev
-        b = fat.parse_fat_boot(dev.read(0, 512))
+        b = self.parse(dev.read(0, 512))
         if b is None:
-            raise RescueError(f"no FAT boot sector on {dev.path}")
+            raise RescueError(f"no {self.what} boot sector on {dev.path}")
         self.boot = b
-        self.kind = b.kind
+
+    def root(self) -> Node:
+        return Node("", "", True, 0, None, None, FILE_ATTRIBUTE_DIRECTORY, ref=None)
+
+
+class FatTree(_BootTree):
+    kind = "fat"
 
     def _node(self, e: fat.FatEntry, path: str) -> Node:
         return Node(e.name, path, e.is_dir, 0 if e.is_dir else e.size, e.mtime, e.ctime, e.attributes & 0x37,
                     ref=e)
-
-    def root(self) -> Node:
-        return Node("", "", True, 0, None, None, FILE_ATTRIBUTE_DIRECTORY, ref=None)
 
     def listdir(self, node: Node) -> list[Node]:
         return [self._node(e, _join(node.path, e.name)) for e in fat.fat_listdir(self.dev, 0, self.boot, node.ref)]
@@ -223,18 +229,10 @@ class FatTree(Tree):
             left -= take
 
 
-class ExfatTree(Tree):
+class ExfatTree(_BootTree):
     kind = "exfat"
-
-    def __init__(self, dev: BlockDevice) -> None:
-        self.dev = dev
-        b = fat.parse_exfat_boot(dev.read(0, 512))
-        if b is None:
-            raise RescueError(f"no exFAT boot sector on {dev.path}")
-        self.boot = b
-
-    def root(self) -> Node:
-        return Node("", "", True, 0, None, None, FILE_ATTRIBUTE_DIRECTORY, ref=None)
+    parse = staticmethod(fat.parse_exfat_boot)
+    what = "exFAT"
 
     def listdir(self, node: Node) -> list[Node]:
         return [Node(e.name, _join(node.path, e.name), e.is_dir, 0 if e.is_dir else e.size, e.mtime, e.ctime,
