@@ -666,10 +666,10 @@ def iter_stream(vol: "NtfsVolume", st: NtfsStream, where: str):
             if lcn is None or pos >= st.initialized:
                 data = bytes(n)
             else:
-                data = vol.dev.read(vol.offset + lcn * cs + (pos - (vcn - length) * cs), n)
+                data = bytearray(n)  # read in place: a piece is copied once, into the caller's file
+                vol.dev.readinto(vol.offset + lcn * cs + (pos - (vcn - length) * cs), memoryview(data))
                 if pos + n > st.initialized:
-                    keep = st.initialized - pos
-                    data = data[:keep] + bytes(n - keep)
+                    data[st.initialized - pos:] = bytes(pos + n - st.initialized)
             yield data
             done += n
             pos += n
