@@ -257,7 +257,11 @@ def test_hostile_names_and_loops(vols: dict, tmp_path: Path) -> None:
     data[mft + hit * 1024 + 0x100:mft + hit * 1024 + 0x110] = b"\xff" * 16  # inside the attributes, fixups stay
     data[mft + hit * 1024 + 0x1FE] ^= 0xFF  # torn: the update sequence no longer matches
     img.write_bytes(bytes(data))
-    one_line_error(rk("files", img, "box", check=False), "MFT record")
+    listing = rk_json("files", img, "box")["entries"]  # the others are still listed, the damaged one flagged
+    assert "MFT record" in next(e for e in listing if e["name"] == "CON.txt")["error"]
+    assert sum(1 for e in listing if "error" not in e) == 5
+    res = rk("extract", img, "box/CON.txt", out / "box", check=False)
+    one_line_error(res, "/box/CON.txt", "MFT record")
 
 
 def test_safe_name() -> None:
@@ -268,3 +272,23 @@ def test_safe_name() -> None:
     assert safe_name("nul .txt", windows=True).startswith("_")
     assert safe_name("x:y?", windows=True) == "x_y_" and safe_name("end. ", windows=True) == "end"
     assert safe_name("CON", windows=False) == "CON"
+
+
+def test_lznt1_and_cache_limits(vols: dict) -> None:
+    from rescuekit.disk import lznt1
+    from rescuekit.errors import RescueError
+    from rescuekit.files.source import open_source
+
+    # an uncompressed chunk (header bit 15 clear) is padded to 4096 bytes; a compressed one: "abc" then a
+    # copy token (offset 3, length 3+3) -> "abcabcabc"
+    assert lznt1.decompress(bytes([0x02, 0x30]) + b"xyz", 5) == b"xyz\0\0"
+    comp = bytes([0x08]) + b"abc" + (((3 - 1) << 12) | 3).to_bytes(2, "little")
+    assert lznt1.decompress((0xB000 | len(comp) - 1).to_bytes(2, "little") + comp, 9) == b"abcabcabc"
+    bad = bytes([0x01]) + (0xFFFF).to_bytes(2, "little")  # a copy token before any byte of output
+    with pytest.raises(RescueError, match="LZNT1"):
+        lznt1.decompress((0xB000 | len(bad) - 1).to_bytes(2, "little") + bad, 10)
+    with open_source(str(vols["repo"]), partition=2) as src:  # the LRU keeps at most its byte budget
+        src.view._cache_max = 1 << 20
+        for pos in range(0, 40 << 20, 1 << 20):
+            src.device.read(pos, 4096)
+        assert src.view._cache_bytes <= 1 << 20 and len(src.view._cache) <= 4

@@ -22,7 +22,7 @@ def _when(t: float | None) -> str:
 
 
 def _line(n) -> str:
-    extra = []
+    extra = [f"damaged: {n.error}"] if n.error else []
     if n.links > 1:
         extra.append(f"{n.links} links")
     if n.reparse:
@@ -62,6 +62,9 @@ def files_cmd(source: str, path: str, image: str | None, partition: int | None, 
             return
         for n in items:
             click.echo(_line(n))
+        for n in items:
+            if n.error:
+                click.echo(f"rescuekit: warning: {n.path}: {n.error}", err=True)
 
 
 @click.command("extract")

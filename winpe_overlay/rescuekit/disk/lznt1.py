@@ -17,6 +17,10 @@ def _chunk(src: bytes, pos: int, end: int, out: bytearray, where: str) -> None:
     while pos < end:
         flags = src[pos]
         pos += 1
+        if flags == 0:  # eight literals (common in poorly compressible data): one slice, not eight appends
+            out += src[pos:min(pos + 8, end)]
+            pos += 8
+            continue
         for bit in range(8):
             if pos >= end:
                 break

@@ -72,6 +72,9 @@ class Extractor:
 
     def _one(self, node: Node, folder: Path, seen: frozenset, depth: int) -> None:
         target = self._target(folder, node if node.name else Node("volume", "/", True, 0, None, None, 0x10))
+        if node.error:
+            self.report.errors.append(f"{node.path}: {node.error}")
+            return
         if node.reparse:
             self.report.notes.append(f"{node.path}: a reparse point (link or junction): reported, not followed")
             return

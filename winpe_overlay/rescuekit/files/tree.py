@@ -38,6 +38,7 @@ class Node:
     reparse: bool = False
     encrypted: bool = False
     ref: object = None  # the file system's own handle (NTFS record number, FatEntry)
+    error: str | None = None  # the entry is listed but its record cannot be read (why)
 
     @property
     def attr_text(self) -> str:
@@ -46,6 +47,8 @@ class Node:
     def doc(self) -> dict:
         d = {"name": self.name, "path": self.path, "type": "dir" if self.is_dir else "file", "size": self.size,
              "modified": self.mtime, "created": self.ctime, "attributes": self.attr_text}
+        if self.error:
+            d["error"] = self.error
         if isinstance(self.ref, int):
             d.update(record=self.ref, links=self.links, reparse=self.reparse, encrypted=self.encrypted,
                      streams=[{"name": n, "size": s} for n, s in self.streams])
@@ -94,7 +97,7 @@ class Tree:
         kids = self.listdir(node)
         yield node, kids
         for k in kids:
-            if k.is_dir:
+            if k.is_dir and not k.error:
                 yield from self.walk(k, depth + 1, seen | {key})
 
     def _key(self, node: Node) -> object:
@@ -158,18 +161,29 @@ class NtfsTree(Tree):
         for e in self.vol.listdir(node.ref):
             if node.ref == ntfs.FILE_ROOT and e.record < 16 and e.name.startswith("$") or e.name == ".":
                 continue  # the metadata files ($MFT, $Bitmap, ...) are not user files
-            out.append(self._node(e.record, e.name, _join(node.path, e.name)))
+            out.append(self._entry(e, node.path))
         return out
+
+    def _entry(self, e: ntfs.DirEntry, parent: str) -> Node:
+        path = _join(parent, e.name)
+        try:
+            return self._node(e.record, e.name, path)
+        except RescueError as exc:  # one damaged record must not hide its folder's other entries
+            return Node(e.name, path, e.is_dir, e.size, None, None, 0, ref=e.record, error=str(exc))
 
     def child(self, node: Node, name: str) -> Node | None:
         e = self.vol.find(node.ref, name)
-        return None if e is None else self._node(e.record, e.name, _join(node.path, e.name))
+        if e is None:
+            return None
+        return self._entry(e, node.path)
 
     def _key(self, node: Node) -> object:
         return node.ref
 
     def read(self, node: Node, stream: str = ""):
         where = f"{node.path}{':' + stream if stream else ''}"
+        if node.error:
+            raise RescueError(node.error)
         st = ntfs.data_stream(self.vol, node.ref, stream)
         if st is None:
             return
