@@ -87,11 +87,18 @@ def make_ntfs(path: Path, size: int = 96 * MiB) -> dict:
         (mnt / "withstream.txt:Zone.Identifier").write_bytes(b"[ZoneTransfer]\r\nZoneId=3\r\n")
         (mnt / "withstream.txt:big").write_bytes(rng.randbytes(300_000))
         os.link(mnt / "Users/Ana/tiny.ini", mnt / "hardlink.ini")
-        for i, p in enumerate(sorted([comp, *comp.iterdir(), mnt / "sparse.vhd", mnt / "withstream.txt"])):
+        many = mnt / "manystreams.txt"  # more streams than one 1 KiB MFT record holds: an $ATTRIBUTE_LIST
+        many.write_bytes(rng.randbytes(20_000))
+        streams = {}
+        for i in range(40):
+            data = rng.randbytes(100 + i * 37)
+            (mnt / f"manystreams.txt:stream number {i:02d} with a long name").write_bytes(data)
+            streams[f"manystreams.txt:stream number {i:02d} with a long name"] = sha(data)
+        for i, p in enumerate(sorted([comp, *comp.iterdir(), mnt / "sparse.vhd", mnt / "withstream.txt", many])):
             os.utime(p, (T0 + 1000 + i, T0 + 1000 + i + 0.5))
         files = expected(mnt)
-        streams = {"withstream.txt:Zone.Identifier": sha(b"[ZoneTransfer]\r\nZoneId=3\r\n"),
-                   "withstream.txt:big": sha((mnt / "withstream.txt:big").read_bytes())}
+        streams.update({"withstream.txt:Zone.Identifier": sha(b"[ZoneTransfer]\r\nZoneId=3\r\n"),
+                        "withstream.txt:big": sha((mnt / "withstream.txt:big").read_bytes())})
     finally:
         run("umount", mnt)
         mnt.rmdir()
