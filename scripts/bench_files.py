@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_test_disks as mtd  # noqa: E402
+import make_test_disks as mtd
 
 MiB = 1 << 20
 

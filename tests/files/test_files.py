@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from files_helpers import MiB, expected, sha_file
-
 from rescuekit.files.extract import safe_name
 
 
@@ -234,7 +233,8 @@ def test_hostile_names_and_loops(vols: dict, tmp_path: Path) -> None:
         (src / "box" / name).write_bytes(name.encode() * 10)
     img = tmp_path / "hostile.img"
     mtd.make_ntfs_volume(img, 16 * MiB, src)
-    u = lambda s: s.encode("utf-16-le")  # noqa: E731
+    def u(s: str) -> bytes:
+        return s.encode("utf-16-le")
     assert _patch_all(img, u("HO"), u("..")) >= 2
     assert _patch_all(img, u("HOSTILE1"), u("../../X1")) >= 2
     assert _patch_all(img, u("HOSTILE2"), u("..\\..\\X2")) >= 2

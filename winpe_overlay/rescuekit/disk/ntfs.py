@@ -591,7 +591,7 @@ class NtfsStream:
     unit: int  # compression unit in clusters (0: not compressed)
 
 
-def data_stream(vol: "NtfsVolume", number: int, name: str = "") -> NtfsStream | None:
+def data_stream(vol: NtfsVolume, number: int, name: str = "") -> NtfsStream | None:
     """The $DATA stream ``name`` ("" the main one) of file ``number``, or None when it has none."""
     extents = attribute_records(vol.dev, vol.offset, vol.boot, number, AT_DATA, name)
     if not extents:
@@ -626,7 +626,7 @@ def _runs_slice(runs: list[tuple[int | None, int]], vcn: int, count: int) -> lis
     return out
 
 
-def iter_stream(vol: "NtfsVolume", st: NtfsStream, where: str):
+def iter_stream(vol: NtfsVolume, st: NtfsStream, where: str):
     """Yield the stream's bytes in pieces of at most ~STREAM_PIECE: sparse runs and the part past the
     initialized size as zeros, LZNT1 compression units decoded."""
     from rescuekit.disk import lznt1

@@ -108,7 +108,8 @@ class Extractor:
             self._times(target, node)
 
     def _stream(self, node: Node, sname: str, target: Path) -> None:
-        sname_safe = sname.replace("/", "_").replace("\\", "_").replace("\0", "_")
+        # a stream name is one more component (":" would start a stream type on Windows)
+        sname_safe = safe_name(sname).replace(":", "_")
         spath = Path(f"{target}:{sname_safe}")
         if sys.platform == "win32" and not _win_allows_streams(target):
             self.report.notes.append(f"{node.path}:{sname}: alternate data stream skipped (the destination "
