@@ -48,10 +48,10 @@ def test_menu_reads_the_builds_repository_and_exits_to_the_prompt(tmp_path):
     env = {**os.environ, "RESCUEKIT_CONFIG": str(cfg)}
     for entry in (["-m", "rescuekit", "menu"], ["-m", "rescuekit.menu"]):  # the verb, and the old module entry
         r = subprocess.run([sys.executable, "-B", *entry, "--no-scan", "--log-dir", str(tmp_path / "logs")],
-                           input="1\n\n99\n5\n0\n", capture_output=True, text=True, env=env)
+                           input="1\n\n99\n6\n0\n", capture_output=True, text=True, env=env)
         assert r.returncode == 0 and r.stderr == "", r.stdout + r.stderr
         assert "No rescuekit repository was found" in r.stdout  # the build's folder does not exist
-        assert "there is no entry 99" in r.stdout and "5 cannot be chosen: not in this version" in r.stdout
+        assert "there is no entry 99" in r.stdout and "6 cannot be chosen: bcdboot is not on this system" in r.stdout
     # end of input (no console) also returns to the prompt
     r = subprocess.run([sys.executable, "-B", "-m", "rescuekit", "menu", "--no-scan", "--log-dir",
                         str(tmp_path / "logs")], input="", capture_output=True, text=True, env=env)

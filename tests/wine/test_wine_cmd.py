@@ -105,7 +105,7 @@ def test_launcher_menu_starts_and_exits_cleanly(boot: Boot, keys: str):
     res = boot.cmd("/c", LAUNCHER, input=keys)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Main menu" in res.stdout and "Esc or 0: exit to the prompt" in res.stdout
-    assert "Restore a Windows system image backup  (not in this version)" in res.stdout
+    assert "Restore a Windows system image backup" in res.stdout and "Browse files in an image" in res.stdout
     assert "dropping to the command prompt" not in res.stdout and res.stderr == "", res.stderr
     assert boot.stub_calls() == []
 

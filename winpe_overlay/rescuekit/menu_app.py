@@ -28,7 +28,7 @@ CONFIRM_WORD = "ERASE"
 # that defines ``menu_entry(app)`` runs in the menu; otherwise the menu shows its verb's help.
 PLUGINS = [
     ("Restore a Windows system image backup", "rescuekit.winbackup", "winbackup"),
-    ("Browse files in an image", "rescuekit.browse", "browse"),
+    ("Browse files in an image", "rescuekit.files", "files"),
 ]
 
 

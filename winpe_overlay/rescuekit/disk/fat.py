@@ -157,6 +157,8 @@ class FatEntry:
     attributes: int
     cluster: int  # first cluster (0: empty file / the root)
     size: int
+    mtime: float | None = None  # seconds since the epoch (FAT stores local time: read as the local zone)
+    ctime: float | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -200,6 +202,22 @@ def _short_name(e: bytes) -> str:
     return f"{base}.{ext}" if ext else base
 
 
+def fat_time(date: int, tod: int, tenths: int = 0) -> float | None:
+    """A FAT date + time (local time, 2-second steps; creation times add 10 ms units) as epoch seconds."""
+    import time
+
+    if date == 0:
+        return None
+    y, mo, d = 1980 + (date >> 9), date >> 5 & 0x0F, date & 0x1F
+    h, mi, sec = tod >> 11, tod >> 5 & 0x3F, (tod & 0x1F) * 2
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and sec < 60):
+        return None
+    try:
+        return time.mktime((y, mo, d, h, mi, sec, 0, 0, -1)) + tenths / 100
+    except (OverflowError, ValueError):
+        return None
+
+
 def parse_dir(data: bytes) -> list[FatEntry]:
     """Entries of a FAT directory (volume label, deleted and "."/".." entries left out; long names joined)."""
     out: list[FatEntry] = []
@@ -224,7 +242,9 @@ def parse_dir(data: bytes) -> list[FatEntry]:
         if short in (".", ".."):
             continue
         cluster = struct.unpack_from("<H", e, 26)[0] | struct.unpack_from("<H", e, 20)[0] << 16
-        out.append(FatEntry(name, short, e[11], cluster, struct.unpack_from("<I", e, 28)[0]))
+        ctd, cdate, _adate, _hi, mtod, mdate = struct.unpack_from("<HHHHHH", e, 14)
+        out.append(FatEntry(name, short, e[11], cluster, struct.unpack_from("<I", e, 28)[0],
+                            fat_time(mdate, mtod), fat_time(cdate, ctd, min(e[13], 199))))
     return out
 
 
@@ -525,3 +545,108 @@ def exfat_used_ranges(dev: BlockDevice, offset: int, size: int, b: ExfatBoot) ->
     end = heap + b.count * b.cluster_size
     rb.add(end, size - end)
     return rb.result(clip=size), used
+
+
+# ---------------------------------------------------------------- exFAT directories (exFAT specification 7.4-7.7)
+
+@dataclass
+class ExfatEntry:
+    name: str
+    attributes: int  # FAT attribute bits (0x10 directory)
+    cluster: int  # first cluster (0: no clusters)
+    size: int  # data length
+    valid: int  # valid data length (bytes past it read as zeros)
+    contiguous: bool  # NoFatChain: the clusters follow each other, the FAT is not used
+    mtime: float | None = None
+    ctime: float | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & 0x10)
+
+
+def exfat_time(stamp: int, tens_ms: int, utc_offset: int) -> float | None:
+    """An exFAT timestamp (local time, 2 s steps + 10 ms units, optional UTC offset in 15-minute steps)."""
+    import calendar
+    import time
+
+    if stamp == 0:
+        return None
+    y, mo, d = 1980 + (stamp >> 25), stamp >> 21 & 0x0F, stamp >> 16 & 0x1F
+    h, mi, sec = stamp >> 11 & 0x1F, stamp >> 5 & 0x3F, (stamp & 0x1F) * 2
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and sec < 60):
+        return None
+    fields = (y, mo, d, h, mi, sec, 0, 0, -1)
+    try:
+        if utc_offset & 0x80:  # the offset is valid: the stamp is local time at that offset from UTC
+            off = (utc_offset & 0x7F) - (0x80 if utc_offset & 0x40 else 0)
+            return calendar.timegm(fields) - off * 900 + min(tens_ms, 199) / 100
+        return time.mktime(fields) + min(tens_ms, 199) / 100
+    except (OverflowError, ValueError):
+        return None
+
+
+def exfat_clusters(dev: BlockDevice, offset: int, b: ExfatBoot, first: int, nbytes: int, contiguous: bool,
+                   where: str) -> list[tuple[int, int]]:
+    """(first cluster, count) runs holding ``nbytes`` from ``first``; a chain that loops, ends early or
+    leaves the heap is a RescueError naming ``where``."""
+    need = -(-nbytes // b.cluster_size)
+    if need == 0:
+        return []
+    if not 2 <= first < b.count + 2:
+        raise RescueError(f"{where}: first cluster {first} lies outside the cluster heap")
+    if contiguous:
+        if first + need > b.count + 2:
+            raise RescueError(f"{where}: its {need} clusters run past the end of the cluster heap")
+        return [(first, need)]
+    fat = _exfat_fat(dev, offset, b)
+    runs: list[tuple[int, int]] = []
+    c, seen = first, set()
+    while len(seen) < need:
+        if not 2 <= c < b.count + 2 or c in seen:
+            raise RescueError(f"{where}: its cluster chain {'loops' if c in seen else 'ends early'} after "
+                              f"{len(seen)} of {need} clusters")
+        seen.add(c)
+        if runs and runs[-1][0] + runs[-1][1] == c:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((c, 1))
+        c = fat[c] if c < len(fat) else 0
+    return runs
+
+
+def exfat_listdir(dev: BlockDevice, offset: int, b: ExfatBoot, entry: ExfatEntry | None = None) -> list[ExfatEntry]:
+    """Entries of directory ``entry`` (None: the root): each File entry set (0x85 + stream extension 0xC0 +
+    file names 0xC1) with its name, attributes, first cluster, sizes and times. Deleted sets are left out."""
+    if entry is None:
+        data = _exfat_root(dev, offset, b, _exfat_fat(dev, offset, b))
+    else:
+        size = min(entry.size, MAX_DIR_BYTES)
+        runs = exfat_clusters(dev, offset, b, entry.cluster, size, entry.contiguous, f"exFAT folder {entry.name!r}")
+        data = b"".join(dev.read(offset + b.cluster_pos(c), n * b.cluster_size) for c, n in runs)
+    out: list[ExfatEntry] = []
+    i = 0
+    while i + 32 <= len(data):
+        t = data[i]
+        if t == 0:
+            break
+        if t != 0x85:
+            i += 32
+            continue
+        count = data[i + 1]
+        if count < 2 or i + 32 * (count + 1) > len(data) or data[i + 32] != 0xC0:
+            i += 32
+            continue
+        attrs = struct.unpack_from("<H", data, i + 4)[0]
+        ctime_s, mtime_s = struct.unpack_from("<II", data, i + 8)
+        c10, m10, coff, moff = data[i + 20], data[i + 21], data[i + 22], data[i + 23]
+        s = i + 32
+        flags, name_len = data[s + 1], data[s + 3]
+        valid, first, length = struct.unpack_from("<Q", data, s + 8)[0], *struct.unpack_from("<IQ", data, s + 20)
+        name = b"".join(data[i + 32 * k + 2:i + 32 * k + 32] for k in range(2, count + 1)
+                        if data[i + 32 * k] == 0xC1)
+        out.append(ExfatEntry(name[:2 * name_len].decode("utf-16-le", "replace"), attrs, first, length,
+                              min(valid, length), bool(flags & 2), exfat_time(mtime_s, m10, moff),
+                              exfat_time(ctime_s, c10, coff)))
+        i += 32 * (count + 1)
+    return out

@@ -547,3 +547,133 @@ class NtfsVolume:
                 return None
             entry = found
         return entry
+
+
+# ---------------------------------------------------------------- file contents (for browsing/extracting)
+AT_STANDARD_INFORMATION = 0x10
+AT_REPARSE_POINT = 0xC0
+AT_LOGGED_UTILITY_STREAM = 0x100
+ATTR_COMPRESSED, ATTR_ENCRYPTED, ATTR_SPARSE = 0x0001, 0x4000, 0x8000
+STREAM_PIECE = 1 << 20  # bytes a stream yields at a time: files are copied in pieces, never read whole
+
+
+def attribute_list(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) -> tuple[bytearray, list[tuple[int, str]]]:
+    """(base record, every (type, name) file ``number`` has), from the base record and its $ATTRIBUTE_LIST."""
+    rec = read_mft_record_any(dev, offset, boot, number)
+    seen: list[tuple[int, str]] = []
+    alist = _find_unnamed(rec, AT_ATTRIBUTE_LIST)
+    if alist is None:
+        for t, apos in iter_attributes(rec):
+            if (t, attr_name(rec, apos)) not in seen:
+                seen.append((t, attr_name(rec, apos)))
+        return rec, seen
+    value = _attr_value(dev, offset, boot, rec, alist)
+    pos = 0
+    while pos + 26 <= len(value):
+        t, rlen, name_len, name_off = struct.unpack_from("<IHBB", value, pos)
+        if rlen < 26:
+            break
+        key = (t, value[pos + name_off:pos + name_off + 2 * name_len].decode("utf-16-le", "replace"))
+        if key not in seen:
+            seen.append(key)
+        pos += rlen
+    return rec, seen
+
+
+@dataclass
+class NtfsStream:
+    """Where one data stream's bytes are: resident bytes, or runs (+ sizes, compression unit in clusters)."""
+    size: int
+    resident: bytes | None
+    runs: list[tuple[int | None, int]]
+    initialized: int
+    flags: int  # ATTR_COMPRESSED | ATTR_ENCRYPTED | ATTR_SPARSE
+    unit: int  # compression unit in clusters (0: not compressed)
+
+
+def data_stream(vol: NtfsVolume, number: int, name: str = "") -> NtfsStream | None:
+    """The $DATA stream ``name`` ("" the main one) of file ``number``, or None when it has none."""
+    extents = attribute_records(vol.dev, vol.offset, vol.boot, number, AT_DATA, name)
+    if not extents:
+        return None
+    rec, apos = extents[0]
+    flags = struct.unpack_from("<H", rec, apos + 12)[0]
+    if rec[apos + 8] == 0:
+        value = _resident_value(rec, apos)
+        return NtfsStream(len(value), value, [], len(value), flags, 0)
+    where = f"$DATA {name!r} of MFT record {number} on {vol.dev.path} at {vol.offset}"
+    runs, size = extents_runs(extents, where)
+    init = struct.unpack_from("<q", rec, apos + 56)[0]
+    unit = 1 << rec[apos + 34] if flags & ATTR_COMPRESSED and rec[apos + 34] else 0
+    if size < 0 or not 0 <= init <= size + vol.boot.cluster_size:
+        raise RescueError(f"NTFS {where}: implausible sizes (data {size}, initialized {init})")
+    return NtfsStream(size, None, runs, min(init, size), flags, unit)
+
+
+def _runs_slice(runs: list[tuple[int | None, int]], vcn: int, count: int) -> list[tuple[int | None, int]]:
+    """The runs covering clusters [vcn, vcn + count) (a missing tail reads as sparse)."""
+    out, pos = [], 0
+    for lcn, length in runs:
+        a, b = max(pos, vcn), min(pos + length, vcn + count)
+        if a < b:
+            out.append((None if lcn is None else lcn + a - pos, b - a))
+        pos += length
+        if pos >= vcn + count:
+            break
+    got = sum(n for _l, n in out)
+    if got < count:
+        out.append((None, count - got))
+    return out
+
+
+def iter_stream(vol: NtfsVolume, st: NtfsStream, where: str):
+    """Yield the stream's bytes in pieces of at most ~STREAM_PIECE: sparse runs and the part past the
+    initialized size as zeros, LZNT1 compression units decoded."""
+    from rescuekit.disk import lznt1
+
+    if st.resident is not None:
+        yield st.resident
+        return
+    cs = vol.boot.cluster_size
+    if st.flags & ATTR_ENCRYPTED:
+        raise RescueError(f"{where} is EFS-encrypted")
+    done = 0
+    if st.unit:
+        ubytes = st.unit * cs
+        for vcn in range(0, -(-st.size // cs), st.unit):
+            want = min(ubytes, st.size - done)
+            pieces = _runs_slice(st.runs, vcn, st.unit)
+            real = [(lcn, n) for lcn, n in pieces if lcn is not None]
+            nreal = sum(n for _l, n in real)
+            if nreal == 0:
+                data = bytes(want)
+            else:
+                raw = b"".join(vol.dev.read(vol.offset + lcn * cs, n * cs) for lcn, n in real)
+                data = raw[:want] if nreal >= st.unit else lznt1.decompress(raw, want, where)
+            if done + len(data) > st.initialized:
+                keep = max(0, st.initialized - done)
+                data = data[:keep] + bytes(len(data) - keep)
+            yield data
+            done += len(data)
+        return
+    vcn = 0
+    for lcn, length in st.runs:
+        run_end = min((vcn + length) * cs, st.size)
+        pos = vcn * cs
+        vcn += length
+        while pos < run_end:
+            n = min(STREAM_PIECE, run_end - pos)
+            if lcn is None or pos >= st.initialized:
+                data = bytes(n)
+            else:
+                data = bytearray(n)  # read in place: a piece is copied once, into the caller's file
+                vol.dev.readinto(vol.offset + lcn * cs + (pos - (vcn - length) * cs), memoryview(data))
+                if pos + n > st.initialized:
+                    data[st.initialized - pos:] = bytes(pos + n - st.initialized)
+            yield data
+            done += n
+            pos += n
+        if run_end >= st.size:
+            break
+    if done < st.size:
+        raise RescueError(f"{where}: data runs cover {done} of its {st.size} bytes")

@@ -1,0 +1,284 @@
+"""One directory-tree model over the volume parsers (disk.ntfs, disk.fat): list, look up, read files."""
+from __future__ import annotations
+
+import fnmatch
+import struct
+from dataclasses import dataclass, field
+
+from rescuekit.disk import fat, ntfs
+from rescuekit.disk.device import BlockDevice
+from rescuekit.errors import RescueError
+
+FILE_ATTRIBUTE_READONLY, FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM = 0x1, 0x2, 0x4
+FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_ARCHIVE = 0x10, 0x20
+FILE_ATTRIBUTE_SPARSE, FILE_ATTRIBUTE_REPARSE, FILE_ATTRIBUTE_COMPRESSED = 0x200, 0x400, 0x800
+FILE_ATTRIBUTE_ENCRYPTED = 0x4000
+ATTR_LETTERS = ((FILE_ATTRIBUTE_READONLY, "R"), (FILE_ATTRIBUTE_HIDDEN, "H"), (FILE_ATTRIBUTE_SYSTEM, "S"),
+                (FILE_ATTRIBUTE_ARCHIVE, "A"), (FILE_ATTRIBUTE_SPARSE, "P"), (FILE_ATTRIBUTE_REPARSE, "L"),
+                (FILE_ATTRIBUTE_COMPRESSED, "C"), (FILE_ATTRIBUTE_ENCRYPTED, "E"))
+MAX_DEPTH = 256  # deeper trees are refused: a crafted volume's loops must end
+FILETIME_EPOCH = 116444736000000000
+
+
+def filetime(ft: int) -> float | None:
+    return None if ft <= 0 else (ft - FILETIME_EPOCH) / 1e7
+
+
+@dataclass
+class Node:
+    name: str  # as stored (long, Unicode, case kept)
+    path: str  # "/"-separated from the volume root
+    is_dir: bool
+    size: int
+    mtime: float | None
+    ctime: float | None
+    attributes: int  # FILE_ATTRIBUTE_* bits
+    links: int = 1
+    streams: list[tuple[str, int]] = field(default_factory=list)  # NTFS alternate data streams (name, size)
+    reparse: bool = False
+    encrypted: bool = False
+    ref: object = None  # the file system's own handle (NTFS record number, FatEntry)
+    error: str | None = None  # the entry is listed but its record cannot be read (why)
+
+    @property
+    def attr_text(self) -> str:
+        return "".join(ch if self.attributes & bit else "-" for bit, ch in ATTR_LETTERS)
+
+    def doc(self) -> dict:
+        d = {"name": self.name, "path": self.path, "type": "dir" if self.is_dir else "file", "size": self.size,
+             "modified": self.mtime, "created": self.ctime, "attributes": self.attr_text}
+        if self.error:
+            d["error"] = self.error
+        if isinstance(self.ref, int):
+            d.update(record=self.ref, links=self.links, reparse=self.reparse, encrypted=self.encrypted,
+                     streams=[{"name": n, "size": s} for n, s in self.streams])
+        return d
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent.rstrip('/')}/{name}"
+
+
+class Tree:
+    kind = "?"
+
+    def root(self) -> Node:
+        raise NotImplementedError
+
+    def listdir(self, node: Node) -> list[Node]:
+        raise NotImplementedError
+
+    def read(self, node: Node, stream: str = ""):
+        """Yield the bytes of ``node`` (or its stream) in pieces."""
+        raise NotImplementedError
+
+    def child(self, node: Node, name: str) -> Node | None:
+        want = name.casefold()
+        return next((n for n in self.listdir(node) if n.name.casefold() == want), None)
+
+    def lookup(self, path: str) -> Node:
+        node = self.root()
+        for part in (p for p in path.replace("\\", "/").split("/") if p):
+            if not node.is_dir:
+                raise RescueError(f"{node.path} is a file, not a folder (looking up {path})")
+            found = self.child(node, part)
+            if found is None:
+                raise RescueError(f"no such file or folder: {path} (nothing called {part!r} in "
+                                  f"{node.path or '/'})")
+            node = found
+        return node
+
+    def walk(self, node: Node, depth: int = 0, seen: frozenset = frozenset()):
+        """Yield (node, children) top-down; folder loops and absurd depths are errors, not hangs."""
+        key = self._key(node)
+        if key in seen or depth > MAX_DEPTH:
+            raise RescueError(f"folder {node.path or '/'} loops back to its own parent or is deeper than "
+                              f"{MAX_DEPTH} levels: the volume's directory structure is damaged")
+        kids = self.listdir(node)
+        yield node, kids
+        for k in kids:
+            if k.is_dir and not k.error:
+                yield from self.walk(k, depth + 1, seen | {key})
+
+    def _key(self, node: Node) -> object:
+        return node.path
+
+    def find(self, pattern: str, start: Node | None = None):
+        """Nodes whose name matches the glob ``pattern`` (case-insensitive), anywhere under ``start``."""
+        pat = pattern.casefold()
+        for _node, kids in self.walk(start or self.root()):
+            for k in kids:
+                if fnmatch.fnmatchcase(k.name.casefold(), pat):
+                    yield k
+
+
+class NtfsTree(Tree):
+    kind = "ntfs"
+
+    def __init__(self, dev: BlockDevice) -> None:
+        self.vol = ntfs.NtfsVolume(dev, 0)
+
+    def _node(self, number: int, name: str, path: str) -> Node:
+        rec, attrs = ntfs.attribute_list(self.vol.dev, 0, self.vol.boot, number)
+        flags, links = struct.unpack_from("<H", rec, 0x16)[0], struct.unpack_from("<H", rec, 0x12)[0]
+        if not flags & 1:
+            raise RescueError(f"{path}: MFT record {number} is not in use (the directory entry is stale)")
+        is_dir = bool(flags & 2)
+        ctime = mtime = None
+        fattr = 0
+        apos = ntfs._find_unnamed(rec, ntfs.AT_STANDARD_INFORMATION)
+        if apos is not None and rec[apos + 8] == 0:
+            si = ntfs._resident_value(rec, apos)
+            if len(si) >= 36:
+                c, m = struct.unpack_from("<QQ", si, 0)
+                ctime, mtime, fattr = filetime(c), filetime(m), struct.unpack_from("<I", si, 32)[0]
+        size, streams = 0, []
+        for t, sname in attrs:
+            if t != ntfs.AT_DATA:
+                continue
+            st = ntfs.data_stream(self.vol, number, sname)
+            if st is None:
+                continue
+            if sname:
+                streams.append((sname, st.size))
+            else:
+                size = st.size
+        reparse = any(t == ntfs.AT_REPARSE_POINT for t, _n in attrs) or bool(fattr & FILE_ATTRIBUTE_REPARSE)
+        encrypted = bool(fattr & FILE_ATTRIBUTE_ENCRYPTED) or \
+            any(t == ntfs.AT_LOGGED_UTILITY_STREAM and n == "$EFS" for t, n in attrs)
+        if is_dir:
+            fattr |= FILE_ATTRIBUTE_DIRECTORY
+        return Node(name, path, is_dir, 0 if is_dir else size, mtime, ctime, fattr, links, streams, reparse,
+                    encrypted, number)
+
+    def root(self) -> Node:
+        n = self._node(ntfs.FILE_ROOT, "", "")
+        n.path = ""
+        return n
+
+    def listdir(self, node: Node) -> list[Node]:
+        out = []
+        for e in self.vol.listdir(node.ref):
+            if node.ref == ntfs.FILE_ROOT and e.record < 16 and e.name.startswith("$") or e.name == ".":
+                continue  # the metadata files ($MFT, $Bitmap, ...) are not user files
+            out.append(self._entry(e, node.path))
+        return out
+
+    def _entry(self, e: ntfs.DirEntry, parent: str) -> Node:
+        path = _join(parent, e.name)
+        try:
+            return self._node(e.record, e.name, path)
+        except RescueError as exc:  # one damaged record must not hide its folder's other entries
+            return Node(e.name, path, e.is_dir, e.size, None, None, 0, ref=e.record, error=str(exc))
+
+    def child(self, node: Node, name: str) -> Node | None:
+        e = self.vol.find(node.ref, name)
+        if e is None:
+            return None
+        return self._entry(e, node.path)
+
+    def _key(self, node: Node) -> object:
+        return node.ref
+
+    def read(self, node: Node, stream: str = ""):
+        where = f"{node.path}{':' + stream if stream else ''}"
+        if node.error:
+            raise RescueError(node.error)
+        st = ntfs.data_stream(self.vol, node.ref, stream)
+        if st is None:
+            return
+        yield from ntfs.iter_stream(self.vol, st, where)
+
+
+class _BootTree(Tree):
+    """A tree whose volume is described by its boot sector alone (FAT, exFAT); the root has no entry."""
+
+    parse = staticmethod(fat.parse_fat_boot)
+    what = "FAT"
+
+    def __init__(self, dev: BlockDevice) -> None:
+        self.dev = dev
+        b = self.parse(dev.read(0, 512))
+        if b is None:
+            raise RescueError(f"no {self.what} boot sector on {dev.path}")
+        self.boot = b
+
+    def root(self) -> Node:
+        return Node("", "", True, 0, None, None, FILE_ATTRIBUTE_DIRECTORY, ref=None)
+
+
+class FatTree(_BootTree):
+    kind = "fat"
+
+    def _node(self, e: fat.FatEntry, path: str) -> Node:
+        return Node(e.name, path, e.is_dir, 0 if e.is_dir else e.size, e.mtime, e.ctime, e.attributes & 0x37,
+                    ref=e)
+
+    def listdir(self, node: Node) -> list[Node]:
+        return [self._node(e, _join(node.path, e.name)) for e in fat.fat_listdir(self.dev, 0, self.boot, node.ref)]
+
+    def _key(self, node: Node) -> object:
+        return node.ref.cluster if node.ref is not None else 0
+
+    def read(self, node: Node, stream: str = ""):
+        if stream:
+            return
+        e: fat.FatEntry = node.ref
+        b, cs = self.boot, self.boot.cluster_size
+        left, c, seen = e.size, e.cluster, set()
+        while left > 0:
+            if not 2 <= c < b.count + 2:
+                raise RescueError(f"{node.path}: its cluster chain ends after {e.size - left} of {e.size} bytes")
+            if c in seen:
+                raise RescueError(f"{node.path}: its cluster chain loops (cluster {c})")
+            # a run of consecutive clusters is read at once (files are mostly contiguous)
+            first, n = c, 0
+            while left - n * cs > 0 and n * cs < (1 << 20) and c == first + n and c not in seen:
+                seen.add(c)
+                n += 1
+                nxt = fat.fat_next(self.dev, 0, b, c)
+                c = nxt if nxt is not None else -1
+            take = min(n * cs, left)
+            yield self.dev.read(b.data_start + (first - 2) * cs, take)
+            left -= take
+
+
+class ExfatTree(_BootTree):
+    kind = "exfat"
+    parse = staticmethod(fat.parse_exfat_boot)
+    what = "exFAT"
+
+    def listdir(self, node: Node) -> list[Node]:
+        return [Node(e.name, _join(node.path, e.name), e.is_dir, 0 if e.is_dir else e.size, e.mtime, e.ctime,
+                     e.attributes & 0x37, ref=e) for e in fat.exfat_listdir(self.dev, 0, self.boot, node.ref)]
+
+    def _key(self, node: Node) -> object:
+        return node.ref.cluster if node.ref is not None else self.boot.root_cluster
+
+    def read(self, node: Node, stream: str = ""):
+        if stream:
+            return
+        e: fat.ExfatEntry = node.ref
+        b = self.boot
+        left, valid = e.size, e.valid
+        for c, n in fat.exfat_clusters(self.dev, 0, b, e.cluster, e.size, e.contiguous, node.path):
+            pos, end = b.cluster_pos(c), b.cluster_pos(c) + n * b.cluster_size
+            while pos < end and left > 0:
+                take = min(1 << 20, end - pos, left)
+                piece = self.dev.read(pos, take) if valid > 0 else bytes(take)
+                if 0 < valid < take:
+                    piece = piece[:valid] + bytes(take - valid)
+                yield piece
+                valid -= take
+                left -= take
+                pos += take
+
+
+def open_tree(dev: BlockDevice, kind: str) -> Tree:
+    if kind == "ntfs":
+        return NtfsTree(dev)
+    if kind in ("fat12", "fat16", "fat32"):
+        return FatTree(dev)
+    if kind == "exfat":
+        return ExfatTree(dev)
+    raise RescueError(f"{dev.path}: cannot browse a {kind} volume")
