@@ -229,34 +229,86 @@ def read_mft_record_any(dev: BlockDevice, offset: int, boot: NtfsBoot, number: i
     return rec
 
 
-def _data_extents(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) -> list[tuple[bytes, int]]:
-    """The unnamed $DATA attribute records of file ``number``, in VCN order, following an $ATTRIBUTE_LIST
-    into extension records when the base record has one."""
-    rec = read_mft_record(dev, offset, boot, number)
+def attr_name(rec: bytes, apos: int) -> str:
+    """The attribute's name ("" when unnamed), e.g. "$I30" for directory indexes."""
+    n, off = rec[apos + 9], struct.unpack_from("<H", rec, apos + 10)[0]
+    return bytes(rec[apos + off:apos + off + 2 * n]).decode("utf-16-le", "replace")
+
+
+def _find_attr(rec: bytes, atype: int, name: str, lowest_vcn: int | None = None) -> int | None:
+    for t, apos in iter_attributes(rec):
+        if t == atype and attr_name(rec, apos) == name:
+            if lowest_vcn is None or rec[apos + 8] == 0 or struct.unpack_from("<q", rec, apos + 16)[0] == lowest_vcn:
+                return apos
+    return None
+
+
+def attribute_records(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int, atype: int,
+                      name: str = "") -> list[tuple[bytes, int]]:
+    """The records and offsets of attribute (``atype``, ``name``) of file ``number``, in VCN order, following
+    an $ATTRIBUTE_LIST into extension records when the base record has one; [] when absent."""
+    rec = read_mft_record_any(dev, offset, boot, number)
     alist = _find_unnamed(rec, AT_ATTRIBUTE_LIST)
     if alist is None:
-        apos = _find_unnamed(rec, AT_DATA)
+        apos = _find_attr(rec, atype, name)
         return [] if apos is None else [(bytes(rec), apos)]
     value = _attr_value(dev, offset, boot, rec, alist)
     refs: list[tuple[int, int]] = []
     pos = 0
     while pos + 26 <= len(value):
-        atype, rlen, name_len = struct.unpack_from("<IHB", value, pos)
+        t, rlen, name_len, name_off = struct.unpack_from("<IHBB", value, pos)
         if rlen < 26:
             break
-        if atype == AT_DATA and name_len == 0:
+        ename = value[pos + name_off:pos + name_off + 2 * name_len].decode("utf-16-le", "replace")
+        if t == atype and ename == name:
             lowest_vcn, mref = struct.unpack_from("<qQ", value, pos + 8)
             refs.append((lowest_vcn, mref & 0xFFFFFFFFFFFF))
         pos += rlen
     out = []
     for lowest_vcn, num in sorted(refs):
         r = rec if num == number else read_mft_record_any(dev, offset, boot, num)
-        apos = _find_unnamed(r, AT_DATA, lowest_vcn)
+        apos = _find_attr(r, atype, name, lowest_vcn)
         if apos is None:
             raise RescueError(f"NTFS attribute list of record {number} on {dev.path} at {offset} points to "
-                              f"record {num} without the $DATA extent")
+                              f"record {num} without the attribute 0x{atype:X} extent")
         out.append((bytes(r), apos))
     return out
+
+
+def _data_extents(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int) -> list[tuple[bytes, int]]:
+    """The unnamed $DATA attribute records of file ``number``, in VCN order."""
+    return attribute_records(dev, offset, boot, number, AT_DATA)
+
+
+def extents_runs(extents: list[tuple[bytes, int]], where: str) -> tuple[list[tuple[int | None, int]], int]:
+    """(data runs, data size) of a non-resident attribute split over ``extents`` (VCNs must continue)."""
+    runs: list[tuple[int | None, int]] = []
+    vcn = 0
+    for erec, epos in extents:
+        if erec[epos + 8] == 0 or struct.unpack_from("<q", erec, epos + 16)[0] != vcn:
+            raise RescueError(f"NTFS attribute {where}: extents do not continue at VCN {vcn}")
+        for lcn, length in _mapping_pairs(erec, epos):
+            runs.append((lcn, length))
+            vcn += length
+    rec, apos = extents[0]
+    return runs, struct.unpack_from("<q", rec, apos + 48)[0]
+
+
+def attribute_value(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int, atype: int, name: str = "",
+                    limit: int = 64 << 20) -> bytes | None:
+    """The whole value of attribute (``atype``, ``name``) of file ``number`` (at most ``limit`` bytes, a
+    RescueError beyond); None when the file has no such attribute."""
+    extents = attribute_records(dev, offset, boot, number, atype, name)
+    if not extents:
+        return None
+    rec, apos = extents[0]
+    if rec[apos + 8] == 0:
+        return _resident_value(rec, apos)
+    where = f"0x{atype:X} of MFT record {number} on {dev.path} at {offset}"
+    runs, size = extents_runs(extents, where)
+    if not 0 <= size <= limit:
+        raise RescueError(f"NTFS attribute {where} is {size} bytes (limit {limit})")
+    return read_stream(dev, offset, runs, boot.cluster_size, 0, size)
 
 
 def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tuple[list[tuple[int, int]], int]:
@@ -292,14 +344,7 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
         data_size = struct.unpack_from("<q", rec, data + 48)[0]
         if data_size < need:
             raise RescueError(f"NTFS $Bitmap {where} is {data_size} bytes, {nr} clusters need {need}")
-        runs: list[tuple[int | None, int]] = []
-        vcn = 0
-        for erec, epos in extents:
-            if erec[epos + 8] == 0 or struct.unpack_from("<q", erec, epos + 16)[0] != vcn:
-                raise RescueError(f"NTFS $Bitmap {where}: $DATA extents do not continue at VCN {vcn}")
-            for lcn, length in _mapping_pairs(erec, epos):
-                runs.append((lcn, length))
-                vcn += length
+        runs, _size = extents_runs(extents, f"$Bitmap {where}")
         part_clusters = size // cs
         byte_pos = 0  # position in the bitmap stream
         for lcn, length in runs:
@@ -327,3 +372,178 @@ def used_ranges(dev: BlockDevice, offset: int, size: int, boot: NtfsBoot) -> tup
                               f"file system itself) free: it is not this volume's allocation map")
     rb.add(nr * cs, size - nr * cs)  # backup boot sector + any tail the clusters don't cover
     return rb.result(clip=size), used
+
+
+# ---------------------------------------------------------------- directories (B+ tree indexes "$I30")
+# Layout per ntfs-3g layout.h: INDEX_ROOT (type, collation rule, index block size, clusters per block) +
+# INDEX_HEADER; INDEX_BLOCK ("INDX", fixups, VCN) + INDEX_HEADER at 0x18; INDEX_ENTRY (file reference,
+# length, key length, flags NODE=1/END=2, key = FILE_NAME, sub-node VCN in the last 8 bytes when NODE).
+
+FILE_ROOT = 5  # MFT record of the root directory
+FILE_UPCASE = 10  # MFT record of $UpCase
+AT_FILE_NAME = 0x30
+AT_INDEX_ROOT = 0x90
+AT_INDEX_ALLOCATION = 0xA0
+INDEX_ENTRY_NODE, INDEX_ENTRY_END = 1, 2
+FILE_NAME_DOS = 2  # namespace of an 8.3 alias (listed beside the long name)
+MAX_INDEX_DEPTH = 32
+
+
+@dataclass
+class DirEntry:
+    name: str
+    record: int  # MFT record number (low 48 bits of the file reference)
+    namespace: int  # 0 POSIX, 1 Win32, 2 DOS, 3 Win32+DOS
+    is_dir: bool
+    size: int  # data size as the index copy of FILE_NAME has it (may lag behind the file's own)
+
+
+def _entries(buf: bytes, start: int, end: int, where: str):
+    """Yield (flags, file reference, key bytes, sub-node VCN or None) of the index entries in buf[start:end]."""
+    pos = start
+    while pos + 16 <= end:
+        mref, elen, klen, flags = struct.unpack_from("<QHHH", buf, pos)
+        if elen < 16 or pos + elen > end or 16 + klen > elen:
+            raise RescueError(f"corrupt NTFS index entry at {pos} in {where}")
+        sub = struct.unpack_from("<q", buf, pos + elen - 8)[0] if flags & INDEX_ENTRY_NODE else None
+        yield flags, mref, bytes(buf[pos + 16:pos + 16 + klen]), sub
+        if flags & INDEX_ENTRY_END:
+            return
+        pos += elen
+    raise RescueError(f"NTFS index in {where} has no end entry")
+
+
+def _key_name(key: bytes) -> tuple[str, int]:
+    n = key[0x40]
+    return key[0x42:0x42 + 2 * n].decode("utf-16-le", "replace"), key[0x41]
+
+
+class NtfsVolume:
+    """Read access to one NTFS volume at ``offset`` of ``dev``: records, attributes, directory lookups."""
+
+    def __init__(self, dev: BlockDevice, offset: int = 0, boot: NtfsBoot | None = None) -> None:
+        self.dev, self.offset = dev, offset
+        nb = boot or parse_boot(dev.read(offset, 512))
+        if nb is None:
+            raise RescueError(f"no NTFS boot sector on {dev.path} at {offset}")
+        self.boot = nb
+        self._upcase: list[int] | None = None
+
+    def record(self, number: int) -> bytearray:
+        return read_mft_record_any(self.dev, self.offset, self.boot, number)
+
+    def value(self, number: int, atype: int, name: str = "", limit: int = 64 << 20) -> bytes | None:
+        return attribute_value(self.dev, self.offset, self.boot, number, atype, name, limit)
+
+    def label(self) -> str | None:
+        return volume_state(self.dev, self.offset, self.boot)[0]
+
+    def upcase(self, name: str) -> list[int]:
+        """UTF-16 code units of ``name`` upper-cased with the volume's $UpCase table (str.upper per unit when
+        the table cannot be read): the order NTFS file-name collation sorts directories by."""
+        if self._upcase is None:
+            try:
+                raw = self.value(FILE_UPCASE, AT_DATA, limit=1 << 17) or b""
+            except RescueError:
+                raw = b""
+            self._upcase = list(struct.unpack(f"<{len(raw) // 2}H", raw)) if len(raw) == 1 << 17 else []
+        units = struct.unpack(f"<{len(name.encode('utf-16-le')) // 2}H", name.encode("utf-16-le"))
+        if self._upcase:
+            return [self._upcase[u] for u in units]
+        return [ord(chr(u).upper()) if len(chr(u).upper()) == 1 and ord(chr(u).upper()) < 0x10000 else u
+                for u in units]
+
+    def _index(self, number: int):
+        """(root value, $INDEX_ALLOCATION runs, index block size) of directory ``number``."""
+        root = self.value(number, AT_INDEX_ROOT, "$I30", limit=1 << 16)
+        if root is None or len(root) < 32:
+            raise RescueError(f"MFT record {number} on {self.dev.path} at {self.offset} is not a directory")
+        block_size = struct.unpack_from("<I", root, 8)[0]
+        ext = attribute_records(self.dev, self.offset, self.boot, number, AT_INDEX_ALLOCATION, "$I30")
+        runs = extents_runs(ext, f"$INDEX_ALLOCATION of record {number}")[0] if ext else []
+        return root, runs, block_size
+
+    def _block(self, runs, block_size: int, vcn: int, number: int) -> tuple[bytes, int, int, str]:
+        cs = self.boot.cluster_size
+        pos = vcn * (cs if block_size >= cs else 512)  # VCNs count 512-byte units when blocks < a cluster
+        where = f"index block VCN {vcn} of directory record {number} on {self.dev.path} at {self.offset}"
+        if not 512 <= block_size <= 65536:
+            raise RescueError(f"implausible index block size {block_size} in {where}")
+        buf = bytearray(read_stream(self.dev, self.offset, runs, cs, pos, block_size))
+        if buf[:4] != b"INDX":
+            raise RescueError(f"no INDX signature in {where}")
+        apply_fixups(buf, where)
+        eo, il = struct.unpack_from("<II", buf, 0x18)
+        return bytes(buf), 0x18 + eo, min(0x18 + il, block_size), where
+
+    def _node(self, ctx, vcn: int, depth: int) -> tuple[bytes, int, int, str]:
+        runs, bsize, number, seen = ctx
+        if depth > MAX_INDEX_DEPTH or vcn in seen:
+            raise RescueError(f"NTFS index of directory record {number} on {self.dev.path} at {self.offset} "
+                              f"loops or is deeper than {MAX_INDEX_DEPTH} levels")
+        seen.add(vcn)
+        if not runs:
+            raise RescueError(f"directory record {number} on {self.dev.path} at {self.offset} has index "
+                              "sub-nodes but no $INDEX_ALLOCATION")
+        return self._block(runs, bsize, vcn, number)
+
+    def _root(self, number: int):
+        root, runs, bsize = self._index(number)
+        eo, il = struct.unpack_from("<II", root, 16)
+        return (runs, bsize, number, set()), (root, 16 + eo, min(16 + il, len(root)), f"$INDEX_ROOT of record {number}")
+
+    def _all(self, ctx, node, depth: int = 0):
+        for flags, mref, key, sub in _entries(*node):
+            if sub is not None:  # a sub-node holds the names sorting before this entry
+                yield from self._all(ctx, self._node(ctx, sub, depth + 1), depth + 1)
+            if not flags & INDEX_ENTRY_END:
+                yield mref, key
+
+    def _search(self, ctx, node, target: list[int], depth: int = 0):
+        for flags, mref, key, sub in _entries(*node):
+            if not flags & INDEX_ENTRY_END:
+                k = self.upcase(_key_name(key)[0])
+                if k == target:
+                    return mref, key
+                if k < target:
+                    continue
+            # target sorts before this entry (or this is the end entry): only its sub-node can hold it
+            return None if sub is None else self._search(ctx, self._node(ctx, sub, depth + 1), target, depth + 1)
+        return None
+
+    def listdir(self, number: int = FILE_ROOT) -> list[DirEntry]:
+        """Every entry of directory ``number`` (DOS 8.3 aliases left out), in index order."""
+        out = []
+        ctx, node = self._root(number)
+        for mref, key in self._all(ctx, node):
+            name, ns = _key_name(key)
+            if ns == FILE_NAME_DOS:
+                continue
+            flags = struct.unpack_from("<I", key, 0x38)[0]
+            out.append(DirEntry(name, mref & 0xFFFFFFFFFFFF, ns, bool(flags & 0x10000000),
+                                struct.unpack_from("<q", key, 0x30)[0]))
+        return out
+
+    def find(self, number: int, name: str) -> DirEntry | None:
+        """The entry called ``name`` (case-insensitive, NTFS collation) in directory ``number``, or None."""
+        ctx, node = self._root(number)
+        hit = self._search(ctx, node, self.upcase(name))
+        if hit is None:
+            return None
+        mref, key = hit
+        n, ns = _key_name(key)
+        flags = struct.unpack_from("<I", key, 0x38)[0]
+        return DirEntry(n, mref & 0xFFFFFFFFFFFF, ns, bool(flags & 0x10000000), struct.unpack_from("<q", key, 0x30)[0])
+
+    def lookup(self, path: str) -> DirEntry | None:
+        """The entry at ``path`` (``\\`` or ``/`` separated, from the root, case-insensitive), or None."""
+        parts = [p for p in path.replace("\\", "/").split("/") if p]
+        entry = DirEntry("", FILE_ROOT, 1, True, 0)
+        for part in parts:
+            if not entry.is_dir:
+                return None
+            found = self.find(entry.record, part)
+            if found is None:
+                return None
+            entry = found
+        return entry
