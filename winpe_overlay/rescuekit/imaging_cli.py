@@ -129,11 +129,13 @@ def images(repo: str, as_json: bool) -> None:
 @click.option("--partition", type=int, help="Restore only this partition number (TARGET: a partition, a "
               "partition image, or a disk whose partition of that number is large enough).")
 @click.option("--verify", is_flag=True, help="Re-read what was written and compare hashes.")
+@click.option("--shrink-to", help="Shrink the NTFS volume to this size (e.g. 40G); a target smaller than the "
+              "volume shrinks it to the target's size anyway.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @force_unlock_opt
-def restore(repo: str, target: str, image: str, partition: int | None, verify: bool, yes: bool, as_json: bool,
-            force_unlock: bool) -> None:
+def restore(repo: str, target: str, image: str, partition: int | None, verify: bool, shrink_to: str | None,
+            yes: bool, as_json: bool, force_unlock: bool) -> None:
     """Restore an image from REPO onto TARGET (disk, partition or image file; a missing file is created)."""
     from rescuekit.imaging.restore import restore as do_restore
 
@@ -142,12 +144,14 @@ def restore(repo: str, target: str, image: str, partition: int | None, verify: b
         return click.confirm("Overwrite it? All data on it will be lost", default=False, err=True)
 
     res = do_restore(repo, target, image=image, partition=partition, verify=verify,
-                     confirm=None if yes else confirm, progress=False if as_json else None, force_unlock=force_unlock)
+                     confirm=None if yes else confirm, progress=False if as_json else None, force_unlock=force_unlock,
+                     shrink_to=_size_opt(shrink_to))
     if as_json:
         _emit_json(res)
     else:
         click.echo(f"restored image {res['image']} ({res['name']}) onto {target}: {human(res['bytes_written'])} "
-                   f"in {res['seconds']:.1f} s" + (", verified" if verify else ""))
+                   f"in {res['seconds']:.1f} s" + (", verified" if verify else "")
+                   + (f"; NTFS shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else ""))
 
 
 @click.command()
