@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rescuekit.disk import winstate
+from rescuekit.disk import ntfs, winstate
 from rescuekit.disk.device import BlockDevice
 from rescuekit.disk.filesystems import FsInfo, detect, used_ranges
 from rescuekit.disk.partitions import PartitionTable, read_table
@@ -119,11 +119,10 @@ def windows_refusals(dev: BlockDevice) -> list[str]:
               if not p.extended and p.start < dev.size])
     out = []
     for start, size, what in parts:
-        try:
-            fs = detect(dev, start, size)
-        except RescueError:
+        if size < 512:
             continue
-        if fs.kind == "ntfs" and (st := winstate.probe(dev, start)).hibernated:
+        boot = ntfs.parse_boot(dev.read(start, 512))  # the boot sector only: the capture scans $Bitmap later
+        if boot is not None and (st := winstate.probe(dev, start, boot)).hibernated:
             out.append(winstate.message(what, st))
     return out
 
