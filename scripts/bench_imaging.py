@@ -80,27 +80,23 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the medians here")
     ap.add_argument("--pagefile-mib", type=int, help="add a pagefile.sys of this size (PE-like content) and only "
                     "compare capture with and without --keep-pagefile")
-    ap.add_argument("--shrink-mib", type=int, help="build the volume at 1300 MiB and grow it to --size-mib "
-                    "(ntfsresize), then only compare a plain restore with a restore --shrink-to this size")
+    ap.add_argument("--shrink-mib", type=int, help="only compare a plain restore with a restore --shrink-to this "
+                    "size (clusters past it are moved)")
     a = ap.parse_args()
     for tool in ("ntfsclone", "partclone.ntfs", "zstd", "dd", "ntfsfix", "mkntfs", "wimlib-imagex"):
         if shutil.which(tool) is None:
             raise SystemExit(f"missing {tool}: run scripts/install-deps.sh")
     w = a.workdir.resolve()
     w.mkdir(parents=True, exist_ok=True)
-    pf = f"-{a.pagefile_mib}p" if a.pagefile_mib else "-grown" if a.shrink_mib else ""
+    pf = f"-{a.pagefile_mib}p" if a.pagefile_mib else ""
     vol = w / f"vol-{a.size_mib}m-{a.used_mib}u{pf}.img"
     if not vol.exists():
         print(f"building {vol} ...", file=sys.stderr)
         import random
 
         extra = {"pagefile.sys": mtd._binary(random.Random(9), a.pagefile_mib * MiB)} if a.pagefile_mib else None
-        built = 1300 * MiB if a.shrink_mib else a.size_mib * MiB
-        mtd.make_ntfs_volume(w / "vol.tmp", built, tree_bytes=a.used_mib * MiB, stale_free_space=True,
+        mtd.make_ntfs_volume(w / "vol.tmp", a.size_mib * MiB, tree_bytes=a.used_mib * MiB, stale_free_space=True,
                              system_files=extra)
-        if a.shrink_mib:  # data in the first 1300 MiB, as on a volume that was extended
-            os.truncate(w / "vol.tmp", a.size_mib * MiB)
-            sh(f"ntfsresize -f -f --no-progress-bar -s {a.size_mib * MiB} {w / 'vol.tmp'} && ntfsfix -d {w / 'vol.tmp'}")
         os.replace(w / "vol.tmp", vol)
     py = sys.executable
     if a.pagefile_mib:
@@ -217,13 +213,19 @@ def shrink_bench(vol: Path, w: Path, runs: int, py: str, size: int) -> None:
     times: dict[str, list[float]] = {}
     for run in range(runs):
         print(f"run {run + 1}/{runs}", file=sys.stderr)
-        for name, flag in (("plain restore", ""), (f"restore --shrink-to {size // MiB}M", f"--shrink-to {size}")):
+        for name, flag in (("plain restore", ""), ("plain restore --verify", "--verify"),
+                           (f"restore --shrink-to {size // MiB}M", f"--shrink-to {size}")):
             out.unlink(missing_ok=True)
             times.setdefault(name, []).append(timed(lambda: (sh(f"{py} -m rescuekit restore {repo} {out} --yes {flag}"),
                                                              fsync(out))))
             if run == 0:
                 ok = subprocess.run(["ntfsfix", "-n", str(out)], capture_output=True).returncode == 0
-                print(f"- {name}: {out.stat().st_size / MiB:.0f} MiB, ntfsfix -n {'OK' if ok else 'FAILED'}")
+                rs = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(out)],
+                                    capture_output=True, text=True)
+                same = used_stream_hash(out) == used_stream_hash(vol) if "shrink" not in flag else None
+                print(f"- {name}: {out.stat().st_size / MiB:.0f} MiB, ntfsfix -n {'OK' if ok else 'FAILED'}, "
+                      f"ntfsresize --info {'OK' if rs.returncode == 0 else 'FAILED'}"
+                      + ("" if same is None else f", used data identical {same}"))
     print(f"\nvolume {vol.name}: {vol.stat().st_size / MiB:.0f} MiB; runs={runs}; load={os.getloadavg()[0]:.1f}\n")
     print("| restore | median s (runs) |")
     print("|---|---|")

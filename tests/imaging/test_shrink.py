@@ -89,49 +89,36 @@ def test_shrink_to_new_file_and_confirm_text(grown: dict, tmp_path: Path) -> Non
     assert open(big, "rb").read(4096) == bytes(4096)
 
 
-def test_exact_minimum_accepted_one_mib_less_refused(grown: dict, tmp_path: Path) -> None:
+def test_no_move_minimum_and_1_mib_below(grown: dict, tmp_path: Path) -> None:
+    """At the smallest size without moves nothing moves; 1 MiB below it clusters move; both check clean."""
     need = grown["need"]
-    out = tmp_path / "min.img"
-    size = -(-need // 512) * 512 + 512  # the backup boot sector needs its own sector
-    _sized(out, size)
-    rk("restore", grown["repo"], out, "--yes")
-    check_ntfs(out)
-    assert mtd.file_hashes_ntfs(out) == grown["hashes"]
-    small = tmp_path / "small.img"
-    _sized(small, size - MiB)
-    with open(small, "r+b") as f:
-        f.write(b"\xaa" * 4096)
-    res = rk("restore", grown["repo"], small, "--yes", check=False)
-    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
-    assert f"needs at least {need} bytes" in res.stderr and "nothing was written" in res.stderr
-    assert open(small, "rb").read(4096) == b"\xaa" * 4096  # untouched
-    assert rk_json("images", grown["repo"])["unfinished_restores"] == []
+    for name, size in (("min", -(-need // 512) * 512 + 512), ("below", -(-need // 512) * 512 + 512 - MiB)):
+        out = tmp_path / f"{name}.img"
+        _sized(out, size)
+        res = rk_json("restore", grown["repo"], out, "--yes")
+        assert res["verified"] == (name == "below")  # a moving restore always verifies
+        _check(out, grown, size, tmp_path)
 
 
-def test_killed_shrink_restore_leaves_journal_rerun_completes(grown: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("moves", [False, True], ids=["no moves", "moves"])
+def test_killed_shrink_restore_leaves_journal_rerun_completes(grown: dict, tmp_path: Path, moves: bool) -> None:
     import shutil
 
     repo = tmp_path / "repo"
     shutil.copytree(grown["repo"], repo)
     out = tmp_path / "k.img"
-    _sized(out, 80 * MiB)
+    _sized(out, -(-grown["need"] // 512) * 512 - MiB if moves else 80 * MiB)
     res = rk("restore", repo, out, "--yes", check=False, env={"RESCUEKIT_TEST_CRASH_AFTER": "restore-body-written"})
     assert res.returncode == 137
     assert "did not finish" in rk("images", repo).stderr
     rk("restore", repo, out, "--yes", "--verify")
     assert rk_json("images", repo)["unfinished_restores"] == []
-    check_ntfs(out)
-    assert mtd.file_hashes_ntfs(out) == grown["hashes"]
+    _check(out, grown, out.stat().st_size, tmp_path)
 
 
 def test_shrink_refusals(grown: dict, tmp_path: Path, disks: dict, repo: dict) -> None:
-    # a whole GPT disk whose NTFS data reaches its end: would need cluster moves; the sizes are named
     small = tmp_path / "disk.img"
     _sized(small, 150 * MiB)
-    res = rk("restore", repo["path"], small, "--image", "gpt", "--yes", check=False)
-    assert res.returncode == 1 and "needs 209715200 bytes" in res.stderr and "needs at least" in res.stderr
-    assert "relocating clusters is not implemented" in res.stderr and res.stderr.count("\n") == 1
-    assert open(small, "rb").read(1 << 20) == bytes(1 << 20)
     # an MBR disk: not implemented, says so and what to do
     res = rk("restore", repo["path"], small, "--image", "mbr", "--yes", check=False)
     assert res.returncode == 1 and "shrinking an MBR disk is not implemented" in res.stderr
@@ -205,3 +192,49 @@ def test_whole_gpt_disk_onto_smaller_disk(grown_gpt: dict, tmp_path: Path) -> No
     assert metadata(vol, tmp_path) == grown_gpt["meta"]
     esp = mtd.extract_partition(out, got[0]["start"] * 512, got[0]["size"] * 512, tmp_path / "p1.img")
     assert mtd.file_hashes_fat(esp) == grown_gpt["hashes"][1]
+
+
+def test_whole_gpt_disk_40_percent_smaller_moves_clusters(disks: dict, repo: dict, tmp_path: Path) -> None:
+    """The session's GPT test disk (its NTFS files spread to the end, $MFTMirr and $LogFile in the middle) onto a
+    disk 40% smaller: clusters past the new end are moved, their run lists (and $MFTMirr's copies) rewritten."""
+    src_disk, hashes = disks["gpt"]
+    out = tmp_path / "small.img"
+    _sized(out, 120 * MiB)
+    res = rk_json("restore", repo["path"], out, "--image", "gpt", "--yes")
+    assert res["shrunk_to"] and res["verified"]  # moved clusters are always re-read and hash-checked
+    v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
+    assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
+    src, got = mtd._layout(src_disk), mtd._layout(out)
+    assert [(p["start"], p["size"]) for p in got[:2]] == [(p["start"], p["size"]) for p in src[:2]]
+    s3 = mtd.extract_partition(src_disk, src[2]["start"] * 512, src[2]["size"] * 512, tmp_path / "s3.img")
+    with open_source(str(s3)) as dev:
+        need, _u = ntfs_resize.min_size(dev, 0, dev.size, ntfs.parse_boot(dev.read(0, 512)))
+    assert need > got[2]["size"] * 512  # clusters had to move
+    vol = mtd.extract_partition(out, got[2]["start"] * 512, got[2]["size"] * 512, tmp_path / "p3.img")
+    check_ntfs(vol)
+    r = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(vol)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "ERROR" not in r.stdout + r.stderr, r.stdout  # every run list vs $Bitmap
+    assert mtd.file_hashes_ntfs(vol) == hashes[3]
+    assert metadata(vol, tmp_path) == metadata(s3, tmp_path)
+    esp = mtd.extract_partition(out, got[0]["start"] * 512, got[0]["size"] * 512, tmp_path / "p1.img")
+    assert mtd.file_hashes_fat(esp) == hashes[1]
+
+
+def test_moving_shrink_refused_1_mib_below_its_minimum(repo: dict, tmp_path: Path) -> None:
+    """--partition 3 of the GPT image into files: far too small and 1 MiB below the minimum refused (naming it,
+    nothing written), the minimum itself restored."""
+    tiny = tmp_path / "tiny.img"
+    _sized(tiny, 8 * MiB)
+    res = rk("restore", repo["path"], tiny, "--image", "gpt", "--partition", "3", "--yes", check=False)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    least = int(re.search(r"needs at least (\d+) bytes", res.stderr).group(1))
+    under = tmp_path / "under.img"
+    _sized(under, least - MiB)
+    res = rk("restore", repo["path"], under, "--image", "gpt", "--partition", "3", "--yes", check=False)
+    assert res.returncode == 1 and f"needs at least {least} bytes" in res.stderr and "nothing was written" in res.stderr
+    assert open(under, "rb").read() == bytes(least - MiB)
+    ok = tmp_path / "ok.img"
+    _sized(ok, -(-least // 512) * 512)
+    rk("restore", repo["path"], ok, "--image", "gpt", "--partition", "3", "--yes")
+    check_ntfs(ok)

@@ -1,16 +1,15 @@
-"""Shrink an NTFS volume whose used clusters all lie below the new end (no cluster moves), as ntfsresize does it.
+"""Shrink an NTFS volume, as ntfsresize does it (docs/imaging.md "Restore onto a smaller target").
 
 Everything is computed from a read-only source (the image, through ``ImageView``) before anything is written:
-the result is a list of (byte offset relative to the partition, bytes) to write after the volume's clusters
-below the new end, namely
+``plan`` returns the cluster moves (old LCN -> free LCN below the new end) and a list of (byte offset relative to
+the partition, bytes) to write after the volume's clusters: MFT records whose run lists point past the end
+(rewritten, also in $MFTMirr for records 0-3), the boot sector with the new total sector count ($MFTMirr's LCN)
+and its backup in the new last sector, $Bitmap's record and changed bitmap bytes, $BadClus's record.
 
-* the boot sector with the new total sector count, and its backup in the new last sector;
-* $Bitmap's MFT record (6): data and initialized size for the new cluster count (its clusters stay allocated);
-* $BadClus's MFT record (8): the ``$Bad`` stream's sizes and its one sparse run cut to the new cluster count.
-
-Refused (RescueError naming the size needed or the reason): used clusters at or past the new end (that needs
-cluster relocation, not implemented), bad clusters recorded in $BadClus, $Bitmap/$BadClus split over extension
-records, a journal that is not clean (``rescuekit.disk.winstate``). ``check`` re-reads the written volume.
+Refused (RescueError naming the size needed or the reason): a size below the used clusters + slack or below the
+end of $MFT/$Bitmap/$Boot (not moved), bad clusters recorded in $BadClus, $Bitmap/$BadClus split over extension
+records, a record without room for a longer run list, a hibernated volume or one whose journal is not clean
+(``rescuekit.disk.winstate``). ``check`` re-reads the written volume.
 """
 from __future__ import annotations
 
@@ -22,6 +21,9 @@ from rescuekit.disk.device import BlockDevice
 from rescuekit.errors import RescueError
 
 FILE_BADCLUS = 8
+# Files whose clusters are not moved: $MFT (its records would move), $Bitmap (rewritten here), $Boot, $BadClus.
+UNMOVABLE = {0, 6, 7, 8}
+MIRRORED = 4  # records in $MFTMirr
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Shrink:
     used_clusters: int
     min_size: int  # smallest partition size this volume can be shrunk to without moving clusters
     writes: list[tuple[int, bytes]] = field(default_factory=list)  # relative to the partition start
+    moves: list[tuple[int, int, int]] = field(default_factory=list)  # (old LCN, new LCN, clusters)
+    mftmirr_lcn: int | None = None  # set when the records were rewritten ($MFTMirr may have moved)
 
 
 def protect_fixups(rec: bytearray) -> None:
@@ -47,9 +51,171 @@ def protect_fixups(rec: bytearray) -> None:
         struct.pack_into("<H", rec, pos, usn)
 
 
-def min_size(dev: BlockDevice, offset: int, size: int, boot: ntfs.NtfsBoot) -> tuple[int, int]:
-    """(smallest partition size holding every used cluster + the backup boot sector, used clusters)."""
+def _sbytes(v: int) -> bytes:
+    n = 1
+    while not -(1 << (8 * n - 1)) <= v < 1 << (8 * n - 1):
+        n += 1
+    return v.to_bytes(n, "little", signed=True)
+
+
+def encode_runs(runs: list[tuple[int | None, int]]) -> bytes:
+    """Mapping pairs for ``runs`` (inverse of ``ntfs.decode_runs``), with the terminating zero byte."""
+    out = bytearray()
+    prev = 0
+    for lcn, n in runs:
+        lb = _sbytes(n)
+        if lcn is None:
+            out += bytes([len(lb)]) + lb
+        else:
+            db = _sbytes(lcn - prev)
+            out += bytes([len(lb) | len(db) << 4]) + lb + db
+            prev = lcn
+    return bytes(out) + b"\0"
+
+
+class _Allocator:
+    """Free clusters below the new end, handed out lowest first."""
+
+    def __init__(self, free: list[tuple[int, int]]) -> None:
+        self.free = [list(f) for f in free]
+        self.i = 0
+
+    def take(self, n: int) -> list[tuple[int, int]]:
+        out = []
+        while n:
+            if self.i >= len(self.free):
+                raise RescueError("not enough free clusters below the new end")
+            f = self.free[self.i]
+            k = min(n, f[1])
+            out.append((f[0], k))
+            f[0] += k
+            f[1] -= k
+            n -= k
+            if not f[1]:
+                self.i += 1
+        return out
+
+
+def _remap(runs: list[tuple[int | None, int]], nr: int, alloc: _Allocator,
+           moves: list[tuple[int, int, int]]) -> list[tuple[int | None, int]]:
+    out: list[tuple[int | None, int]] = []
+    for lcn, n in runs:
+        parts: list[tuple[int | None, int]]
+        if lcn is None or lcn + n <= nr:
+            parts = [(lcn, n)]
+        else:
+            keep = max(0, nr - lcn)
+            parts = [(lcn, keep)] if keep else []
+            old = lcn + keep
+            for new, k in alloc.take(n - keep):
+                moves.append((old, new, k))
+                parts.append((new, k))
+                old += k
+        for pl, pn in parts:
+            if out and pl is not None and out[-1][0] is not None and out[-1][0] + out[-1][1] == pl:
+                out[-1] = (out[-1][0], out[-1][1] + pn)
+            else:
+                out.append((pl, pn))
+    return out
+
+
+def _rewrite_runs(rec: bytearray, apos: int, mp: bytes) -> bool:
+    """Replace the mapping pairs of the non-resident attribute at ``apos``; False when the record is too full."""
+    alen = struct.unpack_from("<I", rec, apos + 4)[0]
+    mp_off = struct.unpack_from("<H", rec, apos + 32)[0]
+    used, size = struct.unpack_from("<II", rec, 24)
+    new_alen = (mp_off + len(mp) + 7) & ~7
+    if used - alen + new_alen > size:
+        return False
+    new_attr = bytes(rec[apos:apos + mp_off]) + mp + bytes(new_alen - mp_off - len(mp))
+    rest = bytes(rec[apos + alen:used])
+    body = new_attr + rest
+    rec[apos:used] = bytes(used - apos)
+    rec[apos:apos + len(body)] = body
+    struct.pack_into("<I", rec, apos + 4, new_alen)
+    struct.pack_into("<I", rec, 24, used - alen + new_alen)
+    return True
+
+
+def _relocate(dev: BlockDevice, offset: int, boot: ntfs.NtfsBoot, nr: int, used_ranges: list[tuple[int, int]],
+              sh: "Shrink", where: str) -> None:
+    """Move every cluster at or past LCN ``nr`` into free space below it: planned moves, rewritten MFT records."""
+    cs, rs = boot.cluster_size, boot.mft_record_size
+    if rs > cs:
+        raise RescueError(f"the {where} has MFT records larger than its clusters: moving clusters is not implemented")
+    free, pos = [], 0
+    for s, n in used_ranges:
+        a, b = s // cs, -(-(s + n) // cs)
+        if a > pos:
+            free.append((pos, min(a, nr) - pos))
+        pos = max(pos, b)
+        if pos >= nr:
+            break
+    if pos < nr:
+        free.append((pos, nr - pos))
+    free = [(a, n) for a, n in free if n > 0 and a < nr]
+    alloc = _Allocator(free)
+    mirrored: dict[int, bytes] = {}  # changed records 0-3, fixups undone
+    mft = ntfs.read_mft_record(dev, offset, boot, 0)
+    mft_ext = ntfs.attribute_records(dev, offset, boot, 0, ntfs.AT_DATA)
+    mft_runs, mft_size = ntfs.extents_runs(mft_ext, f"$MFT of the {where}")
+    del mft
+    for number in range(mft_size // rs):
+        rpos = number * rs
+        raw = ntfs.read_stream(dev, offset, mft_runs, cs, rpos, rs)
+        if raw[:4] != b"FILE":
+            continue
+        rec = bytearray(raw)
+        try:
+            ntfs.apply_fixups(rec, f"MFT record {number} of the {where}")
+        except RescueError:
+            continue
+        if not struct.unpack_from("<H", rec, 22)[0] & 1:  # not in use
+            continue
+        todo = []
+        for atype, apos in ntfs.iter_attributes(rec):
+            if rec[apos + 8] == 0:
+                continue
+            runs = ntfs._mapping_pairs(rec, apos)
+            if any(lcn is not None and lcn + n > nr for lcn, n in runs):
+                todo.append((apos, runs, atype))
+        if not todo:
+            continue
+        base_ref = struct.unpack_from("<Q", rec, 32)[0] & 0xFFFFFFFFFFFF
+        if number in UNMOVABLE or (base_ref and base_ref in UNMOVABLE):
+            raise RescueError(f"the {where} has clusters of a metadata file (MFT record {number}) past the new "
+                              "end: moving them is not implemented")
+        for apos, runs, atype in sorted(todo, reverse=True):  # later attributes first: earlier offsets stay
+            new = _remap(runs, nr, alloc, sh.moves)
+            if not _rewrite_runs(rec, apos, encode_runs(new)):
+                raise RescueError(f"MFT record {number} of the {where} has no room for its moved attribute "
+                                  f"0x{atype:X}'s longer run list: not shrunk")
+        if number < MIRRORED:
+            mirrored[number] = bytes(rec)
+        protect_fixups(rec)
+        vcn, within = divmod(rpos, cs)
+        for lcn, n in mft_runs:  # the record's place on the volume ($MFT itself is not moved)
+            if vcn < n:
+                sh.writes.append(((lcn + vcn) * cs + within, bytes(rec)))
+                break
+            vcn -= n
+    # $MFTMirr holds copies of records 0-3: changed ones are written there too, where it is now (it may have
+    # moved itself; the boot sector then names its new LCN).
+    rec1 = bytearray(mirrored[1]) if 1 in mirrored else ntfs.read_mft_record(dev, offset, boot, 1)
+    apos = ntfs._find_unnamed(rec1, ntfs.AT_DATA)
+    sh.mftmirr_lcn = ntfs._mapping_pairs(rec1, apos)[0][0]
+    for number, fixed in mirrored.items():
+        rec = bytearray(fixed)
+        protect_fixups(rec)
+        sh.writes.append((sh.mftmirr_lcn * cs + number * rs, bytes(rec)))
+
+
+def min_size(dev: BlockDevice, offset: int, size: int, boot: ntfs.NtfsBoot,
+             _out: list | None = None) -> tuple[int, int]:
+    """(smallest partition size holding every used cluster where it is + the backup boot sector, used clusters)."""
     ranges, used = ntfs.used_ranges(dev, offset, size, boot)
+    if _out is not None:
+        _out[:] = ranges
     area = boot.nr_clusters * boot.cluster_size
     last = max((s + n for s, n in ranges if s < area), default=boot.cluster_size)
     clusters = -(-min(last, area) // boot.cluster_size)
@@ -79,10 +245,18 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> Shrink:
     if boot is None:
         raise RescueError(f"no NTFS boot sector: {where}")
     bps, cs = boot.bytes_per_sector, boot.cluster_size
-    need, used = min_size(dev, offset, size, boot)
-    if new_size < need:
-        raise RescueError(f"the {where} needs at least {need} bytes without moving clusters (its last used "
-                          f"cluster is {(need - bps) // cs - 1}); relocating clusters is not implemented")
+    ranges: list[tuple[int, int]] = []
+    need, used = min_size(dev, offset, size, boot, ranges)
+    # With moves: every used cluster plus 1% (at least 1 MiB) of slack for run lists and Windows' first boot.
+    least = -(-(used * cs + max(1 << 20, used * cs // 100)) // cs) * cs + bps
+    for number in sorted(UNMOVABLE - {FILE_BADCLUS}):  # and past the files whose clusters are not moved
+        for rec, apos in ntfs.attribute_records(dev, offset, boot, number, ntfs.AT_DATA):
+            if rec[apos + 8]:
+                end = max((lcn + n for lcn, n in ntfs._mapping_pairs(rec, apos) if lcn is not None), default=0)
+                least = max(least, end * cs + bps)
+    if new_size < min(need, least):
+        raise RescueError(f"the {where} needs at least {min(need, least)} bytes ({used} used clusters of {cs} "
+                          "bytes)")
     st = winstate.probe(dev, offset, boot)
     if st.hiberfil is not None:
         raise RescueError(f"the {where} holds a hibernated Windows session: it cannot be resized (boot Windows, "
@@ -92,9 +266,13 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> Shrink:
                           "(boot Windows and shut it down fully, then capture again)")
     total = new_size // bps - 1  # the last sector holds the backup boot sector (as mkntfs lays it out)
     nr = total * bps // cs
-    sh = Shrink(size, new_size, cs, bps, nr, used, need)
+    sh = Shrink(size, new_size, cs, bps, nr, used, min(need, least))
+    if new_size < need:  # clusters at or past the new end: moved into free space below it
+        _relocate(dev, offset, boot, nr, ranges, sh, where)
     bs = bytearray(dev.read(offset, bps))
     struct.pack_into("<q", bs, 0x28, total)
+    if sh.mftmirr_lcn is not None:
+        struct.pack_into("<q", bs, 0x38, sh.mftmirr_lcn)
     sh.writes += [(0, bytes(bs)), (total * bps, bytes(bs))]
     # $Bitmap: one bit per cluster, size rounded up to 8 bytes (ntfsresize); its clusters stay allocated.
     pos, rec = _record(dev, offset, boot, ntfs.FILE_BITMAP)
@@ -107,16 +285,27 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> Shrink:
     # Bits for the clusters past the new end, up to the bitmap's (8-byte) end, are set: "in use", as mkntfs
     # and Windows leave them (ntfsresize --info counts a clear one as an accounting error).
     runs = ntfs._mapping_pairs(rec, apos)
-    first = nr // 8
-    tail = bytearray(ntfs.read_stream(dev, offset, runs, cs, first, bm - first))
-    for bit in range(nr, bm * 8):
-        tail[bit // 8 - first] |= 1 << (bit % 8)
-    vcn0 = 0
-    for lcn, length in runs:  # the tail's bytes, mapped to where they are on the volume
-        a, b = max(first, vcn0 * cs), min(bm, (vcn0 + length) * cs)
-        if a < b and lcn is not None:
-            sh.writes.append((lcn * cs + a - vcn0 * cs, bytes(tail[a - first:b - first])))
-        vcn0 += length
+    orig = ntfs.read_stream(dev, offset, runs, cs, 0, bm)
+    bmap = bytearray(orig)
+    for lo_bit, n_bits in [(nr, bm * 8 - nr)] + [(new, k) for _old, new, k in sh.moves]:
+        for bit in range(lo_bit, lo_bit + n_bits):
+            bmap[bit // 8] |= 1 << (bit % 8)
+    spans, i = [], 0
+    while i < bm:  # the changed byte spans
+        if bmap[i] != orig[i]:
+            j = i
+            while j < bm and bmap[j] != orig[j]:
+                j += 1
+            spans.append((i, j))
+            i = j
+        i += 1
+    for first, last in spans:  # mapped to where they are on the volume
+        vcn0 = 0
+        for lcn, length in runs:
+            a, b = max(first, vcn0 * cs), min(last, (vcn0 + length) * cs)
+            if a < b and lcn is not None:
+                sh.writes.append((lcn * cs + a - vcn0 * cs, bytes(bmap[a:b])))
+            vcn0 += length
     protect_fixups(rec)
     sh.writes.append((pos, bytes(rec)))
     # $BadClus:$Bad is sparse over the whole volume; any real run is a recorded bad cluster.

@@ -1,10 +1,9 @@
 """Restore onto a smaller target: the shrunk layout, computed from the image before anything is written.
 
-Implemented, when every used cluster of the NTFS volume lies below its new end (``rescuekit.disk.ntfs_resize``):
-one NTFS volume (``restore --partition N``, or a volume image) onto a smaller partition or file; a whole GPT disk
+The NTFS volume is shrunk by ``rescuekit.disk.ntfs_resize`` (clusters past the new end moved): one NTFS volume (``restore --partition N``, or a volume image) onto a smaller partition or file; a whole GPT disk
 whose last partition is that NTFS volume (partitions before it keep their place, it shrinks to the new last usable
-LBA, the backup GPT goes to the new end). Not implemented (refused with the sizes): moving clusters, moving
-partitions that come after the shrunk one, MBR disks.
+LBA, the backup GPT goes to the new end). Not implemented (refused with the sizes): moving partitions that come
+after the shrunk one, MBR disks.
 """
 from __future__ import annotations
 
@@ -30,8 +29,10 @@ class VolumeShrink:
         where = f"partition {self.number} (kept at its offset, the partitions before it untouched, the backup GPT " \
                 f"at the new end): " if self.number else ""
         return (f"{where}the NTFS volume shrinks from {human(s.old_size)} to {human(s.new_size)} ({s.new_size} bytes; "
-                f"{human(s.used_clusters * s.cluster_size)} used, no cluster moves; boot sector, backup boot sector, "
-                "$Bitmap and $BadClus rewritten)")
+                f"{human(s.used_clusters * s.cluster_size)} used; " + (
+                    f"{human(sum(k for _o, _n, k in s.moves) * s.cluster_size)} of clusters past the new end move "
+                    "into free space below it, their run lists rewritten" if s.moves else "no cluster moves")
+                + "; boot sector, backup boot sector, $Bitmap and $BadClus rewritten)")
 
 
 def _image_part(doc: dict, lo: int) -> dict | None:

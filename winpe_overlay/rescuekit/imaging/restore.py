@@ -96,6 +96,48 @@ def _pieces(doc: dict, lo: int, hi: int, base: int) -> list[Piece]:
     return out
 
 
+def _moved_pieces(doc: dict, moves: list[tuple[int, int, int]]) -> list[Piece]:
+    """Pieces that copy image bytes [src, src + n) to target offset dst, for each (src, n, dst) (one pass over
+    the chunk map per move would be quadratic)."""
+    from bisect import bisect_right
+
+    chunks = list(iter_chunks(doc, doc["chunk_size"]))
+    starts = [off for off, _n, _cid in chunks]
+    out = []
+    for src, n, dst in moves:
+        i = max(0, bisect_right(starts, src) - 1)
+        while i < len(chunks) and chunks[i][0] < src + n:
+            off, m, cid = chunks[i]
+            a, b = max(off, src), min(off + m, src + n)
+            if a < b:
+                out.append(Piece(dst + a - src, b - a, cid, a - off, a == off and b == off + m))
+            i += 1
+    return out
+
+
+def _cut(pieces: list[Piece], ranges: list[tuple[int, int]]) -> list[Piece]:
+    """``pieces`` without the target byte ``ranges`` (sorted (start, length)), split where needed."""
+    from bisect import bisect_right
+
+    starts = [a for a, _n in ranges]
+    out = []
+    for pc in pieces:
+        pos, end = pc.target, pc.target + pc.length
+        i = max(0, bisect_right(starts, pos) - 1)
+        while pos < end:
+            while i < len(ranges) and ranges[i][0] + ranges[i][1] <= pos:
+                i += 1
+            nxt = ranges[i][0] if i < len(ranges) else end
+            if nxt <= pos:  # inside a cut range
+                pos = min(end, ranges[i][0] + ranges[i][1])
+                continue
+            stop = min(end, nxt)
+            whole = pos == pc.target and stop == end
+            out.append(pc if whole else Piece(pos, stop - pos, pc.cid, pc.skip + pos - pc.target, False))
+            pos = stop
+    return out
+
+
 def _units(pieces: list[Piece], index, protect: list[tuple[int, int]]) -> tuple[list[list[int]], list[list[int]]]:
     """Group consecutive pieces by the blob that holds them (zero pieces in runs); pieces touching a
     protected range (written last) apart from the body."""
@@ -334,6 +376,14 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
         raise RescueError("restore cancelled; nothing was written")
     fresh = not exists
     pieces = _pieces(doc, lo, hi, base)
+    if shrink is not None and shrink.shrink.moves:  # clusters past the new end, written where they move to
+        cs = shrink.shrink.cluster_size
+        dest = sorted((vol_at + new * cs, k * cs) for _old, new, k in shrink.shrink.moves)
+        pieces = _cut(pieces, dest)  # the (free) clusters they land on are not written from the image too
+        # in source order: pieces of one stored blob stay adjacent, so each blob is decompressed once
+        pieces += _moved_pieces(doc, sorted((shrink.lo + old * cs, k * cs, vol_at + new * cs)
+                                            for old, new, k in shrink.shrink.moves))
+        verify = True  # every moved cluster's hash is checked on the target
     # First and last MiB of what is written (partition table + backup GPT, or boot sector + backup boot
     # sector): zeroed first, written last, so an interrupted restore leaves nothing that looks valid.
     edge = min(HEAD, needed)
