@@ -166,12 +166,9 @@ def _relocate(dev: BlockDevice, offset: int, boot: ntfs.NtfsBoot, nr: int, used_
         if raw[:4] != b"FILE":
             continue
         rec = bytearray(raw)
-        try:
-            ntfs.apply_fixups(rec, f"MFT record {number} of the {where}")
-        except RescueError:
+        if not struct.unpack_from("<H", rec, 22)[0] & 1:  # not in use (the flags lie before the first fixup)
             continue
-        if not struct.unpack_from("<H", rec, 22)[0] & 1:  # not in use
-            continue
+        ntfs.apply_fixups(rec, f"MFT record {number} of the {where}")  # a torn record in use: refused
         todo = []
         for atype, apos in ntfs.iter_attributes(rec):
             if rec[apos + 8] == 0:
