@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -23,16 +24,30 @@ def _human(n: int) -> str:
     return str(n)
 
 
+# The WinPE base options that build and usb share (usb: builder/usb_cli.py).
+_BASE_OPTIONS = [
+    click.option("--source", type=click.Path(path_type=Path), default=None,
+                 help="copype folder, ADK root, Windows ISO/folder, or winre.wim (default on Windows: the installed ADK)."),
+    click.option("--no-prompt", is_flag=True,
+                 help='No "Press any key to boot from CD": UEFI efisys_noprompt, BIOS without boot\\bootfix.bin.'),
+    click.option("--uefi-ca", type=click.Choice(UEFI_CAS), default="2011", show_default=True,
+                 help="Secure Boot CA of the UEFI boot manager: 2023 for PCs with the BlackLotus revocation (/bootex)."),
+    click.option("--boot-files", type=click.Path(path_type=Path), default=None,
+                 help="With a winre.wim --source: where the media and boot images come from."),
+]
+
+
+def base_options(f: Callable) -> Callable:
+    """Decorator adding --source, --no-prompt, --uefi-ca and --boot-files."""
+    for opt in reversed(_BASE_OPTIONS):
+        f = opt(f)
+    return f
+
+
 @click.command("build")
-@click.option("--source", type=click.Path(path_type=Path), default=None,
-              help="copype folder, ADK root, Windows ISO/folder, or winre.wim (default on Windows: the installed ADK).")
+@base_options
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="ISO file to write.")
-@click.option("--no-prompt", is_flag=True, help='No "Press any key to boot from CD": UEFI efisys_noprompt, BIOS without boot\\bootfix.bin.')
 @click.option("--label", default=iso.DEFAULT_LABEL, show_default=True, help="Volume label (A-Z 0-9 _, max 32).")
-@click.option("--uefi-ca", type=click.Choice(UEFI_CAS), default="2011", show_default=True,
-              help="Secure Boot CA of the UEFI boot manager: 2023 for PCs with the BlackLotus revocation (/bootex).")
-@click.option("--boot-files", type=click.Path(path_type=Path), default=None,
-              help="With a winre.wim --source: where the media and boot images come from.")
 @click.option("--image", type=click.IntRange(min=1), default=None,
               help="boot.wim image index to boot (default: the WinPE image, never Windows Setup).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -7,6 +7,7 @@ from rescuekit.cli import COMMAND_MODULES, _register_all, cli, run
 BUILDER_COMMAND_MODULES = [
     "builder.build_cli",    # build
     "builder.inspect_cli",  # inspect
+    "builder.usb_cli",      # usb
 ]
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -275,6 +275,13 @@ def _pvd_size(iso_path: Path) -> int | None:
 
 def _extract_iso(iso_path: Path, workdir: Path) -> Path:
     """Copy the boot files of a Windows ISO (UDF first, as real ones carry files only there) to workdir."""
+    return extract_iso(iso_path, workdir / "iso-media", _WINDOWS_BOOT_ENTRIES, require=BOOT_WIM)
+
+
+def extract_iso(iso_path: Path, out: Path, entries: Sequence[str] | None = None, *,
+                require: str | None = None) -> Path:
+    """Copy the files under ``entries`` (top-level names, matched ignoring case; None: every file) of an ISO to
+    ``out``, read from UDF first, else Joliet, Rock Ridge, ISO 9660.  ``require``: a path that must be there."""
     iso = open_iso(iso_path)
     try:
         if iso.has_udf():
@@ -303,11 +310,11 @@ def _extract_iso(iso_path: Path, workdir: Path) -> Path:
                 else:
                     yield sub
 
-        if find(BOOT_WIM) is None:
-            raise RescueError(f"not a Windows/WinPE ISO: {iso_path} (no sources/boot.wim)")
-        out = workdir / "iso-media"
+        if require is not None and find(require) is None:
+            raise RescueError(f"not a Windows/WinPE ISO: {iso_path} (no {require})")
+        out.mkdir(parents=True, exist_ok=True)
         wanted: list[str] = []
-        for entry in _WINDOWS_BOOT_ENTRIES:
+        for entry in entries if entries is not None else [n for n, _d in _iso_children(iso, facade, "/")]:
             hit = find(entry)
             if hit is None:
                 continue
@@ -518,6 +525,7 @@ __all__ = [
     "check_output_outside",
     "choose_boot_image",
     "default_adk_root",
+    "extract_iso",
     "find_ci",
     "open_iso",
     "resolve_source",

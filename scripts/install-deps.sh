@@ -18,10 +18,14 @@ APT_PACKAGES=(
   ntfs-3g             # mkntfs, ntfsfix, ntfsclone, ntfscat
   gdisk fdisk         # sgdisk, sfdisk
   dosfstools mtools   # mkfs.vfat, fsck.vfat, mcopy
-  exfatprogs          # mkfs.exfat
+  exfatprogs          # mkfs.exfat, fsck.exfat
+  exfat-fuse          # mount.exfat-fuse: real files into exFAT test volumes; the USB data partition read back
+  libfuse2 fuse3      # fusepy's libfuse.so.2 + fusermount: tests/imaging/faultfs.py (a file with bad sectors)
+  syslinux syslinux-common  # rescuekit usb: BIOS boot of the stick (mbr.bin, mtools installer, chain.c32)
   qemu-utils          # qemu-img
   e2fsprogs util-linux  # mkfs.ext4, chattr; losetup, partx, unshare (loop-device and read-only-target tests)
   zstd partclone      # benchmark peers
+  faketime            # lock tests: another machine whose clock is 40 minutes off
   python3-pip         # fresh Debian has no pip for the system python3
   wine wine64         # the Windows tier (tests/wine): the Windows runtime of a built ISO under Wine
   gcc-mingw-w64-x86-64  # tests/wine: the ProcessPrng shim DLL and the WinPE tool stand-ins (harness only)

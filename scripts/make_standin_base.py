@@ -4,7 +4,8 @@
 It is NOT WinPE and says so everywhere (``media/RESCUEKIT-STANDIN.TXT``, the WIM image name, every boot
 program's output).  What it has, so that ``rescuekit build`` and real firmware can work with it:
 
-- ``DIR/media/``: ``bootmgr``, ``bootmgr.efi``, ``boot/bcd``, ``boot/boot.sdi``, ``boot/fonts/*`` ... (small labelled
+- ``DIR/media/``: ``bootmgr`` (a NASM program, see standin/bootmgr.asm: what the BIOS chain of a USB stick
+  starts), ``bootmgr.efi``, ``boot/bcd``, ``boot/boot.sdi``, ``boot/fonts/*`` ... (small labelled
   placeholders), ``EFI/Boot/bootx64.efi`` (a standalone GRUB, so a USB stick made from the media UEFI-boots),
   ``EFI/Microsoft/Boot/BCD``, ``sources/boot.wim`` (a real 1-image WIM, bootable, WinPE-shaped tree with
   ``Windows/System32/startnet.cmd``) and ``NONCE.TXT`` (a per-run nonce the boot programs read from the medium).
@@ -34,6 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BIOS_ASM = HERE / "standin" / "biosboot.asm"
+BOOTMGR_ASM = HERE / "standin" / "bootmgr.asm"
 GRUB_DIR = Path("/usr/lib/grub/x86_64-efi")
 
 WIM_NAME = "rescuekit stand-in (NOT WinPE)"
@@ -102,10 +104,18 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def build_bios_boot(dest: Path) -> Path:
     """Assemble the etfsboot.com stand-in (4096 bytes, no boot info table needed)."""
-    _run(["nasm", "-f", "bin", "-o", str(dest), str(BIOS_ASM)])
+    _run(["nasm", "-f", "bin", "-I", f"{BIOS_ASM.parent}/", "-o", str(dest), str(BIOS_ASM)])
     size = dest.stat().st_size
     if size != 4096:
         raise StandinError(f"{dest}: BIOS boot program is {size} bytes, expected 4096")
+    return dest
+
+
+def build_bootmgr(dest: Path, nonce: str) -> Path:
+    """Assemble the bootmgr stand-in (standin/bootmgr.asm) with the nonce built in: on a USB stick, syslinux's
+    chain.c32 ``ntldr=/bootmgr`` starts it as a FAT32 boot sector starts the real bootmgr."""
+    _run(["nasm", "-f", "bin", "-I", f"{BOOTMGR_ASM.parent}/", f"-DNONCE=\"{nonce}\"", "-o", str(dest),
+          str(BOOTMGR_ASM)])
     return dest
 
 
@@ -229,7 +239,6 @@ def _media(media: Path, bootx64: Path, nonce: str) -> None:
     (media / MARKER_FILE).write_text(MARKER_TEXT.format(name=WIM_NAME).replace("\n", "\r\n"))
     (media / NONCE_FILE).write_text(nonce + "\n")
     for rel, what in [
-        ("bootmgr", "bootmgr (BIOS boot manager)"),
         ("bootmgr.efi", "bootmgr.efi (UEFI boot manager)"),
         ("boot/bcd", "boot/BCD (boot configuration data)"),
         ("boot/boot.sdi", "boot/boot.sdi (RAM disk SDI)"),
@@ -246,6 +255,7 @@ def _media(media: Path, bootx64: Path, nonce: str) -> None:
     (media / "EFI" / "Boot").mkdir(parents=True)
     shutil.copyfile(bootx64, media / "EFI" / "Boot" / "bootx64.efi")
     (media / "sources").mkdir()
+    build_bootmgr(media / "bootmgr", nonce)
 
 
 def check_nonce(nonce: str) -> str:

@@ -11,6 +11,7 @@ Every builder returns expected file hashes ``{relative/posix/path: sha256}`` (pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -182,12 +183,68 @@ def make_fat_volume(path: str | Path, size: int, tree: str | Path | None = None,
     return path, hashes
 
 
-def make_exfat_volume(path: str | Path, size: int, *, label: str = "DATA") -> Path:
-    """An empty exFAT volume (exfatprogs cannot add files without mounting)."""
+def make_exfat_volume(path: str | Path, size: int, *, label: str = "DATA", cluster_size: int | None = None,
+                      stale_free_space: bool = False, seed: int = 4) -> Path:
+    """An empty exFAT volume (mkfs.exfat); ``make_exfat_files`` puts files in one."""
     path = Path(path)
     _new_file(path, size)
-    _run("mkfs.exfat", "-L", label, path)
+    if stale_free_space:
+        _fill_stale(path, size, seed)
+    _run("mkfs.exfat", "-L", label, *(["-c", str(cluster_size)] if cluster_size else []), path)
     return path
+
+
+@contextlib.contextmanager
+def mounted_exfat(volume: str | Path, mnt: str | Path, *, readonly: bool = False):
+    """``volume`` mounted at ``mnt`` with exfat-fuse on a loop device (root; the kernel may lack exfat, and
+    exfatprogs cannot add files offline). Unmounted and detached afterwards, also on failure."""
+    dev = _run("losetup", "--find", "--show", volume).strip()
+    try:
+        _run("mount.exfat-fuse", *(["-o", "ro"] if readonly else []), dev, mnt)
+        try:
+            yield Path(mnt)
+        finally:
+            _run("umount", mnt)
+    finally:
+        _run("losetup", "-d", dev)
+
+
+def make_exfat_files(path: str | Path, size: int, *, seed: int = 4, tree_bytes: int = 2 * MiB,
+                     label: str = "DATA", cluster_size: int | None = None,
+                     stale_free_space: bool = True) -> tuple[Path, Hashes]:
+    """An exFAT volume with real files: the ``gen_tree`` tree, two files written in turns (so their cluster
+    chains interleave: FAT chains, not contiguous NoFatChain runs) and every third file deleted again (free
+    holes between used clusters); free space holds stale data unless ``stale_free_space`` is False."""
+    import shutil
+
+    path = make_exfat_volume(path, size, label=label, cluster_size=cluster_size,
+                             stale_free_space=stale_free_space, seed=seed)
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        src = Path(tmp, "tree")
+        gen_tree(src, seed=seed, total_bytes=tree_bytes)
+        mnt = Path(tmp, "mnt")
+        mnt.mkdir()
+        with mounted_exfat(path, mnt) as root:
+            shutil.copytree(src, root, dirs_exist_ok=True)
+            with open(root / "interleaved-1.bin", "wb") as a, open(root / "interleaved-2.bin", "wb") as b:
+                for _ in range(48):
+                    for f in (a, b):
+                        f.write(rng.randbytes(24 << 10))
+                        f.flush()
+            tree_files = sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith("interleaved"))
+            for p in tree_files[1::3]:
+                p.unlink()
+            hashes = hash_tree(root)
+    return path, hashes
+
+
+def file_hashes_exfat(volume: str | Path) -> Hashes:
+    """sha256 of every file on an exFAT volume (mounted read-only with exfat-fuse)."""
+    volume = Path(volume)
+    with tempfile.TemporaryDirectory(dir=volume.parent) as tmp:
+        with mounted_exfat(volume, tmp, readonly=True) as root:
+            return hash_tree(root)
 
 
 def _dd_into(volume: Path, disk: Path, offset: int) -> None:
@@ -358,8 +415,7 @@ def main() -> None:
     elif a.kind == "fat32":
         _p, h = make_fat_volume(a.path, (a.size_mib or 64) * MiB, seed=a.seed, tree_bytes=tb)
     else:
-        make_exfat_volume(a.path, (a.size_mib or 64) * MiB)
-        h = {}
+        _p, h = make_exfat_files(a.path, (a.size_mib or 64) * MiB, seed=a.seed, tree_bytes=tb)
     if a.hashes:
         Path(a.hashes).write_text(json.dumps(h, indent=1, ensure_ascii=False))
     print(a.path)

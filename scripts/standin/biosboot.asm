@@ -120,107 +120,13 @@ read_sector_cf:
     popad
     ret
 
-uart_init:
-    mov dx, COM1 + 1
-    xor al, al
-    out dx, al                ; IER: no interrupts
-    mov dx, COM1 + 3
-    mov al, 0x80
-    out dx, al                ; LCR: DLAB on
-    mov dx, COM1
-    mov al, 1
-    out dx, al                ; divisor 1 = 115200 baud
-    inc dx
-    xor al, al
-    out dx, al
-    mov dx, COM1 + 3
-    mov al, 3
-    out dx, al                ; 8N1, DLAB off
-    mov dx, COM1 + 2
-    mov al, 0xC7
-    out dx, al                ; FIFO on, cleared
-    mov dx, COM1 + 4
-    mov al, 0x0B
-    out dx, al                ; DTR, RTS, OUT2
-    ret
-
-; putc: AL to COM1 and to the screen.  Preserves all registers.
-putc:
-    pusha
-    mov bl, al
-    mov dx, COM1 + 5
-    mov cx, 0xFFFF            ; don't hang forever when there is no UART
-.wait:
-    in al, dx
-    test al, 0x20
-    jnz .send
-    loop .wait
-.send:
-    mov dx, COM1
-    mov al, bl
-    out dx, al
-    mov ah, 0x0E
-    mov bh, 0
-    mov al, bl
-    int 0x10
-    popa
-    ret
+%include "serial.inc"
 
 newline:
     push si
     mov si, crlf
     call print
     pop si
-    ret
-
-; print: zero-terminated string at SI.
-print:
-    push ax
-    push si
-.l:
-    lodsb
-    test al, al
-    jz .done
-    call putc
-    jmp .l
-.done:
-    pop si
-    pop ax
-    ret
-
-; print_hex32: EAX as 8 hex digits.
-print_hex32:
-    push eax
-    shr eax, 16
-    push ax
-    mov al, ah
-    call print_hex8
-    pop ax
-    call print_hex8
-    pop eax
-    push eax
-    mov al, ah
-    call print_hex8
-    pop eax
-    ; fall through: low byte
-
-; print_hex8: AL as two hex digits.
-print_hex8:
-    push ax
-    shr al, 4
-    call .nib
-    pop ax
-    and al, 0x0F
-.nib:
-    push ax
-    and al, 0x0F
-    add al, '0'
-    cmp al, '9'
-    jbe .out
-    add al, 'A' - '0' - 10
-.out:
-    call putc
-    pop ax
     ret
 
 msg_hello db 13, 10, "RESCUEKIT STAND-IN BIOS (rescuekit test boot program, NOT Windows etfsboot.com)", 13, 10, 0

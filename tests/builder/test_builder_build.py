@@ -175,12 +175,16 @@ def test_cli_one_line_errors(kit, tmp_path, case):
         base = make_copype(kit, tmp_path / "pe")
         args, want = ["--source", str(base)], "output folder does not exist"
         out = tmp_path / "nodir/o.iso"
+    before = sorted(out.parent.iterdir()) if out.parent.exists() else None
     r = rk("build", *args, "--output", str(out))
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rescuekit: error: ") and want in lines[0], r.stderr
     assert not out.exists()
-    assert not any(".build-" in p.name for p in out.parent.iterdir()) if out.parent.exists() else True
+    if before is None:  # a missing output folder is not created (nor anything in it)
+        assert not out.parent.exists()
+    else:  # nothing left next to the output: no staging folder, no temporary ISO
+        assert sorted(out.parent.iterdir()) == before
 
 
 def test_cli_no_source_off_windows(tmp_path):

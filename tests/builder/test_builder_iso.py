@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from pathlib import Path
 
 import pycdlib
 import pytest
@@ -34,14 +35,35 @@ def tree(tmp_path):
     return files
 
 
+def _tmp_outputs(monkeypatch) -> list:
+    """Record the temporary files master_iso opens for its output (its exclusive "xb" open), so a test can
+    check that exactly those are gone, whatever naming scheme the code uses."""
+    made: list = []
+    real_open = open
+
+    def spy(file, mode="r", *args, **kwargs):
+        if "x" in mode:
+            made.append(Path(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(isomod, "open", spy, raising=False)
+    return made
+
+
+def _leftovers(out: Path) -> list[str]:
+    """Entries next to ``out`` that belong to it but are not it (temporary outputs of any name)."""
+    return sorted(p.name for p in out.parent.iterdir() if out.name in p.name and p.name != out.name)
+
+
 def _read(iso: pycdlib.PyCdlib, **kw) -> bytes:
     buf = io.BytesIO()
     iso.get_file_from_iso_fp(buf, **kw)
     return buf.getvalue()
 
 
-def test_el_torito_like_oscdimg(kit, tree, tmp_path):
+def test_el_torito_like_oscdimg(kit, tree, tmp_path, monkeypatch):
     out = tmp_path / "out.iso"
+    made = _tmp_outputs(monkeypatch)
     res = master_iso(tree, out, bios_image=kit.etfs, efi_image=kit.efi["efisys.bin"], label="RescueKit")
     assert res.boot_entries == ["BIOS etfsboot.com", "UEFI efisys.bin"]
     ents = el_torito(out)
@@ -53,7 +75,9 @@ def test_el_torito_like_oscdimg(kit, tree, tmp_path):
     # The images are on disc byte for byte: no boot info table was patched into etfsboot.com.
     assert data[ents[0]["lba"] * 2048:][:4096] == kit.etfs.read_bytes()
     assert data[ents[1]["lba"] * 2048:][:efisize] == kit.efi["efisys.bin"].read_bytes()
-    assert not out.with_name("out.iso.tmp").exists()
+    # the ISO was written to a temporary file next to it and renamed: that file is gone
+    assert len(made) == 1 and made[0].parent == tmp_path and made[0] != out and not made[0].exists()
+    assert _leftovers(out) == []
 
 
 def test_uefi_only(kit, tree, tmp_path):
@@ -126,20 +150,34 @@ def test_labels():
             isomod.normalize_label(bad)
 
 
-def test_failure_leaves_nothing(kit, tree, tmp_path):
+def test_failure_leaves_nothing(kit, tree, tmp_path, monkeypatch):
     out = tmp_path / "fail.iso"
+    made = _tmp_outputs(monkeypatch)
     deep = dict(tree)
     deep["a/b/c/d/e/f/g/h/deep.txt"] = tree["bootmgr"]
     with pytest.raises(RescueError, match="too deep for ISO 9660"):
         master_iso(deep, out, efi_image=kit.efi["efisys.bin"])
-    assert not out.exists() and not out.with_name("fail.iso.tmp").exists()
+    assert not out.exists() and _leftovers(out) == []
     # an existing output is replaced only when the new one is complete
     out.write_bytes(b"old")
     missing = dict(tree)
     missing["gone.txt"] = tmp_path / "gone.txt"
     with pytest.raises((RescueError, OSError)):
         master_iso(missing, out, efi_image=kit.efi["efisys.bin"])
-    assert out.read_bytes() == b"old" and not out.with_name("fail.iso.tmp").exists()
+    assert out.read_bytes() == b"old" and _leftovers(out) == []
+    # a failure while the ISO is being written (disk full): the partial temporary output is removed
+    import errno
+
+    def full(self, fp, *args, **kwargs):
+        fp.write(b"partial ISO")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pycdlib.PyCdlib, "write_fp", full)
+    with pytest.raises(OSError):
+        master_iso(tree, out, efi_image=kit.efi["efisys.bin"])
+    monkeypatch.undo()
+    assert made and all(p.parent == tmp_path for p in made) and not any(p.exists() for p in made)
+    assert out.read_bytes() == b"old" and _leftovers(out) == []
     clash = dict(tree)
     clash["BOOTMGR"] = tree["bootmgr"]
     with pytest.raises(RescueError, match="two files differ only in case: BOOTMGR and bootmgr"):

@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from disk_helpers import MiB
@@ -53,11 +55,23 @@ def test_disks_errors_are_one_line(tmp_path):
     assert r.returncode == 0 and "garbage" in json.loads(r.stdout)[0]["error"]
 
 
+def _lsblk_disks() -> dict[str, int]:
+    """{/dev/NAME: size} of this machine's whole disks as util-linux's lsblk sees them (an independent oracle),
+    less the virtual kinds rescuekit leaves out (loop, RAM, zram, md, dm, nbd...) and empty ones."""
+    out = subprocess.run(["lsblk", "-J", "-d", "-b", "-o", "NAME,SIZE,TYPE"], capture_output=True, text=True,
+                         check=True).stdout
+    return {f"/dev/{d['name']}": int(d["size"]) for d in json.loads(out)["blockdevices"]
+            if d["type"] == "disk" and int(d["size"] or 0) > 0 and not d["name"].startswith(linux.SKIP_PREFIXES)}
+
+
 def test_disks_without_arguments_lists_this_machine():
     r = rk("disks", "--json")
     assert r.returncode == 0, r.stderr
-    for d in json.loads(r.stdout):
-        assert d["path"].startswith("/dev/") and d["size"] > 0
+    listed = {d["path"]: d["size"] for d in json.loads(r.stdout)}
+    assert listed == _lsblk_disks()  # the same disks and sizes as lsblk (none only where lsblk shows none)
+    # the system disk(s) are flagged, and only they
+    system = inventory.system_disk_paths()
+    assert {d["path"] for d in json.loads(r.stdout) if d["is_system"]} == system & set(listed)
 
 
 def test_file_device(tmp_path):
@@ -85,22 +99,53 @@ def test_file_device(tmp_path):
         device.open_target(tmp_path / "nope.img")
 
 
+def _root_disk() -> str | None:
+    """The whole disk under / as util-linux sees it (findmnt + lsblk), or None (overlay, tmpfs...)."""
+    src = subprocess.run(["findmnt", "-n", "-o", "SOURCE", "/"], capture_output=True, text=True).stdout.strip()
+    if not src.startswith("/dev/"):
+        return None
+    parent = subprocess.run(["lsblk", "-n", "-d", "-o", "PKNAME", src], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    return f"/dev/{parent}" if parent else str(Path(src).resolve())
+
+
 def test_linux_inventory():
     disks = inventory.list_disks()
     system = inventory.system_disk_paths()
+    assert {d.path: d.size for d in disks} == _lsblk_disks()
     for d in disks:
         assert d.kind == "disk" and d.size > 0 and d.path.startswith("/dev/")
         assert d.is_system == (d.path in system)
     holder = inventory.disk_holding("/")
+    assert holder == _root_disk()
     assert holder is None or holder in system
     # A path that does not exist yet resolves through its existing parent.
     assert inventory.disk_holding("/no/such/dir/repo") == holder
     assert inventory.disk_holding("/proc") is None  # not on a block device
 
 
-def test_linux_disk_of_dev_partitions():
-    """sysfs partition -> whole disk mapping, whatever disks this machine has."""
-    for name in os.listdir("/sys/class/block"):
+def test_linux_inventory_of_a_loop_disk(loop_ext4, monkeypatch):
+    """The listing code on a block device that is always there: a loop disk (GPT, ext4 partition mounted).
+    Loop devices are left out of the listing (live media, snaps); with that filter lifted, the loop disk is
+    listed with its sysfs facts and its partition's mount point."""
+    loop, img, mnt = loop_ext4
+    assert loop not in {d.path for d in inventory.list_disks()}
+    monkeypatch.setattr(linux, "SKIP_PREFIXES", tuple(p for p in linux.SKIP_PREFIXES if p != "loop"))
+    [d] = [d for d in inventory.list_disks() if d.path == loop]
+    assert d.kind == "disk" and d.size == img.stat().st_size and d.sector_size == 512
+    assert d.mounts == [str(mnt)] and not d.is_system
+    assert linux.mounts_by_disk()[os.path.basename(loop)] == [str(mnt)]
+    with device.open_source(f"{loop}p1") as p:  # a partition device: its own size, kind "partition"
+        assert p.info.kind == "partition" and p.size == 8 * MiB
+
+
+def test_linux_disk_of_dev_partitions(loop_ext4):
+    """sysfs partition -> whole disk mapping: every block device of this machine, and a loop disk's partition."""
+    loop = os.path.basename(loop_ext4[0])
+    names = os.listdir("/sys/class/block")
+    assert f"{loop}p1" in names
+    assert linux.whole_disk_name(f"{loop}p1") == loop and linux.whole_disk_name(loop) == loop
+    for name in names:
         disk = linux.whole_disk_name(name)
         assert os.path.exists(f"/sys/block/{disk}")
 
@@ -123,13 +168,49 @@ def loop_disk(gpt_disk, tmp_path):
 
     img = tmp_path / "loop.img"
     copy_sparse(gpt_disk[0], img)
-    r = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot attach a loop device here (needs root): {r.stderr.strip()}")
-    dev = r.stdout.strip()
+    dev = _attach(img)
     try:
         yield dev
     finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def _attach(img: Path, *, partscan: bool = False) -> str:
+    """A loop device for ``img`` (the tests run as root, as .ci/run does: a failure is a failure, not a skip)."""
+    r = subprocess.run(["losetup", "--find", "--show", *(["--partscan"] if partscan else []), str(img)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"cannot attach a loop device (the tests need root): {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+@pytest.fixture()
+def loop_ext4(tmp_path):
+    """A 16 MiB GPT image on a loop device with partitions scanned; partition 1 (8 MiB ext4) mounted."""
+    from disk_helpers import run
+
+    img = tmp_path / "ext4disk.img"
+    with open(img, "wb") as f:
+        f.truncate(16 * MiB)
+    run("sgdisk", "-n", "1:2048:+8M", "-t", "1:8300", img)
+    dev = _attach(img, partscan=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = False
+    try:
+        if not os.path.exists(f"{dev}p1"):  # kernels without the GPT parser: add the partitions by hand
+            run("partx", "-a", dev, check=False)
+        for _ in range(200):  # devtmpfs/udev may still be creating the partition node
+            if os.path.exists(f"{dev}p1"):
+                break
+            time.sleep(0.05)
+        run("mkfs.ext4", "-q", "-F", f"{dev}p1")
+        run("mount", f"{dev}p1", mnt)
+        mounted = True
+        yield dev, img, mnt
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mnt)], check=False)
         subprocess.run(["losetup", "-d", dev], check=False)
 
 

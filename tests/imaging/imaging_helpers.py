@@ -22,6 +22,14 @@ def rk(*args: object, check: bool = True, env: dict | None = None, timeout: int 
     return res
 
 
+def one_line_error(res: subprocess.CompletedProcess) -> str:
+    """The single ``rescuekit: error: ...`` line of a failed run (no traceback, nothing else on stderr)."""
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
+    return lines[0]
+
+
 def rk_json(*args: object) -> dict:
     return json.loads(rk(*args, "--json").stdout)
 

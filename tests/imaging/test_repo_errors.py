@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
+from imaging_helpers import one_line_error as _err
 from imaging_helpers import rk, rk_json
 
+from rescuekit.repo.config import FORMAT_VERSION
 
-def _err(res) -> str:
-    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
-    return lines[0]
+NEWER = FORMAT_VERSION + 1
 
 
 def test_missing_and_not_a_repository(tmp_path: Path, disks: dict) -> None:
@@ -42,59 +39,36 @@ def test_newer_manifest_version_refused(repo: dict, repo_copy: Path, tmp_path: P
 
     path = repo_copy / "images" / f"{repo['gpt']['id']}.json"
     doc = json.loads(path.read_text())
-    doc["version"] = 2
+    doc["version"] = NEWER
     doc["checksum"] = checksum(doc)
     path.write_text(json.dumps(doc))
     msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--image", repo["gpt"]["id"], "--yes", check=False))
-    assert "format version 2 is newer" in msg
+    assert f"format version {NEWER} is newer" in msg
     assert not (tmp_path / "x.img").exists()
     msg = _err(rk("prune", repo_copy, check=False))  # never advises forgetting a newer rescuekit's image
-    assert "format version 2 is newer" in msg and "forget" not in msg
+    assert f"format version {NEWER} is newer" in msg and "forget" not in msg
 
 
 def test_corrupt_manifest(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
     path = repo_copy / "images" / f"{repo['mbr']['id']}.json"
     path.write_text(path.read_text().replace('"name":"mbr"', '"name":"mbX"'))
-    assert "checksum mismatch" in _err(rk("images", repo_copy, check=False))
+    res = rk("images", repo_copy)  # lists the others and names the bad file
+    assert "checksum mismatch" in res.stderr and str(path) in res.stderr and repo["gpt"]["id"] in res.stdout
     res = rk("verify", repo_copy, check=False)
     assert res.returncode == 1 and "checksum mismatch" in res.stdout
-    # the intact image is still reachable (by name and as latest) and restorable
+    # the intact image is still reachable by id and by name (the bad one is named "mbX")...
     rk("restore", repo_copy, tmp_path / "g.img", "--image", "gpt", "--yes")
-    rk("restore", repo_copy, tmp_path / "l.img", "--yes")
-    assert "corrupt manifest(s) skipped" in _err(rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr",
-                                                    "--yes", check=False))
+    rk("restore", repo_copy, tmp_path / "i.img", "--image", repo["gpt"]["id"][:6], "--yes")
+    # ...but not as "latest": the unreadable one is newer (seq 2), so "latest" would restore older data
+    msg = _err(rk("restore", repo_copy, tmp_path / "l.img", "--yes", check=False))
+    assert "cannot tell which is the latest image" in msg and f"forget {repo_copy} {path.stem}" in msg
+    assert not (tmp_path / "l.img").exists()
+    assert "unreadable manifest(s) skipped" in _err(rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr",
+                                                       "--yes", check=False))
     assert "corrupt image manifest" in _err(rk("prune", repo_copy, check=False))
     path.write_text("{not json")
-    assert "not JSON" in _err(rk("images", repo_copy, check=False))
-
-
-def test_locks(repo_copy: Path, disks: dict, tmp_path: Path) -> None:
-    from rescuekit.repo.config import utc_now
-
-    def put_lock(**doc) -> Path:
-        lock = repo_copy / "locks" / "0123456789abcdef.json"
-        lock.write_text(json.dumps({"time": utc_now(), **doc}))
-        return lock
-
-    lock = put_lock(exclusive=True, pid=1, host="otherhost", command="capture")
-    msg = _err(rk("capture", disks["gpt"][0], repo_copy, check=False))
-    assert "is locked" in msg and "otherhost" in msg and "--force-unlock" in msg
-    msg = _err(rk("restore", repo_copy, tmp_path / "x.img", "--yes", check=False))  # readers wait for writers
-    assert "is locked" in msg
-    rk("capture", disks["gpt"][0], repo_copy, "--force-unlock")
-    assert not lock.exists() and not list((repo_copy / "locks").iterdir())
-    # a shared (reader) lock of a live process on this host blocks a writer but not another reader
-    lock = put_lock(exclusive=False, pid=os.getpid(), host=socket.gethostname(), command="restore")
-    assert "shared lock by restore" in _err(rk("prune", repo_copy, check=False))
-    assert rk_json("verify", repo_copy)["ok"]
-    # stale: this host's process is gone ...
-    lock = put_lock(exclusive=True, pid=2 ** 22 + 12345, host=socket.gethostname(), command="capture")
-    rk("prune", repo_copy)
-    assert not lock.exists()
-    # ... or another host's lock was not refreshed for over 30 minutes (e.g. a WinPE that was switched off)
-    lock = put_lock(exclusive=True, pid=1, host="otherhost", command="capture", time="2026-01-01T00:00:00Z")
-    rk("prune", repo_copy)
-    assert not lock.exists()
+    res = rk("images", repo_copy)
+    assert "not JSON" in res.stderr and repo["gpt"]["id"] in res.stdout
 
 
 def test_missing_pack_refused_before_writing(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
@@ -109,12 +83,14 @@ def test_missing_pack_refused_before_writing(repo: dict, repo_copy: Path, tmp_pa
     assert res.returncode == 1 and "missing" in res.stdout and "damaged: image" in res.stdout
 
 
-def _rewrite_index(repo_copy: Path, edit) -> None:
-    """Apply ``edit`` to the decoded index document and store it under its new content name (valid zstd/JSON)."""
+def _rewrite_index(repo_copy: Path, edit, listing: str = "") -> None:
+    """Apply ``edit`` to the decoded index document (the first, or the one naming pack ``listing``) and store it
+    under its new content name (valid zstd/JSON)."""
     import blake3
     import zstandard
 
-    old = next((repo_copy / "index").glob("*.idx"))
+    old = next(p for p in sorted((repo_copy / "index").glob("*.idx"))
+               if listing in zstandard.ZstdDecompressor().decompress(p.read_bytes()).decode())
     doc = json.loads(zstandard.ZstdDecompressor().decompress(old.read_bytes()))
     edit(doc)
     data = zstandard.ZstdCompressor().compress(json.dumps(doc).encode())
@@ -249,13 +225,6 @@ def test_corrupt_index_file_falls_back_to_pack_headers(repo: dict, repo_copy: Pa
     assert rk_json("verify", repo_copy)["images"] == 3
 
 
-def test_unreadable_lock_file(repo_copy: Path) -> None:
-    (repo_copy / "locks" / "0123456789abcdef.json").write_text("[]")
-    msg = _err(rk("prune", repo_copy, check=False))
-    assert "is locked" in msg and "unreadable lock file" in msg
-    rk("prune", repo_copy, "--force-unlock")
-
-
 def test_corrupt_manifest_can_be_forgotten_by_id(repo: dict, repo_copy: Path) -> None:
     bad = repo_copy / "images" / f"{repo['mbr']['id']}.json"
     bad.write_text("{not json")
@@ -269,9 +238,9 @@ def test_corrupt_manifest_can_be_forgotten_by_id(repo: dict, repo_copy: Path) ->
 
 
 def test_newer_index_version_is_refused_not_bypassed(repo_copy: Path, tmp_path: Path) -> None:
-    _rewrite_index(repo_copy, lambda doc: doc.update(version=2, packs=[]))  # a newer, different layout
+    _rewrite_index(repo_copy, lambda doc: doc.update(version=NEWER, packs=[]))  # a newer, different layout
     for args in (["restore", repo_copy, tmp_path / "t.img", "--yes"], ["prune", repo_copy]):
-        assert "format version 2 is newer" in _err(rk(*args, check=False))
+        assert f"format version {NEWER} is newer" in _err(rk(*args, check=False))
     assert not (tmp_path / "t.img").exists()
 
 
@@ -290,5 +259,61 @@ def test_a_name_the_output_encoding_cannot_show_does_not_fail_the_command(disks:
     """Redirected output in a narrow encoding (Windows: the ANSI code page) must not turn a capture into a failure."""
     env = {"PYTHONIOENCODING": "cp1252"}  # what Windows gives a pipe or file
     res = rk("capture", disks["gpt"][0], tmp_path / "r", "--name", "\u0414\u0438\u0441\u043a 1", env=env)
-    assert "(\\u0414\\u0438\\u0441\\u043a 1)" in res.stdout
+    assert ", \\u0414\\u0438\\u0441\\u043a 1)" in res.stdout  # (#seq, name)
     assert "\\u0414\\u0438\\u0441\\u043a 1" in rk("images", tmp_path / "r", env=env).stdout
+
+
+def _gpt_pack(repo: dict, repo_copy: Path) -> Path:
+    """The largest pack holding chunks of the gpt image only."""
+    from rescuekit.repo.packs import pack_files, read_pack_header
+
+    man = (repo_copy / "images" / f"{repo['gpt']['id']}.json").read_text()
+    packs = [p for p in pack_files(repo_copy).values() if read_pack_header(p)[0][0] in man]
+    return max(packs, key=lambda p: p.stat().st_size)
+
+
+def test_truncated_pack_is_named_by_verify_and_restore(repo: dict, repo_copy: Path, tmp_path: Path) -> None:
+    pack = _gpt_pack(repo, repo_copy)
+    with open(pack, "r+b") as f:
+        f.truncate(pack.stat().st_size // 2)  # e.g. a copy that stopped half-way
+    res = rk("verify", repo_copy, check=False)
+    problems = [line for line in res.stdout.splitlines() if line.startswith("problem:")]
+    assert res.returncode == 1 and len(problems) == 1, res.stdout
+    assert problems[0].startswith(f"problem: pack {pack.stem} is truncated ({pack.stat().st_size} of at least ")
+    assert f"damaged: image {repo['gpt']['id']}" in res.stdout
+    res = rk("verify", repo_copy, "--read-data", check=False)
+    assert res.returncode == 1 and pack.stem in res.stdout and "Traceback" not in res.stderr
+    target = tmp_path / "t.img"
+    target.write_bytes(b"x" * (256 << 20))
+    msg = _err(rk("restore", repo_copy, target, "--image", "gpt", "--yes", check=False))
+    assert f"pack {pack.stem}" in msg and "is truncated" in msg and "nothing was written" in msg
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == b"x" * (1 << 20)  # the partition table area was not wiped first
+    rk("restore", repo_copy, tmp_path / "m.img", "--image", "mbr", "--yes", "--verify")
+
+
+def test_newer_pack_header_version_is_refused(repo: dict, repo_copy: Path, tmp_path: Path,
+                                              monkeypatch) -> None:
+    import rescuekit.repo.packs as packs
+
+    old = _gpt_pack(repo, repo_copy)
+    rows, data = packs.read_pack_header(old), old.read_bytes()
+    monkeypatch.setattr(packs, "FORMAT_VERSION", NEWER)  # a newer rescuekit wrote this pack
+    w = packs.PackWriter(repo_copy)
+    blobs: dict[int, list] = {}
+    for r in rows:
+        blobs.setdefault(r[1], []).append(r)
+    for off, members in blobs.items():
+        w.add(data[off:off + members[0][2]], bool(members[0][4]), [(r[0], r[5], r[3]) for r in members])
+    new_id, new_rows = w.finish()
+    monkeypatch.undo()
+    old.unlink()
+    _rewrite_index(repo_copy, lambda doc: doc["packs"].update({new_id: doc["packs"].pop(old.stem)}), old.stem)
+    assert rk_json("verify", repo_copy)["ok"]  # the structure alone does not read pack headers
+    assert f"format version {NEWER} is newer" in _err(rk("verify", repo_copy, "--read-data", check=False))
+    for idx in (repo_copy / "index").glob("*.idx"):
+        idx.write_bytes(b"")  # now readers take the packs' own headers
+    assert f"format version {NEWER} is newer" in _err(rk("verify", repo_copy, check=False))
+    msg = _err(rk("restore", repo_copy, tmp_path / "t.img", "--image", "mbr", "--yes", check=False))
+    assert f"format version {NEWER} is newer" in msg and new_id in msg
+    assert not (tmp_path / "t.img").exists()

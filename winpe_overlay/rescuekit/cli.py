@@ -21,6 +21,7 @@ from rescuekit.errors import RescueError
 COMMAND_MODULES = [
     "rescuekit.disks_cli",    # disks
     "rescuekit.imaging_cli",  # capture, images, restore, verify, forget, prune
+    "rescuekit.winbackup_cli",  # winbackup list|restore|import
 ]
 
 

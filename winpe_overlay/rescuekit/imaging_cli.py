@@ -50,8 +50,8 @@ def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size:
                      allow_hibernated=allow_hibernated, keep_pagefile=keep_pagefile)
     t = doc["totals"]
     if as_json:
-        _emit_json({"id": doc["id"], "name": doc["name"], "partitions": doc["partitions"], "totals": t,
-                    "warnings": doc["warnings"]})
+        _emit_json({"id": doc["id"], "seq": doc["seq"], "name": doc["name"], "partitions": doc["partitions"],
+                    "totals": t, "warnings": doc["warnings"]})
         return
     for w in doc["warnings"]:
         click.echo(f"rescuekit: warning: {w}", err=True)
@@ -59,7 +59,7 @@ def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size:
         for line in _state_notes(p):
             click.echo(f"rescuekit: note: partition {p['number']}: {line}", err=True)
     secs = max(t["seconds"], 1e-6)
-    click.echo(f"image {doc['id']} ({doc['name']}): disk {human(t['disk_bytes'])}, read {human(t['stored_bytes'])} "
+    click.echo(f"image {doc['id']} (#{doc['seq']}, {doc['name']}): disk {human(t['disk_bytes'])}, read {human(t['stored_bytes'])} "
                f"in {t['seconds']:.1f} s ({t['stored_bytes'] / secs / 1e6:.0f} MB/s); new data "
                f"{human(t['new_bytes'])} stored as {human(t['new_stored_bytes'])} in {t['new_packs']} pack(s)")
 
@@ -80,43 +80,46 @@ def _state_notes(p: dict) -> list[str]:
     return out
 
 
-def _images_rows(repo) -> tuple[list[dict], list[dict]]:
-    from rescuekit.imaging.restore import unfinished_restores
-
-    return repo.images(), unfinished_restores(repo.root)
-
-
 @click.command()
 @click.argument("repo")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def images(repo: str, as_json: bool) -> None:
-    """List the images in REPO."""
+    """List the images in REPO, oldest first (by sequence number)."""
+    from rescuekit.imaging.restore import unfinished_restores
     from rescuekit.repo.repository import Repository
 
     r = Repository.open(repo)
-    docs, unfinished = _images_rows(r)
-    rows = [{"id": d["id"], "name": d.get("name"), "created": d.get("created"), "source": d["source"].get("path"),
-             "disk_bytes": d["source"].get("size"), "table": d["table"]["kind"],
+    docs, bad = r.scan_images()
+    unfinished = unfinished_restores(r.root)
+    rows = [{"seq": d.get("seq"), "id": d["id"], "name": d.get("name"), "created": d.get("created"),
+             "source": d["source"].get("path"), "disk_bytes": d["source"].get("size"), "table": d["table"]["kind"],
              "partitions": [{k: p.get(k) for k in ("number", "start", "size", "fs", "label", "windows_state",
                                                    "excluded")} for p in d["partitions"]],
              "stored_bytes": d["totals"]["stored_bytes"], "new_stored_bytes": d["totals"]["new_stored_bytes"]}
             for d in docs]
     if as_json:
-        _emit_json({"repository": str(r.root), "images": rows, "unfinished_restores": unfinished})
+        _emit_json({"repository": str(r.root), "images": rows,
+                    "unreadable_manifests": [{"file": str(p), "error": why} for p, why in bad],
+                    "unfinished_restores": unfinished})
         return
     if not rows:
         click.echo(f"no images in {r.root}")
     else:
-        click.echo(f"{'ID':<16}  {'NAME':<20} {'CREATED':<20} {'DISK':>10} {'TABLE':<5} {'DATA':>10} {'ADDED':>10}  PARTITIONS")
+        click.echo(f"{'SEQ':>5}  {'ID':<16}  {'NAME':<20} {'CREATED (its clock)':<20} {'DISK':>10} {'TABLE':<5} "
+                   f"{'DATA':>10} {'ADDED':>10}  PARTITIONS")
         for x in rows:
             parts = " ".join(f"{p['number']}:{p['fs']}" + (f"({p['label']})" if p.get("label") else "")
                              + (f"[{','.join(p['windows_state'])}]" if p.get("windows_state") else "")
                              for p in x["partitions"])
-            click.echo(f"{x['id']:<16}  {str(x['name'])[:20]:<20} {x['created'][:19]:<20} {human(x['disk_bytes']):>10} "
-                       f"{x['table']:<5} {human(x['stored_bytes']):>10} {human(x['new_stored_bytes']):>10}  {parts}")
+            seq = "-" if x["seq"] is None else str(x["seq"])  # format-1 images have none
+            click.echo(f"{seq:>5}  {x['id']:<16}  {str(x['name'])[:20]:<20} {x['created'][:19]:<20} "
+                       f"{human(x['disk_bytes']):>10} {x['table']:<5} {human(x['stored_bytes']):>10} "
+                       f"{human(x['new_stored_bytes']):>10}  {parts}")
             for p in x["partitions"]:
                 for line in _state_notes(p):
-                    click.echo(f"{'':18}partition {p['number']}: {line}")
+                    click.echo(f"{'':25}partition {p['number']}: {line}")
+    for _p, why in bad:
+        click.echo(f"rescuekit: warning: {why}", err=True)
     for u in unfinished:
         click.echo(f"WARNING: a restore of image {str(u.get('image'))[:16]} onto {u.get('target')} started "
                    f"{u.get('started')} did not finish: that target is incomplete; restore it again", err=True)
@@ -159,19 +162,22 @@ def restore(repo: str, target: str, image: str, partition: int | None, verify: b
 @click.option("--image", help="Check only this image (id, prefix, name or 'latest').")
 @click.option("--read-data", is_flag=True, help="Re-read every pack, decompress and re-hash every chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(repo: str, image: str | None, read_data: bool, as_json: bool) -> None:
+@force_unlock_opt
+def verify(repo: str, image: str | None, read_data: bool, as_json: bool, force_unlock: bool) -> None:
     """Check the repository's structure (and with --read-data all its data)."""
     from rescuekit.repo.check import check_repository
     from rescuekit.repo.repository import Repository
 
     r = Repository.open(repo)
-    with r.lock(exclusive=False, command="verify"):
+    with r.lock(exclusive=False, command="verify", force_unlock=force_unlock):
         rep = check_repository(r, image=image, read_data=read_data, progress=False if as_json else None)
     if as_json:
         _emit_json(rep)
     else:
         for p in rep["problems"]:
             click.echo(f"problem: {p}")
+        for n in rep["notes"]:
+            click.echo(f"note: {n}")
         for d in rep["damaged"]:
             rs = ", ".join(f"{o}+{n}" for o, n in d["ranges"][:8]) + (" ..." if len(d["ranges"]) > 8 else "")
             click.echo(f"damaged: image {d['image']} ({d['name']}): bytes {rs}")
@@ -194,8 +200,8 @@ def forget(repo: str, image: tuple[str, ...], force_unlock: bool) -> None:
     from rescuekit.repo.repository import Repository
 
     r = Repository.open(repo)
-    with r.lock(exclusive=True, command="forget", force_unlock=force_unlock):
-        for d in do_forget(r, list(image)):
+    with r.lock(exclusive=True, command="forget", force_unlock=force_unlock) as lock:
+        for d in do_forget(r, list(image), lock):
             click.echo(f"removed image {d['id']} ({d.get('name')})")
 
 
@@ -209,13 +215,15 @@ def prune(repo: str, as_json: bool, force_unlock: bool) -> None:
     from rescuekit.repo.repository import Repository
 
     r = Repository.open(repo)
-    with r.lock(exclusive=True, command="prune", force_unlock=force_unlock):
-        res = do_prune(r)
+    with r.lock(exclusive=True, command="prune", force_unlock=force_unlock) as lock:
+        res = do_prune(r, lock)
     if as_json:
         _emit_json(res)
-    else:
-        click.echo(f"freed {human(res['bytes_freed'])}: {res['packs_deleted']} pack(s) deleted, "
-                   f"{res['packs_rewritten']} rewritten into {res['packs_written']}, {res['packs_kept']} kept")
+        return
+    freed = res["bytes_freed"]
+    net = f"freed {human(freed)}" if freed >= 0 else f"freed nothing (it wrote {human(-freed)} more than it deleted)"
+    click.echo(f"{net}: {res['packs_deleted']} pack(s) deleted, {res['packs_rewritten']} rewritten into "
+               f"{res['packs_written']}, {res['packs_kept']} kept")
 
 
 def register(group: click.Group) -> None:

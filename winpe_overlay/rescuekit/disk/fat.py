@@ -116,23 +116,195 @@ def _fat_entries(b: FatBoot, fat: bytes) -> array:
     return a
 
 
-def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
-    """The volume label from the root directory's label entry (what Windows shows), else the BPB's."""
-    bps = b.bytes_per_sector
+def _root_dir(dev: BlockDevice, offset: int, b: FatBoot) -> bytes:
+    """The start of the root directory (FAT12/16: its fixed region; FAT32: its first cluster), at most
+    64 KiB; empty when a FAT32 root cluster lies outside the volume."""
     if b.kind == "fat32":
         if not 2 <= b.root_cluster < b.count + 2:
-            return b.bpb_label
+            return b""
         pos, n = b.data_start + (b.root_cluster - 2) * b.cluster_size, b.cluster_size
     else:
+        bps = b.bytes_per_sector
         pos, n = (b.reserved + b.num_fats * b.fat_sectors) * bps, b.root_dir_sectors * bps
-    data = dev.read(offset + pos, min(n, 64 << 10))
+    return dev.read(offset + pos, min(n, 64 << 10))
+
+
+def _dir_entries(data: bytes):
+    """The in-use 32-byte directory entries of ``data`` (deleted ones skipped, stops at the end mark)."""
+    for i in range(0, len(data) - 31, 32):
+        e = data[i:i + 32]
+        if e[0] == 0:
+            return
+        if e[0] != 0xE5:
+            yield e
+
+
+def fat_label(dev: BlockDevice, offset: int, b: FatBoot) -> str | None:
+    """The volume label from the root directory's label entry (what Windows shows), else the BPB's."""
+    for e in _dir_entries(_root_dir(dev, offset, b)):
+        if e[11] & 0x0F == 0x08 and e[11] != 0x0F:
+            return e[:11].decode("latin-1").rstrip() or None
+    return b.bpb_label
+
+
+MAX_DIR_BYTES = 8 << 20  # a FAT directory holds at most 65536 entries of 32 bytes (2 MiB); room for slack
+
+
+@dataclass
+class FatEntry:
+    name: str  # the long name when there is one, else the 8.3 name
+    short_name: str
+    attributes: int
+    cluster: int  # first cluster (0: empty file / the root)
+    size: int
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & 0x10)
+
+
+def fat_next(dev: BlockDevice, offset: int, b: FatBoot, cluster: int) -> int | None:
+    """The cluster after ``cluster`` in its chain (first FAT), or None at the end of the chain."""
+    base = offset + b.reserved * b.bytes_per_sector
+    if b.kind == "fat12":
+        v = int.from_bytes(dev.read(base + cluster * 3 // 2, 2), "little")
+        v = v >> 4 if cluster & 1 else v & 0xFFF
+        end = 0xFF7
+    elif b.kind == "fat16":
+        v, end = int.from_bytes(dev.read(base + 2 * cluster, 2), "little"), 0xFFF7
+    else:
+        v, end = int.from_bytes(dev.read(base + 4 * cluster, 4), "little") & 0x0FFFFFFF, 0x0FFFFFF7
+    return v if 2 <= v < min(end, b.count + 2) else None
+
+
+def fat_chain_read(dev: BlockDevice, offset: int, b: FatBoot, first: int, limit: int) -> bytes:
+    """The clusters of the chain starting at ``first`` (at most ``limit`` bytes; a loop ends it)."""
+    out = bytearray()
+    c: int | None = first
+    seen: set[int] = set()
+    while c is not None and 2 <= c < b.count + 2 and c not in seen and len(out) < limit:
+        seen.add(c)
+        out += dev.read(offset + b.data_start + (c - 2) * b.cluster_size, b.cluster_size)
+        c = fat_next(dev, offset, b, c)
+    return bytes(out[:limit])
+
+
+def _short_name(e: bytes) -> str:
+    base, ext = e[:8].decode("latin-1").rstrip(), e[8:11].decode("latin-1").rstrip()
+    if e[12] & 0x08:  # NT case flags: base / extension stored upper but shown lower
+        base = base.lower()
+    if e[12] & 0x10:
+        ext = ext.lower()
+    if base[:1] == "\x05":
+        base = "\xe5" + base[1:]
+    return f"{base}.{ext}" if ext else base
+
+
+def parse_dir(data: bytes) -> list[FatEntry]:
+    """Entries of a FAT directory (volume label, deleted and "."/".." entries left out; long names joined)."""
+    out: list[FatEntry] = []
+    lfn: dict[int, str] = {}
     for i in range(0, len(data) - 31, 32):
         e = data[i:i + 32]
         if e[0] == 0:
             break
-        if e[0] != 0xE5 and e[11] & 0x0F == 0x08 and e[11] != 0x0F:
-            return e[:11].decode("latin-1").rstrip() or None
-    return b.bpb_label
+        if e[0] == 0xE5:
+            lfn = {}
+            continue
+        if e[11] & 0x3F == 0x0F:  # long-name part: 13 UTF-16 units in three pieces
+            part = (e[1:11] + e[14:26] + e[28:32]).decode("utf-16-le", "replace")
+            lfn[e[0] & 0x1F] = part.split("\0", 1)[0]
+            continue
+        if e[11] & 0x08:  # volume label
+            lfn = {}
+            continue
+        short = _short_name(e)
+        name = "".join(lfn[k] for k in sorted(lfn)) if lfn else short
+        lfn = {}
+        if short in (".", ".."):
+            continue
+        cluster = struct.unpack_from("<H", e, 26)[0] | struct.unpack_from("<H", e, 20)[0] << 16
+        out.append(FatEntry(name, short, e[11], cluster, struct.unpack_from("<I", e, 28)[0]))
+    return out
+
+
+def fat_listdir(dev: BlockDevice, offset: int, b: FatBoot, entry: FatEntry | None = None) -> list[FatEntry]:
+    """Entries of directory ``entry`` (None: the root directory)."""
+    cluster = entry.cluster if entry is not None else 0
+    if cluster == 0 and b.kind != "fat32":
+        pos = (b.reserved + b.num_fats * b.fat_sectors) * b.bytes_per_sector
+        return parse_dir(dev.read(offset + pos, b.root_dir_sectors * b.bytes_per_sector))
+    return parse_dir(fat_chain_read(dev, offset, b, cluster or b.root_cluster, MAX_DIR_BYTES))
+
+
+def fat_lookup(dev: BlockDevice, offset: int, b: FatBoot, path: str) -> FatEntry | None:
+    """The entry at ``path`` (``\\`` or ``/`` separated, case-insensitive, long or 8.3 name), or None."""
+    entry: FatEntry | None = None
+    for part in (p for p in path.replace("\\", "/").split("/") if p):
+        if entry is not None and not entry.is_dir:
+            return None
+        want = part.casefold()
+        entry = next((e for e in fat_listdir(dev, offset, b, entry)
+                      if e.name.casefold() == want or e.short_name.casefold() == want), None)
+        if entry is None:
+            return None
+    return entry
+
+
+_DOT, _DOTDOT = b".          ", b"..         "
+
+
+def _first_cluster(e: bytes, b: FatBoot) -> int:
+    """A directory entry's first cluster (the high word only exists on FAT32)."""
+    c = int.from_bytes(e[26:28], "little")
+    return c | int.from_bytes(e[20:22], "little") << 16 if b.kind == "fat32" else c
+
+
+MAX_FOLDER_CHECKS = 8
+
+
+def _check_layout(dev: BlockDevice, offset: int, size: int, b: FatBoot, where: str) -> None:
+    """RescueError unless the boot sector's layout fields (reserved sectors, FAT count and size, root entries,
+    cluster size) match what is on disk. One wrong field shifts every cluster: the FAT still decodes, but
+    its map then points at the wrong bytes and leaves used data out (found by tests/fuzz)."""
+    bps = b.bytes_per_sector
+    fat_bytes = b.fat_sectors * bps
+    if b.kind != "fat32" and (b.root_entries == 0 or b.root_entries * 32 % bps):
+        # FAT12/16 keep the root directory in a fixed region after the FATs; 0 entries is a FAT32 value
+        raise RescueError(f"{where}: {b.root_entries} root directory entries (FAT12/16 need a count that fills "
+                          f"whole sectors)")
+    # every FAT copy starts with the media entry; no further copy follows the last one
+    for i in range(1, b.num_fats):
+        pos = b.reserved * bps + i * fat_bytes
+        e0 = int.from_bytes(dev.read(offset + pos, 2), "little") if pos + 2 <= size else 0
+        if e0 & 0xFF != b.media or e0 & 0xF00 != 0xF00:
+            raise RescueError(f"{where}: FAT copy {i + 1} (byte {pos}) does not start with the media byte: "
+                              f"the FAT size or count in the boot sector is wrong")
+    head_len = {"fat12": 3, "fat16": 4, "fat32": 8}[b.kind]
+    after = b.reserved * bps + b.num_fats * fat_bytes
+    if after + head_len <= size and \
+            dev.read(offset + after, head_len) == dev.read(offset + b.reserved * bps, head_len):
+        raise RescueError(f"{where}: a FAT copy follows the {b.num_fats} the boot sector counts (byte {after})")
+    # every folder begins with its "." and ".." entries: check where the layout puts the root's subfolders
+    checked = 0
+    for e in _dir_entries(_root_dir(dev, offset, b)):
+        if e[11] == 0x0F or e[11] & 0x08 or not e[11] & 0x10 or e[:11] in (_DOT, _DOTDOT):
+            continue
+        c = _first_cluster(e, b)
+        pos = b.data_start + (c - 2) * b.cluster_size
+        if not 2 <= c < b.count + 2 or pos + 64 > size:
+            continue
+        d = dev.read(offset + pos, 64)
+        # "." names the folder's own first cluster, ".." the root's (0; some FAT32 writers use the root cluster):
+        # a neighbouring folder's cluster, one cluster off, passes the name test but not this one
+        if d[:11] != _DOT or d[32:43] != _DOTDOT or not d[11] & 0x10 or _first_cluster(d[:32], b) != c or \
+                _first_cluster(d[32:64], b) not in (0, b.root_cluster if b.kind == "fat32" else 0):
+            name = e[:11].decode("latin-1").rstrip()
+            raise RescueError(f"{where}: folder {name!r} (cluster {c}, byte {pos}) does not begin with '.' and "
+                              f"'..' entries: the boot sector's layout does not match the data area")
+        checked += 1
+        if checked == MAX_FOLDER_CHECKS:
+            break
 
 
 _MASK_LOW_NIBBLE = bytes(v & 0x0F for v in range(256))
@@ -188,6 +360,7 @@ def fat_used_ranges(dev: BlockDevice, offset: int, size: int, b: FatBoot) -> tup
     if fat0 & 0xFF != b.media or fat0 & 0xF00 != 0xF00:
         raise RescueError(f"{where}: FAT entry 0 (0x{fat0:04X}) does not carry the boot sector's media byte "
                           f"0x{b.media:02X}: the boot sector does not describe this FAT")
+    _check_layout(dev, offset, size, b, where)
     count = min(b.count, -(-(size - b.data_start) // b.cluster_size))
     rb = RangeBuilder()
     rb.add(0, b.data_start)

@@ -238,6 +238,13 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         if h is not None:
             regions.append((h.my_lba * ss, ss))
             regions.append((h.entries_lba * ss, h.entries_sectors(ss) * ss))
+    if back is None:
+        # Where the damaged backup copy lies (entries just before its header, as formatters place them): kept
+        # in an image too, so that it holds the disk's table area as it was, not zeros.
+        esec = prim.entries_sectors(ss)
+        if 0 < alt_lba <= last_lba:
+            lo = max(prim.entries_lba + esec, alt_lba - esec)
+            regions.append((lo * ss, (alt_lba + 1 - lo) * ss))
     table.header_regions = merge(regions)
     mbr_types = [MBR_ENTRY.unpack_from(mbr, 446 + 16 * i)[2] for i in range(4)] if mbr[510:512] == b"\x55\xaa" else []
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
@@ -274,6 +281,11 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
     table.disk_signature = struct.unpack_from("<I", mbr, 440)[0]
     regions = [(0, ss)]
     parts: list[Partition] = []
+    for i in range(4):  # half-empty slots: damage (tools clear a deleted slot whole), so the plan keeps more
+        ptype, (start, count) = mbr[446 + 16 * i + 4], struct.unpack_from("<II", mbr, 446 + 16 * i + 8)
+        if bool(ptype) != bool(count) or not ptype and start:
+            table.warnings.append(f"MBR slot {i + 1} is half empty (type 0x{ptype:02X}, start {start}, "
+                                  f"{count} sectors); ignored")
     for slot, status, ptype, start, count in _mbr_entries(mbr):
         if status not in (0, 0x80) or start == 0:
             raise RescueError(f"MBR of {dev.path} is garbage (slot {slot + 1}: status 0x{status:02X}, start {start})")
@@ -287,6 +299,10 @@ def _read_mbr(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
                                         first_number=max([4] + [p.number for p in parts if p.logical]) + 1))
     table.partitions = parts
     table.header_regions = merge(regions)
+    spans = sorted((p.start, p.end, p.number) for p in parts if not p.logical)
+    for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:]):
+        if s2 < e1:
+            table.warnings.append(f"MBR partitions {n1} and {n2} overlap")
 
 
 def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
@@ -314,6 +330,9 @@ def _read_logicals(dev: BlockDevice, ext_start: int, ext_count: int, ss: int,
         nxt = None
         for slot, status, ptype, start, count in _mbr_entries(ebr):
             if slot == 0 and ptype not in EXTENDED_TYPES:
+                if ebr_lba + start + count > min(ext_start + ext_count, dev.size // ss):
+                    table.warnings.append(f"MBR logical partition {number} (LBA {ebr_lba + start}+{count}) ends "
+                                          "past the end of its extended partition or of the disk")
                 out.append(Partition(number=number, start=(ebr_lba + start) * ss, size=count * ss, type=ptype,
                                      type_name=mbr_type_name(ptype), bootable=status == 0x80, logical=True))
                 number += 1
@@ -481,3 +500,70 @@ def fix_gpt_after_restore(dev: BlockDevice) -> None:
     for off, data in gpt_rebuild(dev, dev.size):
         dev.write(off, data)
     dev.flush()
+
+
+# ---------------------------------------------------------------- building new tables
+
+@dataclass
+class NewPartition:
+    """A partition to write into a new table (byte offsets; sector-aligned)."""
+
+    start: int
+    size: int
+    mbr_type: int = 0x07
+    gpt_type: str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+    name: str = ""
+    bootable: bool = False
+    guid: str | None = None  # GPT unique partition GUID (random when None)
+    attributes: int = 0
+
+
+def _mbr_slot(status: int, ptype: int, lba: int, count: int) -> bytes:
+    # CHS fields set to the "use LBA" marker FE FF FF, as Windows does for partitions past 8 GB
+    return MBR_ENTRY.pack(status, b"\xfe\xff\xff", ptype, b"\xfe\xff\xff", lba, count)
+
+
+def build_mbr(parts: list[NewPartition], disk_signature: int, *, boot_code: bytes = b"", ss: int = 512) -> bytes:
+    """A 512-byte MBR with up to four primary partitions (``boot_code``: up to 440 bytes of loader)."""
+    if len(parts) > 4:
+        raise RescueError(f"an MBR holds at most 4 primary partitions, {len(parts)} were asked for")
+    mbr = bytearray(512)
+    mbr[:len(boot_code[:440])] = boot_code[:440]
+    struct.pack_into("<I", mbr, 440, disk_signature & 0xFFFFFFFF)
+    for i, p in enumerate(parts):
+        if p.start % ss or p.size % ss or (p.start + p.size) // ss > 0xFFFFFFFF:
+            raise RescueError(f"partition {i + 1} ({p.start}+{p.size}) does not fit an MBR")
+        mbr[446 + 16 * i:462 + 16 * i] = _mbr_slot(0x80 if p.bootable else 0, p.mbr_type, p.start // ss, p.size // ss)
+    mbr[510:512] = b"\x55\xaa"
+    return bytes(mbr)
+
+
+def build_gpt(disk_size: int, parts: list[NewPartition], *, disk_guid: str | None = None,
+              ss: int = 512) -> list[tuple[int, bytes]]:
+    """Protective MBR, primary and backup GPT (128 entries) for a disk of ``disk_size`` bytes, as
+    [(byte offset, bytes)]; RescueError when a partition lies outside the usable area."""
+    entries_sectors = 128 * 128 // ss
+    last_lba = disk_size // ss - 1
+    first_usable, last_usable = 2 + entries_sectors, last_lba - 1 - entries_sectors
+    entries = bytearray(128 * 128)
+    for i, p in enumerate(parts):
+        first, last = p.start // ss, (p.start + p.size) // ss - 1
+        if p.start % ss or p.size % ss or first < first_usable or last > last_usable:
+            raise RescueError(f"GPT partition {i + 1} (LBA {first}-{last}) lies outside the usable area "
+                              f"(LBA {first_usable}-{last_usable})")
+        GPT_ENTRY.pack_into(entries, 128 * i, uuid.UUID(p.gpt_type).bytes_le,
+                            uuid.UUID(p.guid or str(uuid.uuid4())).bytes_le, first, last, p.attributes,
+                            p.name.encode("utf-16-le")[:72].ljust(72, b"\0"))
+    dguid = uuid.UUID(disk_guid or str(uuid.uuid4())).bytes_le
+    ecrc = zlib.crc32(entries)
+    raw = GPT_HEADER.pack(GPT_SIGNATURE, 0x00010000, 92, 0, 0, 1, last_lba, first_usable, last_usable, dguid, 2,
+                          128, 128, ecrc)
+    hdr = _GptHeader(raw, 92, 1, last_lba, first_usable, last_usable, dguid, 2, 128, 128, ecrc)
+    back_lba = last_lba - entries_sectors
+
+    def header(my: int, alt: int, elba: int) -> bytes:
+        return _header_bytes(hdr, my_lba=my, alt_lba=alt, last_usable=last_usable, entries_lba=elba).ljust(ss, b"\0")
+
+    pmbr = _protective_mbr(bytes(512), last_lba) or b""
+    return [(0, pmbr.ljust(ss, b"\0")), (ss, header(1, last_lba, 2)), (2 * ss, bytes(entries)),
+            (back_lba * ss, bytes(entries)), (last_lba * ss, header(last_lba, 1, back_lba))]

@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from rescuekit.imaging.safety import holds
 from rescuekit.progress import byte_progress
 from rescuekit.repo.config import FORMAT_VERSION, utc_now
 from rescuekit.repo.index import Index
-from rescuekit.repo.manifest import IMAGE_FORMAT, write_manifest
+from rescuekit.repo.manifest import IMAGE_FORMAT
 from rescuekit.repo.repository import ChunkStore, Repository, chunk_hash, compress
 
 GROUP = 8  # chunks per compression group (2 MiB of 256 KiB chunks): measured, see docs/imaging.md
@@ -120,29 +121,33 @@ def _check_size_unchanged(dev: BlockDevice, source: str) -> None:
 
 def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
             chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False,
-            allow_hibernated: bool = False, keep_pagefile: bool = False) -> dict:
+            device: BlockDevice | None = None, allow_hibernated: bool = False,
+            keep_pagefile: bool = False) -> dict:
     """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest.
 
-    A volume Windows left hibernated (or with an unclean journal) is refused unless ``allow_hibernated``;
-    pagefile/swapfile/hiberfil data is stored as zeros unless ``keep_pagefile``."""
+    ``device``: an already open (read-only) device to capture instead of opening ``source`` (then only its
+    name); used by ``winbackup import`` for the disk assembled from a backup's virtual disks. A volume Windows
+    left hibernated (or with an unclean journal) is refused unless ``allow_hibernated``; pagefile/swapfile/hiberfil
+    data is stored as zeros unless ``keep_pagefile``."""
     cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
     source = str(source)
     existing = Path(repo_path).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    via = holds(source, existing)
+    via = holds(source, existing) if device is None else None
     if via is not None:
         raise RescueError(f"the repository {repo_path} is on the disk being captured ({source}){via}; "
                           "store it on another disk")
     t0 = time.monotonic()
-    with open_source(source) as dev:  # a bad SOURCE must not leave a new empty repository behind
+    opened = nullcontext(device) if device is not None else open_source(source)
+    with opened as dev:  # a bad SOURCE must not leave a new empty repository behind
         if dev.size == 0:  # an empty card reader, a dying disk reporting capacity 0, an empty file
             raise RescueError(f"{source} is empty (0 bytes): nothing to capture (no medium, or a failing disk?)")
         if not allow_hibernated and (refused := windows_refusals(dev)):  # before the repository is created
             raise WindowsStateError(f"{source} {refused[0]}" + (f" (and {len(refused) - 1} more partition(s))"
                                                                  if len(refused) > 1 else ""))
         repo = Repository.open_or_create(repo_path, **cfg_args)
-        with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock):
+        with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock) as lock:
             cs = repo.config.chunk_size
             label = Path(source).name or source  # \\.\PhysicalDrive0 has no file name
             plan = make_plan(dev, cs, keep_pagefile=keep_pagefile)
@@ -211,5 +216,4 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
                            "new_bytes": st.new_bytes, "new_stored_bytes": st.new_stored_bytes,
                            "new_packs": len(st.packs), "seconds": round(time.monotonic() - t0, 3)},
             }
-            write_manifest(repo.root, doc)
-            return doc
+            return repo.add_image(doc, lock)  # numbered (seq) and written under the lock, if still held

@@ -143,11 +143,19 @@ def make_plan(dev: BlockDevice, chunk_size: int, *, keep_pagefile: bool = False)
         return plan
     ranges: list[tuple[int, int]] = [(0, min(FIRST_REGION, size))] + list(table.header_regions)
     data_parts = [p for p in table.partitions if not p.extended]
+    # The gaps before and between data partitions are stored whole (EBRs, boot loaders, hidden data), and so
+    # is the inside of an extended partition: logical partitions are only found through the EBR chain, and
+    # one damaged EBR hides all that follow it. An MBR with damage found (warnings) keeps even the tail:
+    # it has no backup copy, and the partition it lost may lie there.
+    bounds = [(p.start, p.end) for p in data_parts]
+    bounds += [(e, e) for p in table.partitions if p.extended for e in (p.start, p.end)]
+    if table.kind == "mbr" and table.warnings:
+        bounds.append((size, size))
     pos = 0
-    for p in sorted(data_parts, key=lambda p: p.start):  # the gaps before and between data partitions (EBRs...)
-        if p.start > pos:
-            ranges.append((pos, p.start - pos))
-        pos = max(pos, p.end)
+    for start, end in sorted(bounds):
+        if start > pos:  # clipped: a damaged entry may place a partition past the disk's end
+            ranges.append((pos, min(start, size) - pos))
+        pos = max(pos, end)
     per_part = []
     cut: list[tuple[int, int]] = []
     for p in data_parts:

@@ -35,7 +35,7 @@ from rescuekit.progress import byte_progress
 from rescuekit.repo.config import utc_now
 from rescuekit.repo.fsutil import atomic_write
 from rescuekit.repo.manifest import iter_chunks
-from rescuekit.repo.packs import PackReader, pack_path
+from rescuekit.repo.packs import PackReader, pack_ends, pack_shortfall
 from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 
 HEAD = 1 << 20
@@ -272,10 +272,10 @@ def _check_chunks(doc: dict, index, root: Path) -> None:
         if cid not in index:
             raise RescueError(f"chunk {cid[:16]} of image {doc['id'][:12]} is missing from the repository "
                               f"index; run `rescuekit verify {root}`; nothing was written")
-    for pack_id in {index.entries[cid].pack for cid in ids}:
-        if not pack_path(root, pack_id).is_file():
-            raise RescueError(f"pack {pack_id} needed by image {doc['id'][:12]} is missing from "
-                              f"{root}; run `rescuekit verify {root}`; nothing was written")
+    trouble = pack_shortfall(root, pack_ends(index.entries[cid] for cid in ids))  # missing or truncated
+    if trouble:
+        raise RescueError(f"pack {trouble[0]} needed by image {doc['id'][:12]} {trouble[1]}; "
+                          f"run `rescuekit verify {root}`; nothing was written")
 
 
 def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str,

@@ -13,7 +13,8 @@ from rescuekit.imaging.plan import merge
 from rescuekit.progress import byte_progress
 from rescuekit.repo.index import headers_of_unlisted, index_files, read_index_file
 from rescuekit.repo.manifest import iter_chunks, manifest_paths, read_manifest
-from rescuekit.repo.packs import CorruptFile, Entry, pack_files, pack_path
+from rescuekit.repo.packs import CorruptFile, Entry, pack_ends, pack_files, pack_path, pack_shortfall, \
+    parse_pack_header
 from rescuekit.repo.repository import Repository, chunk_of, decode_blob
 
 
@@ -58,15 +59,16 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
     on_disk = pack_files(root)
     bad: set[str] = set()
     bad_packs: set[str] = set()
+    gone: list[str] = []
     for pack_id, rows in packs_indexed.items():
         path = on_disk.get(pack_id)
         if path is None:
-            problems.append(f"pack {pack_id} listed in the index is missing ({pack_path(root, pack_id)})")
+            gone.append(pack_id)
             bad_packs.add(pack_id)
             continue
-        need = max((r[1] + r[2] for r in rows), default=0)
-        if path.stat().st_size < need:
-            problems.append(f"pack {pack_id} is truncated ({path.stat().st_size} < {need} bytes)")
+        short = pack_shortfall(root, pack_ends(Entry.from_row(pack_id, r) for r in rows))
+        if short:
+            problems.append(f"pack {pack_id} {short[1]}")
             bad_packs.add(pack_id)
     for pack_id in bad_packs:  # a chunk is only lost if no other listed copy is in a good pack
         bad.update(r[0] for r in packs_indexed[pack_id]
@@ -83,6 +85,14 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
     missing = len([c for c in referenced if c not in entries])
     if missing:
         problems.append(f"{missing} chunk(s) referenced by images are not in the index")
+    notes: list[str] = []
+    for pack_id in gone:
+        where = f"pack {pack_id} listed in the index is missing ({pack_path(root, pack_id)})"
+        if any(r[0] in referenced for r in packs_indexed[pack_id]):
+            problems.append(where)
+        else:  # e.g. prune on a full medium deleted unused packs before it could rewrite the index
+            notes.append(f"{where}; no image {'checked ' if image else ''}uses its chunks (`rescuekit prune` "
+                         "drops it from the index)")
     # Data
     checked_bytes = 0
     if read_data:
@@ -96,6 +106,14 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
             notes = []
             if blake3.blake3(data).hexdigest() != pack_id:
                 notes.append(f"pack {pack_id} content does not match its name (corrupt)")
+            else:  # its own header (version checked first) must list what the index says it holds
+                try:
+                    header = parse_pack_header(data, str(path))
+                except CorruptFile as exc:
+                    header = None
+                    notes.append(str(exc))
+                if header is not None and sorted(header) != sorted(packs_indexed[pack_id]):
+                    notes.append(f"pack {pack_id}: its header and the index list different chunks")
             damaged = []
             groups: dict[int, bytes | None] = {}
             for row in packs_indexed[pack_id]:
@@ -116,10 +134,10 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
 
         with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool, \
                 byte_progress("verify packs", total, enabled=progress) as adv:
-            for pack_id, damaged, n, notes in pool.map(check_pack, want):
+            for pack_id, damaged, n, pack_notes in pool.map(check_pack, want):
                 adv(n)
                 checked_bytes += n
-                problems.extend(notes)
+                problems.extend(pack_notes)
                 for cid in damaged:
                     # a chunk is only lost if no other indexed copy is intact (duplicates after prune)
                     if all(e.pack == pack_id for e in entries.get(cid, [])):
@@ -135,4 +153,5 @@ def check_repository(repo: Repository, *, image: str | None = None, read_data: b
                                    "ranges": [list(r) for r in merge(ranges)]})
     return {"ok": not problems and not damaged_images, "repository": str(root), "images": len(docs),
             "packs": len(on_disk), "orphan_packs": len(orphans), "chunks": len(entries),
-            "read_data": read_data, "bytes_read": checked_bytes, "problems": problems, "damaged": damaged_images}
+            "read_data": read_data, "bytes_read": checked_bytes, "problems": problems, "notes": notes,
+            "damaged": damaged_images}

@@ -29,7 +29,9 @@ def temp_name(final: Path) -> Path:
 
 
 def atomic_write(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` via temp file + fsync + rename; nothing half-written is left on error."""
+    """Write ``data`` to ``final`` via temp file + fsync + rename; nothing half-written is left on error.
+
+    An OSError names ``final`` (a failed write() or fsync() names no file, e.g. "no space left on device")."""
     tmp = temp_name(final)
     try:
         with open(tmp, "wb") as f:
@@ -37,11 +39,13 @@ def atomic_write(final: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(final)) from None
         raise
     fsync_dir(final.parent)
 

@@ -2,6 +2,11 @@
 
 The ``checksum`` field is the BLAKE3-256 of the canonical JSON (sorted keys, no whitespace, UTF-8) of the
 manifest without that field; readers recompute it and refuse a manifest that does not match.
+
+Images are ordered by ``seq`` (format 2): one more than the highest seq of any manifest file present, assigned
+under the exclusive lock when the manifest is written, so capturing machines' clocks do not matter.
+Format-1 manifests have no seq: they order before every format-2 one (a repository is raised to format 2
+by the first format-2 writer, after which older rescuekit refuses it), by ``created`` among themselves.
 """
 from __future__ import annotations
 
@@ -45,12 +50,12 @@ def read_manifest(path: Path) -> dict:
         raise CorruptFile(f"{path}: corrupt image manifest (not JSON)") from None
     if doc.get("format") != IMAGE_FORMAT:
         raise CorruptFile(f"{path}: not a rescuekit image manifest")
-    check_version(doc.get("version"), str(path))
+    version = check_version(doc.get("version"), str(path))
     if doc.get("checksum") != checksum(doc):
         raise CorruptFile(f"{path}: corrupt image manifest (checksum mismatch)")
     if doc.get("id") != path.stem:
         raise CorruptFile(f"{path}: manifest id {doc.get('id')!r} does not match its file name")
-    problem = _layout_problem(doc)
+    problem = _layout_problem(doc) or (None if version < 2 or _int(doc.get("seq"), 1) else f"seq {doc.get('seq')!r}")
     if problem:
         raise CorruptFile(f"{path}: corrupt image manifest ({problem})")
     return doc
@@ -93,6 +98,34 @@ def _layout_problem(doc: dict) -> str | None:
 
 def manifest_paths(root: Path) -> list[Path]:
     return sorted(p for p in (root / "images").glob("*.json") if not p.name.startswith("."))
+
+
+def image_order(doc: dict) -> tuple:
+    """Sort key, oldest first: format-1 images (no seq) by creation time, then the others by seq."""
+    seq = doc.get("seq")
+    if type(seq) is int:
+        return (1, seq, "", doc["id"])
+    return (0, 0, str(doc.get("created", "")), doc["id"])
+
+
+def peek(path: Path) -> dict:
+    """What can be read of a manifest file that may be corrupt or of a newer version: its JSON object, or {}
+    (never trusted for data: used to number new images and to see whether an unreadable one may matter)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def peek_seq(path: Path) -> int | None:
+    seq = peek(path).get("seq")
+    return seq if type(seq) is int and seq >= 1 else None
+
+
+def next_seq(root: Path) -> int:
+    """The sequence number for a new image (call under the exclusive lock): above every manifest present."""
+    return 1 + max((peek_seq(p) or 0 for p in manifest_paths(root)), default=0)
 
 
 def iter_chunks(doc: dict, chunk_size: int) -> Iterator[tuple[int, int, str | None]]:

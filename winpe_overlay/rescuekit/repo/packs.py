@@ -106,6 +106,27 @@ def pack_files(root: Path) -> dict[str, Path]:
     return {p.stem: p for p in (root / "data").glob("*/*.pack")}
 
 
+def pack_shortfall(root: Path, ends: dict[str, int]) -> tuple[str, str] | None:
+    """The first pack of ``ends`` (pack id -> bytes its used blobs need) that is missing or shorter than that:
+    (pack id, "is missing from ..." / "is truncated ..."), or None. Checked before anything is written."""
+    for pack_id, need in sorted(ends.items()):
+        try:
+            size = pack_path(root, pack_id).stat().st_size
+        except FileNotFoundError:
+            return pack_id, f"is missing from {root}"
+        if size < need:
+            return pack_id, f"is truncated ({size} of at least {need} bytes)"
+    return None
+
+
+def pack_ends(entries) -> dict[str, int]:
+    """pack id -> end of the last blob ``entries`` (Entry objects) use in it."""
+    ends: dict[str, int] = {}
+    for e in entries:
+        ends[e.pack] = max(ends.get(e.pack, 0), e.offset + e.clen)
+    return ends
+
+
 class PackWriter:
     """Appends blobs to a temp pack file; ``finish`` makes it durable under its content hash."""
 
@@ -171,26 +192,36 @@ class PackWriter:
             pass
 
 
-def read_pack_header(path: Path) -> list[list]:
-    """The chunk rows a pack's own header lists (used by verify and index rebuilding)."""
+def _header(read_at, size: int, where: str) -> list[list]:
+    """A pack's header rows, given ``read_at(offset, length)`` over its ``size`` bytes (the one parser)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size < TRAILER.size:
-                raise CorruptFile(f"{path}: truncated pack ({size} bytes)")
-            f.seek(size - TRAILER.size)
-            hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
-            if magic != PACK_MAGIC or hlen > size - TRAILER.size:
-                raise CorruptFile(f"{path}: not a pack file (bad trailer)")
-            f.seek(size - TRAILER.size - hlen)
-            doc = json.loads(unzstd(f.read(hlen), json_limit(hlen)))
+        if size < TRAILER.size:
+            raise CorruptFile(f"{where}: truncated pack ({size} bytes)")
+        hlen, magic = TRAILER.unpack(read_at(size - TRAILER.size, TRAILER.size))
+        if magic != PACK_MAGIC or hlen > size - TRAILER.size:
+            raise CorruptFile(f"{where}: not a pack file (bad trailer)")
+        doc = json.loads(unzstd(read_at(size - TRAILER.size - hlen, hlen), json_limit(hlen)))
         if not isinstance(doc, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError, zstandard.ZstdError):
-        raise CorruptFile(f"{path}: corrupt pack header") from None
-    check_version(doc.get("version"), str(path))
-    return check_rows(doc.get("chunks"), f"{path}: pack header")
+        raise CorruptFile(f"{where}: corrupt pack header") from None
+    check_version(doc.get("version"), where)
+    return check_rows(doc.get("chunks"), f"{where}: pack header")
+
+
+def read_pack_header(path: Path) -> list[list]:
+    """The chunk rows a pack's own header lists (used by verify and index rebuilding)."""
+    with open(path, "rb") as f:
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        return _header(read_at, os.fstat(f.fileno()).st_size, str(path))
+
+
+def parse_pack_header(data: bytes, where: str) -> list[list]:
+    """The same for a pack already read into memory."""
+    return _header(lambda offset, n: data[offset:offset + n], len(data), where)
 
 
 class PackReader:

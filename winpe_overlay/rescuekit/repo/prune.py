@@ -1,19 +1,23 @@
 """forget (remove image manifests) and prune (drop chunks no image uses).
 
-Prune's crash-safe order: (1) live chunks of partly used packs are copied into new packs (durable);
-(2) one new index file listing every kept and new pack is written atomically; (3) the old index files are
-deleted; (4) unused, repacked and orphan packs and leftover temp files are deleted. A crash before (3)
-leaves duplicate index entries that all point at existing packs; a crash after (3) leaves only orphan
-packs, which the next prune deletes.
+Prune's crash-safe order: (0) temp leftovers and packs no index lists are deleted; (1) live chunks of partly
+used packs are copied into new packs (durable); (2) one new index file listing every kept and new pack is
+written atomically; (3) the old index files are deleted; (4) unused and repacked packs are deleted. A crash
+before (3) leaves duplicate index entries that all point at existing packs; a crash after (3) leaves only
+orphan packs, which the next prune deletes. On a full medium (ENOSPC in (1) or (2)) the packs no image uses
+are deleted first and (1)-(4) retried: until then the old index names missing packs, which readers ignore.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from rescuekit.errors import RescueError, UsageError
+from rescuekit.imaging.units import human
 from rescuekit.repo.fsutil import fsync_dir
-from rescuekit.repo.index import load_index, write_index_file
+from rescuekit.repo.index import Index, index_files, load_index, write_index_file
+from rescuekit.repo.lock import RepoLock
 from rescuekit.repo.manifest import image_path, manifest_paths, read_manifest
 from rescuekit.repo.packs import CorruptFile, Entry, PackReader, PackWriter, pack_files, pack_path
 from rescuekit.repo.repository import Repository, chunk_of, compress, decode_blob
@@ -44,8 +48,10 @@ def resolve_images(repo: Repository, selectors: list[str]) -> list[dict]:
     return list(out.values())
 
 
-def forget(repo: Repository, selectors: list[str]) -> list[dict]:
+def forget(repo: Repository, selectors: list[str], lock: RepoLock | None = None) -> list[dict]:
     docs = resolve_images(repo, selectors)
+    if lock is not None:
+        lock.check_held()
     for d in docs:
         image_path(repo.root, d["id"]).unlink()
     fsync_dir(repo.root / "images")
@@ -58,8 +64,32 @@ def _crash_point(step: str) -> None:
         os._exit(137)
 
 
-def prune(repo: Repository) -> dict:
+class _Tally:
+    """Bytes prune removed and wrote (packs, index files, temp leftovers): what it freed is the difference."""
+
+    def __init__(self) -> None:
+        self.deleted = 0
+        self.written = 0
+        self.packs_deleted = 0
+
+    def delete(self, path: Path, *, pack: bool = False) -> None:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        self.deleted += size
+        self.packs_deleted += pack
+
+
+def _full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def prune(repo: Repository, lock: RepoLock | None = None) -> dict:
+    """Delete what no image uses. ``lock`` (exclusive) is checked before each step that deletes."""
     root = repo.root
+    held = lock.check_held if lock is not None else (lambda: None)
     used: set[str] = set()
     for p in manifest_paths(root):
         try:
@@ -76,6 +106,45 @@ def prune(repo: Repository) -> dict:
     if missing:
         raise RescueError(f"prune refused: {len(missing)} chunk(s) used by images are missing; "
                           f"run `rescuekit verify {root}`")
+    tally = _Tally()
+    failure: OSError | None = None
+    for attempt in ("normal", "full medium"):
+        if attempt == "full medium":
+            # Delete the packs no image uses at all before writing anything. Until the new index is written the
+            # old one still names them; every reader ignores index entries of missing packs.
+            on_disk = pack_files(root)  # (the failed attempt's copies are garbage now)
+            _drop_garbage(root, index, on_disk, tally, held)
+            for pack_id in [p for p, rows in index.packs.items()
+                            if p in on_disk and not any(r[0] in used for r in rows)]:
+                tally.delete(on_disk.pop(pack_id), pack=True)
+            index.drop_missing(on_disk)
+        else:
+            _drop_garbage(root, index, on_disk, tally, held)
+        try:
+            repo.upgrade()
+            return _prune_indexed(repo, index, on_disk, used, tally, held)
+        except OSError as exc:
+            if not _full(exc):
+                raise
+            failure = exc
+    raise RescueError(f"no space left on device writing {getattr(failure, 'filename', None) or root}: prune deleted "
+                      f"{tally.packs_deleted} unused pack(s) ({human(tally.deleted)}) but cannot rewrite the "
+                      "index or the partly used packs; free more space and run prune again")
+
+
+def _drop_garbage(root: Path, index: Index, on_disk: dict[str, Path], tally: _Tally, held) -> None:
+    """(0) temp leftovers and packs no index lists: garbage in any state (the exclusive lock is held), so
+    deleting them first is safe and frees space before anything is written."""
+    held()
+    for tmp in [*(root / "data").glob("**/*.tmp"), *(root / "index").glob(".*.tmp"), *(root / "images").glob(".*.tmp")]:
+        tally.delete(tmp)
+    for pack_id in [p for p in on_disk if p not in index.packs]:
+        tally.delete(on_disk.pop(pack_id), pack=True)
+
+
+def _prune_indexed(repo: Repository, index: Index, on_disk: dict[str, Path], used: set[str], tally: _Tally,
+                   held) -> dict:
+    root = repo.root
 
     def is_live(row: list, pack_id: str) -> bool:
         e = index.entries.get(row[0])
@@ -95,6 +164,13 @@ def prune(repo: Repository) -> dict:
     new_packs: dict[str, list[list]] = {}
     reader = PackReader(root)
     writer: PackWriter | None = None
+
+    def finish(w: PackWriter) -> None:
+        pid, prows = w.finish()
+        if pid not in on_disk and pid not in new_packs:  # (identical bytes may be there already)
+            tally.written += pack_path(root, pid).stat().st_size
+        new_packs[pid] = prows
+
     try:
         for pack_id in rewrite:
             blobs: dict[int, list[list]] = {}
@@ -108,25 +184,21 @@ def prune(repo: Repository) -> dict:
                 raw = reader.read_blob(e0)
                 group = decode_blob(raw, e0)
                 parts = [bytes(chunk_of(group, Entry.from_row(pack_id, r), r[0])) for r in live]  # never copy
-                if len(live) == len(rows):  # a corrupt chunk silently; whole blob live: copy it as is
-                    blob, z, members = raw, e0.zstd, [(r[0], r[5], r[3]) for r in live]
-                else:
-                    members, skip = [], 0
-                    for r, part in zip(live, parts):
-                        members.append((r[0], skip, len(part)))
-                        skip += len(part)
-                    blob, z = compress(b"".join(parts))
+                blob, z, members = raw, e0.zstd, [(r[0], r[5], r[3]) for r in live]  # a corrupt chunk silently
+                if len(live) < len(rows):
+                    packed, pz = compress(b"".join(parts))
+                    if len(packed) < len(raw):  # else the whole blob as it was, listing only the live chunks
+                        offsets = [sum(map(len, parts[:i])) for i in range(len(parts))]
+                        blob, z, members = packed, pz, [(r[0], o, len(x)) for r, o, x in zip(live, offsets, parts)]
                 if writer is None:
                     writer = PackWriter(root)
                 writer.add(blob, z, members)
                 if writer.size >= repo.config.pack_size:
-                    pid, prows = writer.finish()
-                    new_packs[pid] = prows
-                    writer = None
+                    w, writer = writer, None
+                    finish(w)
         if writer is not None:
-            pid, prows = writer.finish()
-            new_packs[pid] = prows
-            writer = None
+            w, writer = writer, None
+            finish(w)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -135,32 +207,31 @@ def prune(repo: Repository) -> dict:
         reader.close()
     _crash_point("packs-written")
     # (2) new index, (3) drop old index files
-    new_id = write_index_file(root, {**keep, **new_packs}) if (keep or new_packs) else None
+    new_id = None
+    if keep or new_packs:
+        before = {p.stem for p in index_files(root)}
+        new_id = write_index_file(root, {**keep, **new_packs})
+        if new_id not in before:
+            tally.written += (root / "index" / f"{new_id}.idx").stat().st_size
     _crash_point("index-written")
+    held()
     for old in index.files:
         if old != new_id:
-            (root / "index" / f"{old}.idx").unlink(missing_ok=True)
+            tally.delete(root / "index" / f"{old}.idx")
     fsync_dir(root / "index")
     _crash_point("old-index-deleted")
-    # (4) delete packs nobody lists any more, and temp leftovers
+    # (4) delete packs nobody lists any more
     live_packs = set(keep) | set(new_packs)
-    freed = 0
-    deleted = 0
     for pack_id, path in on_disk.items():
         if pack_id not in live_packs:
-            freed += path.stat().st_size
-            path.unlink()
-            deleted += 1
+            tally.delete(path, pack=True)
             _crash_point("one-pack-deleted")
-    for tmp in [*(root / "data").glob("**/*.tmp"), *(root / "index").glob(".*.tmp"), *(root / "images").glob(".*.tmp")]:
-        freed += tmp.stat().st_size
-        tmp.unlink(missing_ok=True)
     for d in (root / "data").iterdir():
         if d.is_dir():
             fsync_dir(d)
-    freed -= sum(pack_path(root, pid).stat().st_size for pid in new_packs)  # net of the rewritten copies
-    return {"packs_deleted": deleted, "packs_rewritten": len(rewrite), "packs_written": len(new_packs),
-            "packs_kept": len(keep), "bytes_freed": freed, "chunks_used": len(used)}
+    return {"packs_deleted": tally.packs_deleted, "packs_rewritten": len(rewrite), "packs_written": len(new_packs),
+            "packs_kept": len(keep), "bytes_deleted": tally.deleted, "bytes_written": tally.written,
+            "bytes_freed": tally.deleted - tally.written, "chunks_used": len(used)}
 
 
 def repo_size(root: Path) -> int:

@@ -1,6 +1,7 @@
 """Opening/creating a repository and the operations captures and restores build on."""
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections import deque
@@ -12,11 +13,13 @@ import blake3
 import zstandard
 
 from rescuekit.errors import RescueError, UsageError
-from rescuekit.repo.config import MAX_BLOB, SUBDIRS, RepoConfig, load_config, new_config
+from rescuekit.repo.config import FORMAT_VERSION, MAX_BLOB, SUBDIRS, RepoConfig, load_config, new_config, \
+    upgrade_config
 from rescuekit.repo.fsutil import atomic_write, fsync_dir
 from rescuekit.repo.index import Index, load_index, write_index_file
 from rescuekit.repo.lock import RepoLock
-from rescuekit.repo.manifest import manifest_paths, read_manifest
+from rescuekit.repo.manifest import image_order, manifest_paths, next_seq, peek, peek_seq, read_manifest, \
+    write_manifest
 from rescuekit.repo.packs import Entry, PackReader, PackWriter, pack_files, unzstd
 
 ZSTD_LEVEL = 3
@@ -63,15 +66,27 @@ class Repository:
     def lock(self, *, exclusive: bool, command: str, force_unlock: bool = False) -> RepoLock:
         if os.access(self.root, os.W_OK):  # tolerate repositories copied without their empty folders
             for sub in SUBDIRS:
-                (self.root / sub).mkdir(exist_ok=True)
+                try:
+                    (self.root / sub).mkdir(exist_ok=True)
+                except OSError:
+                    pass  # e.g. a full medium: readers do not need them, writers say what fails
         return RepoLock(self.root, exclusive=exclusive, command=command, force_unlock=force_unlock)
 
+    def upgrade(self) -> None:
+        """Raise the repository to this format version before writing files of it (writers, under the lock)."""
+        upgrade_config(self.root, self.config)
+
     # -- images --------------------------------------------------------------------------------------
-    def images(self) -> list[dict]:
-        """All manifests, oldest first (corrupt ones raise: verify reports them one by one)."""
-        docs = [read_manifest(p) for p in manifest_paths(self.root)]
-        docs.sort(key=lambda d: (d.get("created", ""), d["id"]))
-        return docs
+    def scan_images(self) -> tuple[list[dict], list[tuple[Path, str]]]:
+        """The readable manifests, oldest first (by sequence number), and [(path, why)] of the others."""
+        docs, bad = [], []
+        for p in manifest_paths(self.root):  # one bad manifest must not hide the other images
+            try:
+                docs.append(read_manifest(p))
+            except RescueError as exc:
+                bad.append((p, str(exc)))
+        docs.sort(key=image_order)
+        return docs, bad
 
     def find_image(self, selector: str | None) -> dict:
         """By id, unique id prefix, name (the newest with that name) or ``latest``."""
@@ -82,27 +97,53 @@ class Repository:
         exact = self.root / "images" / f"{sel}.json"
         if exact in paths:
             return read_manifest(exact)
-        docs, bad = [], []
-        for p in paths:  # a corrupt manifest must not make the other images unreachable
-            try:
-                docs.append(read_manifest(p))
-            except RescueError as exc:
-                bad.append(str(exc))
-        docs.sort(key=lambda d: (d.get("created", ""), d["id"]))
+        docs, bad = self.scan_images()
+        pick = None
         if sel == "latest" and docs:
-            return docs[-1]
+            pick = docs[-1]
         named = [d for d in docs if d.get("name") == sel]
         if named:
-            return named[-1]
+            pick = named[-1]
+        if pick is not None:
+            self._refuse_if_unsure(pick, bad, None if sel == "latest" else sel)
+            return pick
         pref = [d for d in docs if d["id"].startswith(sel.lower())]
         if len(pref) == 1:
             return pref[0]
         if len(pref) > 1:
             raise UsageError(f"image id prefix {sel!r} is ambiguous in {self.root}: "
                              + ", ".join(d['id'][:12] for d in pref))
-        skipped = f"; {len(bad)} corrupt manifest(s) skipped, first: {bad[0]}" if bad else ""
+        skipped = f"; {len(bad)} unreadable manifest(s) skipped, first: {bad[0][1]}" if bad else ""
         raise RescueError(f"no image {sel!r} in repository {self.root} (see `rescuekit images {self.root}`)"
                           + skipped)
+
+    def _refuse_if_unsure(self, pick: dict, bad: list[tuple[Path, str]], name: str | None) -> None:
+        """An unreadable manifest that may be newer than ``pick`` (and may carry ``name``) makes the choice
+        unsafe: restoring older data silently is the harm to avoid. Its seq/name are read as far as possible."""
+        for path, why in bad:
+            seen = peek(path)
+            if name is not None and isinstance(seen.get("name"), str) and seen["name"] != name:
+                continue
+            seq, mine = peek_seq(path), pick.get("seq")
+            if seq is not None and type(mine) is int and seq < mine:
+                continue
+            what = "the latest image" if name is None else f"the newest image named {name!r}"
+            raise RescueError(f"cannot tell which is {what} in {self.root}: {why}, and it may be newer than "
+                              f"image {pick['id']}; name the image by id (`rescuekit images {self.root}`) or "
+                              f"remove the bad one (`rescuekit forget {self.root} {path.stem}`)")
+
+    def add_image(self, doc: dict, lock: RepoLock) -> dict:
+        """Write a new image's manifest under ``lock`` (exclusive), numbered after every image present."""
+        lock.check_held()  # if another process took our lock for stale, our chunks may be gone: commit nothing
+        self.upgrade()
+        doc = {**doc, "version": FORMAT_VERSION, "seq": next_seq(self.root)}
+        try:
+            write_manifest(self.root, doc)
+        except OSError as exc:
+            what = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            raise RescueError(f"{what} writing the image manifest {exc.filename}; the image was not saved: free "
+                              "space on that medium and capture again (the data stored so far is reused)") from None
+        return doc
 
     def load_index(self) -> Index:
         """The index without packs that are missing on disk (see Index.drop_missing)."""
@@ -132,6 +173,7 @@ class ChunkStore:
     MAX_QUEUED = 32  # blobs waiting for the I/O thread (bounds memory: <= 64 MiB of groups)
 
     def __init__(self, repo: Repository, index: Index) -> None:
+        repo.upgrade()  # before the first pack or index file of this format version is written
         self.repo = repo
         self.index = index
         self.stats = StoreStats()
@@ -142,16 +184,18 @@ class ChunkStore:
 
     def add_group(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> None:
         """Store one compressed group of new chunks [(chunk id, offset in group, length)]."""
-        if all(cid in self.index for cid, _, _ in members):
-            return  # a concurrent batch stored them meanwhile
-        for cid, skip, ulen in members:
-            if cid not in self.index:
-                # pack unknown until the pack is finished; meanwhile the entry only serves dedup
-                self.index.entries[cid] = Entry("", 0, 0, ulen, zstd, skip)
-                self.stats.new_chunks += 1
-                self.stats.new_bytes += ulen
+        # A concurrent batch may have stored some of them meanwhile: the blob keeps their bytes but lists only
+        # the others (a chunk listed twice would make every prune rewrite the pack to drop the copy).
+        fresh = [m for m in members if m[0] not in self.index]
+        if not fresh:
+            return
+        for cid, skip, ulen in fresh:
+            # pack unknown until the pack is finished; meanwhile the entry only serves dedup
+            self.index.entries[cid] = Entry("", 0, 0, ulen, zstd, skip)
+            self.stats.new_chunks += 1
+            self.stats.new_bytes += ulen
         self.stats.new_stored_bytes += len(blob)
-        self._queued.append(self._io.submit(self._append, blob, zstd, members))
+        self._queued.append(self._io.submit(self._append, blob, zstd, fresh))
         self._collect(wait=len(self._queued) > self.MAX_QUEUED)
 
     def _append(self, blob: bytes, zstd: bool, members: list[tuple[str, int, int]]) -> tuple[str, list[list]] | None:

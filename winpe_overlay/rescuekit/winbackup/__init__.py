@@ -1,0 +1,1 @@
+"""Windows' own system image backups (WindowsImageBackup): find, list, restore, import (docs/winbackup.md)."""
