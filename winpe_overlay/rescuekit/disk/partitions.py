@@ -242,9 +242,9 @@ def _read_gpt(dev: BlockDevice, mbr: bytes, ss: int, table: PartitionTable) -> N
         # Where the damaged backup copy lies (entries just before its header, as formatters place them): kept
         # in an image too, so that it holds the disk's table area as it was, not zeros.
         esec = prim.entries_sectors(ss)
-        if 0 < alt_lba <= last_lba:
-            lo = max(prim.entries_lba + esec, alt_lba - esec)
-            regions.append((lo * ss, (alt_lba + 1 - lo) * ss))
+        if 0 < c.alt_lba <= last_lba:
+            lo = max(prim.entries_lba + esec, c.alt_lba - esec)
+            regions.append((lo * ss, (c.alt_lba + 1 - lo) * ss))
     table.header_regions = merge(regions)
     mbr_types = [MBR_ENTRY.unpack_from(mbr, 446 + 16 * i)[2] for i in range(4)] if mbr[510:512] == b"\x55\xaa" else []
     if 0xEE in mbr_types and any(t not in (0, 0xEE) for t in mbr_types):
