@@ -2,6 +2,8 @@
 """Benchmark rescuekit capture/restore against ntfsclone, partclone and dd on one NTFS volume (not a test).
 
     python3 scripts/bench_imaging.py --workdir /some/dir [--runs 3] [--size-mib 2048] [--used-mib 1000]
+    python3 scripts/bench_imaging.py --workdir /some/dir --pagefile-mib 954   # pagefile.sys exclusion only
+    python3 scripts/bench_imaging.py --workdir /some/dir --shrink-mib 1434    # restore vs shrink-restore only
 
 Builds (once, reused) a 2 GiB NTFS volume with ~1 GB of files and stale data in its free space (as in
 /work/shared/reference/imaging.md B1), then runs every pipeline ``--runs`` times, interleaved, and prints
@@ -76,18 +78,33 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--used-mib", type=int, default=1000)
     ap.add_argument("--json", type=Path, help="also write the medians here")
+    ap.add_argument("--pagefile-mib", type=int, help="add a pagefile.sys of this size (PE-like content) and only "
+                    "compare capture with and without --keep-pagefile")
+    ap.add_argument("--shrink-mib", type=int, help="only compare a plain restore with a restore --shrink-to this "
+                    "size (clusters past it are moved)")
     a = ap.parse_args()
     for tool in ("ntfsclone", "partclone.ntfs", "zstd", "dd", "ntfsfix", "mkntfs", "wimlib-imagex"):
         if shutil.which(tool) is None:
             raise SystemExit(f"missing {tool}: run scripts/install-deps.sh")
     w = a.workdir.resolve()
     w.mkdir(parents=True, exist_ok=True)
-    vol = w / f"vol-{a.size_mib}m-{a.used_mib}u.img"
+    pf = f"-{a.pagefile_mib}p" if a.pagefile_mib else ""
+    vol = w / f"vol-{a.size_mib}m-{a.used_mib}u{pf}.img"
     if not vol.exists():
         print(f"building {vol} ...", file=sys.stderr)
-        mtd.make_ntfs_volume(w / "vol.tmp", a.size_mib * MiB, tree_bytes=a.used_mib * MiB, stale_free_space=True)
+        import random
+
+        extra = {"pagefile.sys": mtd._binary(random.Random(9), a.pagefile_mib * MiB)} if a.pagefile_mib else None
+        mtd.make_ntfs_volume(w / "vol.tmp", a.size_mib * MiB, tree_bytes=a.used_mib * MiB, stale_free_space=True,
+                             system_files=extra)
         os.replace(w / "vol.tmp", vol)
     py = sys.executable
+    if a.pagefile_mib:
+        pagefile_bench(vol, w, a.runs, py)
+        return
+    if a.shrink_mib:
+        shrink_bench(vol, w, a.runs, py, a.shrink_mib * MiB)
+        return
     from rescuekit.disk.device import open_source
     from rescuekit.disk.filesystems import detect
 
@@ -166,6 +183,54 @@ def main() -> None:
     print(f"- unchanged re-capture speed-up: {ours_c / med['rescuekit re-capture (unchanged)']:.1f}x")
     if a.json:
         a.json.write_text(json.dumps({"median_s": med, "sizes": sizes, "used_bytes": used, "checks": checks}, indent=1))
+
+
+def pagefile_bench(vol: Path, w: Path, runs: int, py: str) -> None:
+    """Capture with pagefile.sys stored as zeros (default) vs --keep-pagefile: time and repository size."""
+    times: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}
+    for run in range(runs):
+        print(f"run {run + 1}/{runs}", file=sys.stderr)
+        for name, flag in (("default (pagefile as zeros)", ""), ("--keep-pagefile", "--keep-pagefile")):
+            repo = w / "repo-pf"
+            if repo.exists():
+                shutil.rmtree(repo)
+            times.setdefault(name, []).append(timed(lambda: sh(f"{py} -m rescuekit capture {vol} {repo} {flag}")))
+            sizes[name] = dir_size(repo)
+    print(f"\nvolume {vol.name}: {vol.stat().st_size / MiB:.0f} MiB; runs={runs}; load={os.getloadavg()[0]:.1f}\n")
+    print("| capture | median s (runs) | repository MiB |")
+    print("|---|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {statistics.median(v):.2f} ({' / '.join(f'{t:.2f}' for t in v)}) | {sizes[k] / MiB:.1f} |")
+
+
+def shrink_bench(vol: Path, w: Path, runs: int, py: str, size: int) -> None:
+    """A plain restore of the volume vs a restore that shrinks it to ``size`` bytes (both into new files)."""
+    repo, out = w / "repo-shrink", w / "out-shrink.img"
+    if repo.exists():
+        shutil.rmtree(repo)
+    sh(f"{py} -m rescuekit capture {vol} {repo}")
+    times: dict[str, list[float]] = {}
+    for run in range(runs):
+        print(f"run {run + 1}/{runs}", file=sys.stderr)
+        for name, flag in (("plain restore", ""), ("plain restore --verify", "--verify"),
+                           (f"restore --shrink-to {size // MiB}M", f"--shrink-to {size}")):
+            out.unlink(missing_ok=True)
+            times.setdefault(name, []).append(timed(lambda: (sh(f"{py} -m rescuekit restore {repo} {out} --yes {flag}"),
+                                                             fsync(out))))
+            if run == 0:
+                ok = subprocess.run(["ntfsfix", "-n", str(out)], capture_output=True).returncode == 0
+                rs = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(out)],
+                                    capture_output=True, text=True)
+                same = used_stream_hash(out) == used_stream_hash(vol) if "shrink" not in flag else None
+                print(f"- {name}: {out.stat().st_size / MiB:.0f} MiB, ntfsfix -n {'OK' if ok else 'FAILED'}, "
+                      f"ntfsresize --info {'OK' if rs.returncode == 0 else 'FAILED'}"
+                      + ("" if same is None else f", used data identical {same}"))
+    print(f"\nvolume {vol.name}: {vol.stat().st_size / MiB:.0f} MiB; runs={runs}; load={os.getloadavg()[0]:.1f}\n")
+    print("| restore | median s (runs) |")
+    print("|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {statistics.median(v):.2f} ({' / '.join(f'{t:.2f}' for t in v)}) |")
 
 
 if __name__ == "__main__":

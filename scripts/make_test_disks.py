@@ -132,8 +132,12 @@ def _new_file(path: Path, size: int) -> None:
 
 def make_ntfs_volume(path: str | Path, size: int, tree: str | Path | None = None, *, seed: int = 1,
                      tree_bytes: int = 4 * MiB, stale_free_space: bool = False, label: str = "Windows",
-                     part_start_sector: int = 0, cluster_size: int | None = None) -> tuple[Path, Hashes]:
-    """An NTFS volume file: mkntfs -F -Q, then a tree (given, or generated from ``seed``) applied by wimlib."""
+                     part_start_sector: int = 0, cluster_size: int | None = None,
+                     system_files: dict[str, bytes] | None = None) -> tuple[Path, Hashes]:
+    """An NTFS volume file: mkntfs -F -Q, then a tree (given, or generated from ``seed``) applied by wimlib.
+
+    ``system_files``: extra root files such as pagefile.sys/hiberfil.sys (captured with an empty wimlib config:
+    its default one leaves those names out); they are in the returned hashes too."""
     path = Path(path)
     _new_file(path, size)
     if stale_free_space:
@@ -146,7 +150,14 @@ def make_ntfs_volume(path: str | Path, size: int, tree: str | Path | None = None
         src = Path(tree) if tree is not None else Path(tmp, "tree")
         hashes = hash_tree(src) if tree is not None else gen_tree(src, seed=seed, total_bytes=tree_bytes)
         wim = Path(tmp, "tree.wim")
-        _run("wimlib-imagex", "capture", src, wim, "--compress=none", "--no-acls")
+        extra: list[str] = []
+        if system_files:
+            for fname, data in system_files.items():
+                (src / fname).write_bytes(data)
+            hashes = hash_tree(src)
+            Path(tmp, "empty.cfg").write_text("")
+            extra = [f"--config={Path(tmp, 'empty.cfg')}"]
+        _run("wimlib-imagex", "capture", src, wim, "--compress=none", "--no-acls", *extra)
         _run("wimlib-imagex", "apply", wim, "1", path)
     return path, hashes
 

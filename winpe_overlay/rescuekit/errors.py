@@ -15,3 +15,9 @@ class UsageError(RescueError):
     """Wrong arguments or a wrong kind of input file."""
 
     exit_code = 2
+
+
+class WindowsStateError(RescueError):
+    """A source Windows left hibernated / mid-journal: capturing it would store a session, not a file system."""
+
+    exit_code = 3

@@ -35,14 +35,19 @@ force_unlock_opt = click.option("--force-unlock", is_flag=True,
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--chunk-size", hidden=True, help="Chunk size for a NEW repository (power of two, default 256K).")
 @click.option("--pack-size", hidden=True, help="Pack size cap for a NEW repository (default 64M).")
+@click.option("--allow-hibernated", is_flag=True, help="Capture a Windows volume that is hibernated or was shut "
+              "down with Fast Startup (the image then holds the hibernated session).")
+@click.option("--keep-pagefile", is_flag=True, help="Store pagefile.sys, swapfile.sys and hiberfil.sys data too "
+              "(by default stored as zeros; Windows recreates them).")
 @force_unlock_opt
 def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size: str | None,
-            pack_size: str | None, force_unlock: bool) -> None:
+            pack_size: str | None, allow_hibernated: bool, keep_pagefile: bool, force_unlock: bool) -> None:
     """Capture SOURCE (disk, partition or image file) into the repository REPO (created if missing)."""
     from rescuekit.imaging.capture import capture as do_capture
 
     doc = do_capture(source, repo, name=name, progress=False if as_json else None,
-                     chunk_size=_size_opt(chunk_size), pack_size=_size_opt(pack_size), force_unlock=force_unlock)
+                     chunk_size=_size_opt(chunk_size), pack_size=_size_opt(pack_size), force_unlock=force_unlock,
+                     allow_hibernated=allow_hibernated, keep_pagefile=keep_pagefile)
     t = doc["totals"]
     if as_json:
         _emit_json({"id": doc["id"], "seq": doc["seq"], "name": doc["name"], "partitions": doc["partitions"],
@@ -50,10 +55,29 @@ def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size:
         return
     for w in doc["warnings"]:
         click.echo(f"rescuekit: warning: {w}", err=True)
+    for p in doc["partitions"]:
+        for line in _state_notes(p):
+            click.echo(f"rescuekit: note: partition {p['number']}: {line}", err=True)
     secs = max(t["seconds"], 1e-6)
     click.echo(f"image {doc['id']} (#{doc['seq']}, {doc['name']}): disk {human(t['disk_bytes'])}, read {human(t['stored_bytes'])} "
                f"in {t['seconds']:.1f} s ({t['stored_bytes'] / secs / 1e6:.0f} MB/s); new data "
                f"{human(t['new_bytes'])} stored as {human(t['new_stored_bytes'])} in {t['new_packs']} pack(s)")
+
+
+def _state_notes(p: dict) -> list[str]:
+    """What an image partition's Windows state means for the user (images, capture)."""
+    out = []
+    if p.get("fs") == "bitlocker":
+        out.append("BitLocker: stored whole as ciphertext (every sector; it restores as the same encrypted "
+                   "volume, unlocked by its own password or recovery key)")
+    st = p.get("windows_state") or []
+    if "hibernated" in st or "journal-unclean" in st:
+        out.append("holds a hibernated Windows session (captured with --allow-hibernated)")
+    if "dirty" in st:
+        out.append("NTFS marked dirty at capture: run chkdsk on it after a restore")
+    if p.get("excluded"):
+        out.append("stored as zeros: " + ", ".join(f"{k} ({human(v)})" for k, v in sorted(p["excluded"].items())))
+    return out
 
 
 @click.command()
@@ -69,7 +93,8 @@ def images(repo: str, as_json: bool) -> None:
     unfinished = unfinished_restores(r.root)
     rows = [{"seq": d.get("seq"), "id": d["id"], "name": d.get("name"), "created": d.get("created"),
              "source": d["source"].get("path"), "disk_bytes": d["source"].get("size"), "table": d["table"]["kind"],
-             "partitions": [{k: p.get(k) for k in ("number", "start", "size", "fs", "label")} for p in d["partitions"]],
+             "partitions": [{k: p.get(k) for k in ("number", "start", "size", "fs", "label", "windows_state",
+                                                   "excluded")} for p in d["partitions"]],
              "stored_bytes": d["totals"]["stored_bytes"], "new_stored_bytes": d["totals"]["new_stored_bytes"]}
             for d in docs]
     if as_json:
@@ -84,11 +109,15 @@ def images(repo: str, as_json: bool) -> None:
                    f"{'DATA':>10} {'ADDED':>10}  PARTITIONS")
         for x in rows:
             parts = " ".join(f"{p['number']}:{p['fs']}" + (f"({p['label']})" if p.get("label") else "")
+                             + (f"[{','.join(p['windows_state'])}]" if p.get("windows_state") else "")
                              for p in x["partitions"])
             seq = "-" if x["seq"] is None else str(x["seq"])  # format-1 images have none
             click.echo(f"{seq:>5}  {x['id']:<16}  {str(x['name'])[:20]:<20} {x['created'][:19]:<20} "
                        f"{human(x['disk_bytes']):>10} {x['table']:<5} {human(x['stored_bytes']):>10} "
                        f"{human(x['new_stored_bytes']):>10}  {parts}")
+            for p in x["partitions"]:
+                for line in _state_notes(p):
+                    click.echo(f"{'':25}partition {p['number']}: {line}")
     for _p, why in bad:
         click.echo(f"rescuekit: warning: {why}", err=True)
     for u in unfinished:
@@ -103,11 +132,13 @@ def images(repo: str, as_json: bool) -> None:
 @click.option("--partition", type=int, help="Restore only this partition number (TARGET: a partition, a "
               "partition image, or a disk whose partition of that number is large enough).")
 @click.option("--verify", is_flag=True, help="Re-read what was written and compare hashes.")
+@click.option("--shrink-to", help="Shrink the NTFS volume to this size (e.g. 40G); a target smaller than the "
+              "volume shrinks it to the target's size anyway.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @force_unlock_opt
-def restore(repo: str, target: str, image: str, partition: int | None, verify: bool, yes: bool, as_json: bool,
-            force_unlock: bool) -> None:
+def restore(repo: str, target: str, image: str, partition: int | None, verify: bool, shrink_to: str | None,
+            yes: bool, as_json: bool, force_unlock: bool) -> None:
     """Restore an image from REPO onto TARGET (disk, partition or image file; a missing file is created)."""
     from rescuekit.imaging.restore import restore as do_restore
 
@@ -116,12 +147,14 @@ def restore(repo: str, target: str, image: str, partition: int | None, verify: b
         return click.confirm("Overwrite it? All data on it will be lost", default=False, err=True)
 
     res = do_restore(repo, target, image=image, partition=partition, verify=verify,
-                     confirm=None if yes else confirm, progress=False if as_json else None, force_unlock=force_unlock)
+                     confirm=None if yes else confirm, progress=False if as_json else None, force_unlock=force_unlock,
+                     shrink_to=_size_opt(shrink_to))
     if as_json:
         _emit_json(res)
     else:
         click.echo(f"restored image {res['image']} ({res['name']}) onto {target}: {human(res['bytes_written'])} "
-                   f"in {res['seconds']:.1f} s" + (", verified" if verify else ""))
+                   f"in {res['seconds']:.1f} s" + (", verified" if verify else "")
+                   + (f"; NTFS shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else ""))
 
 
 @click.command()

@@ -162,3 +162,24 @@ def covered(ranges: list[tuple[int, int]], start: int, length: int) -> bool:
 
 def total(ranges: list[tuple[int, int]]) -> int:
     return sum(n for _s, n in ranges)
+
+
+def subtract(ranges: list[tuple[int, int]], remove: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` minus ``remove`` (both (start, length) lists; result sorted and merged)."""
+    out: list[tuple[int, int]] = []
+    cut = merge(remove)
+    j = 0
+    for s, n in merge(ranges):
+        pos, end = s, s + n
+        while j < len(cut) and cut[j][0] + cut[j][1] <= pos:
+            j += 1
+        k = j
+        while pos < end and k < len(cut) and cut[k][0] < end:
+            cs, ce = cut[k][0], cut[k][0] + cut[k][1]
+            if cs > pos:
+                out.append((pos, cs - pos))
+            pos = max(pos, ce)
+            k += 1
+        if pos < end:
+            out.append((pos, end - pos))
+    return out

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rescuekit import __version__
 from rescuekit.disk.device import BlockDevice, open_source
-from rescuekit.errors import RescueError
-from rescuekit.imaging.plan import Plan, holes, make_plan
+from rescuekit.errors import RescueError, WindowsStateError
+from rescuekit.imaging.plan import Plan, holes, make_plan, windows_refusals
 from rescuekit.imaging.safety import holds
 from rescuekit.progress import byte_progress
 from rescuekit.repo.config import FORMAT_VERSION, utc_now
@@ -121,11 +121,14 @@ def _check_size_unchanged(dev: BlockDevice, source: str) -> None:
 
 def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
             chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False,
-            device: BlockDevice | None = None) -> dict:
+            device: BlockDevice | None = None, allow_hibernated: bool = False,
+            keep_pagefile: bool = False) -> dict:
     """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest.
 
     ``device``: an already open (read-only) device to capture instead of opening ``source`` (then only its
-    name); used by ``winbackup import`` for the disk assembled from a backup's virtual disks."""
+    name); used by ``winbackup import`` for the disk assembled from a backup's virtual disks. A volume Windows
+    left hibernated (or with an unclean journal) is refused unless ``allow_hibernated``; pagefile/swapfile/hiberfil
+    data is stored as zeros unless ``keep_pagefile``."""
     cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
     source = str(source)
     existing = Path(repo_path).absolute()
@@ -140,11 +143,14 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
     with opened as dev:  # a bad SOURCE must not leave a new empty repository behind
         if dev.size == 0:  # an empty card reader, a dying disk reporting capacity 0, an empty file
             raise RescueError(f"{source} is empty (0 bytes): nothing to capture (no medium, or a failing disk?)")
+        if not allow_hibernated and (refused := windows_refusals(dev)):  # before the repository is created
+            raise WindowsStateError(f"{source} {refused[0]}" + (f" (and {len(refused) - 1} more partition(s))"
+                                                                 if len(refused) > 1 else ""))
         repo = Repository.open_or_create(repo_path, **cfg_args)
         with repo.lock(exclusive=True, command="capture", force_unlock=force_unlock) as lock:
             cs = repo.config.chunk_size
             label = Path(source).name or source  # \\.\PhysicalDrive0 has no file name
-            plan = make_plan(dev, cs)
+            plan = make_plan(dev, cs, keep_pagefile=keep_pagefile)
             index = repo.load_index()
             store = ChunkStore(repo, index)
             chunk_lists: list[list[str | None]] = [[] for _ in plan.extents]

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rescuekit.disk import ntfs, winstate
 from rescuekit.disk.device import BlockDevice
 from rescuekit.disk.filesystems import FsInfo, detect, used_ranges
 from rescuekit.disk.partitions import PartitionTable, read_table
-from rescuekit.disk.ranges import merge
+from rescuekit.disk.ranges import merge, subtract
 from rescuekit.errors import RescueError
 
 FIRST_REGION = 1 << 20  # MBR/GPT, boot code and the gap before the first partition
+KEEP_HEAD = 64 << 10  # of pagefile/swapfile/hiberfil: always stored (see _windows)
 
 
 @dataclass
@@ -73,16 +75,71 @@ def _in(ranges: list[tuple[int, int]], start: int, end: int) -> int:
     return sum(max(0, min(s + n, end) - max(s, start)) for s, n in ranges)
 
 
-def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
+def _windows(dev: BlockDevice, start: int, fs: FsInfo, what: str, plan: Plan, keep_pagefile: bool
+             ) -> tuple[dict, list[tuple[int, int]]]:
+    """An NTFS partition's Windows state (``windows_state``, ``excluded`` manifest fields, warnings) and the
+    byte ranges of pagefile/swapfile/hiberfil data to store as zeros. A hibernated volume keeps them: the
+    saved session needs its page file."""
+    if fs.kind != "ntfs":
+        return {}, []
+    st = winstate.probe(dev, start)
+    plan.warnings.extend(f"{what}: {p}" for p in st.problems)
+    flags = st.flags()
+    if "dirty" in flags:
+        plan.warnings.append(f"{what}: the NTFS volume is marked dirty (Windows was not shut down cleanly or a "
+                             "chkdsk is pending); captured as it is, run chkdsk on it after a restore")
+    if st.hibernated:
+        plan.warnings.append(winstate.message(what, st).split(": boot it")[0] + "; captured with the "
+                             "hibernated session (--allow-hibernated)")
+    doc: dict = {"windows_state": flags, "excluded": {}}
+    cut: list[tuple[int, int]] = []
+    if not keep_pagefile and not st.hibernated:
+        cs = fs.cluster_size or 1
+        for name, runs in st.system_files.items():
+            # The first 64 KiB stay: their headers (hibernation signature, crash dump) are read at boot, and
+            # an existing target's stale clusters there must not say "resume" or "dump".
+            rr, skip = [], KEEP_HEAD
+            for lcn, n in runs:
+                a, m = start + lcn * cs, n * cs
+                drop = min(skip, m)
+                skip -= drop
+                if m > drop:
+                    rr.append((a + drop, m - drop))
+            if rr:
+                doc["excluded"][name] = sum(n for _s, n in rr)
+                cut += rr
+    return doc, cut
+
+
+def windows_refusals(dev: BlockDevice) -> list[str]:
+    """One message per NTFS partition (or volume) that Windows left hibernated or with an unclean journal."""
+    table = read_table(dev, strict=False)
+    parts = ([(0, dev.size, "volume")] if table.kind == "none" else
+             [(p.start, min(p.size, dev.size - p.start), f"partition {p.number}") for p in table.partitions
+              if not p.extended and p.start < dev.size])
+    out = []
+    for start, size, what in parts:
+        if size < 512:
+            continue
+        boot = ntfs.parse_boot(dev.read(start, 512))  # the boot sector only: the capture scans $Bitmap later
+        if boot is not None and (st := winstate.probe(dev, start, boot)).hibernated:
+            out.append(winstate.message(what, st))
+    return out
+
+
+def make_plan(dev: BlockDevice, chunk_size: int, *, keep_pagefile: bool = False) -> Plan:
+    """``keep_pagefile``: store pagefile/swapfile/hiberfil data too (by default their clusters are zeros)."""
     size = dev.size
     table = read_table(dev, strict=False)  # a destroyed table: image the disk raw (with a warning), not refuse
     plan = Plan(disk_size=size, sector_size=dev.sector_size, table=table, warnings=list(table.warnings))
     if table.kind == "none":
         # A partition/volume image (or an unpartitioned disk): one "partition" covering all of it.
         fs, used = _fs_of(dev, 0, size, plan.warnings, "volume")
-        plan.used = merge(used)
+        extra, cut = _windows(dev, 0, fs, "volume", plan, keep_pagefile)
+        plan.used = subtract(merge(used), cut)
         plan.extents = align(plan.used, chunk_size, size)
-        plan.partitions = [_part_doc(1, 0, size, fs, plan.stored_bytes, type=None, type_name="whole volume")]
+        plan.partitions = [_part_doc(1, 0, size, fs, plan.stored_bytes, type=None, type_name="whole volume",
+                                     **extra)]
         return plan
     ranges: list[tuple[int, int]] = [(0, min(FIRST_REGION, size))] + list(table.header_regions)
     data_parts = [p for p in table.partitions if not p.extended]
@@ -100,20 +157,23 @@ def make_plan(dev: BlockDevice, chunk_size: int) -> Plan:
             ranges.append((pos, min(start, size) - pos))
         pos = max(pos, end)
     per_part = []
+    cut: list[tuple[int, int]] = []
     for p in data_parts:
         if p.start >= size:
             continue
         psize = min(p.size, size - p.start)
         fs, used = _fs_of(dev, p.start, psize, plan.warnings, f"partition {p.number}")
+        extra, pcut = _windows(dev, p.start, fs, f"partition {p.number}", plan, keep_pagefile)
         ranges += used
-        per_part.append((p, psize, fs, used))
-    plan.used = merge(ranges)
+        cut += pcut
+        per_part.append((p, psize, fs, extra))
+    plan.used = subtract(merge(ranges), cut)
     plan.extents = align(plan.used, chunk_size, size)
-    for p, psize, fs, used in per_part:
+    for p, psize, fs, extra in per_part:
         plan.partitions.append(_part_doc(
             p.number, p.start, psize, fs, _in(plan.extents, p.start, p.start + psize),
             type=p.type if isinstance(p.type, (str, int)) else str(p.type), type_name=p.type_name, name=p.name,
-            guid=p.guid, bootable=p.bootable, logical=p.logical))
+            guid=p.guid, bootable=p.bootable, logical=p.logical, **extra))
     return plan
 
 

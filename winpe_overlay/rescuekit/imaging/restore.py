@@ -21,12 +21,14 @@ from pathlib import Path
 
 import blake3
 
+from rescuekit.disk import ntfs_resize
 from rescuekit.disk.device import BlockDevice, open_source, open_target
 from rescuekit.disk.filesystems import detect
 from rescuekit.disk.partitions import backup_gpt_at_end, gpt_rebuild, read_table
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.capture import workers
 from rescuekit.imaging.imageview import ImageView
+from rescuekit.imaging.layout import plan_shrink
 from rescuekit.imaging.safety import holds, system_holder
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
@@ -91,6 +93,48 @@ def _pieces(doc: dict, lo: int, hi: int, base: int) -> list[Piece]:
         a, b = max(off, lo), min(off + n, hi)
         if a < b:
             out.append(Piece(base + a - lo, b - a, cid, a - off, a == off and b == off + n))
+    return out
+
+
+def _moved_pieces(doc: dict, moves: list[tuple[int, int, int]]) -> list[Piece]:
+    """Pieces that copy image bytes [src, src + n) to target offset dst, for each (src, n, dst) (one pass over
+    the chunk map per move would be quadratic)."""
+    from bisect import bisect_right
+
+    chunks = list(iter_chunks(doc, doc["chunk_size"]))
+    starts = [off for off, _n, _cid in chunks]
+    out = []
+    for src, n, dst in moves:
+        i = max(0, bisect_right(starts, src) - 1)
+        while i < len(chunks) and chunks[i][0] < src + n:
+            off, m, cid = chunks[i]
+            a, b = max(off, src), min(off + m, src + n)
+            if a < b:
+                out.append(Piece(dst + a - src, b - a, cid, a - off, a == off and b == off + m))
+            i += 1
+    return out
+
+
+def _cut(pieces: list[Piece], ranges: list[tuple[int, int]]) -> list[Piece]:
+    """``pieces`` without the target byte ``ranges`` (sorted (start, length)), split where needed."""
+    from bisect import bisect_right
+
+    starts = [a for a, _n in ranges]
+    out = []
+    for pc in pieces:
+        pos, end = pc.target, pc.target + pc.length
+        i = max(0, bisect_right(starts, pos) - 1)
+        while pos < end:
+            while i < len(ranges) and ranges[i][0] + ranges[i][1] <= pos:
+                i += 1
+            nxt = ranges[i][0] if i < len(ranges) else end
+            if nxt <= pos:  # inside a cut range
+                pos = min(end, ranges[i][0] + ranges[i][1])
+                continue
+            stop = min(end, nxt)
+            whole = pos == pc.target and stop == end
+            out.append(pc if whole else Piece(pos, stop - pos, pc.cid, pc.skip + pos - pc.target, False))
+            pos = stop
     return out
 
 
@@ -234,11 +278,13 @@ def _check_chunks(doc: dict, index, root: Path) -> None:
                           f"run `rescuekit verify {root}`; nothing was written")
 
 
-def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str) -> list[tuple[int, bytes]]:
+def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str,
+              ends: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
     """The GPT writes for a whole-disk restore onto ``size`` bytes, from the image's own table: the valid copy
-    (a capture accepts a damaged primary) rebuilt into both headers, the backup at the target's end."""
+    (a capture accepts a damaged primary) rebuilt into both headers, the backup at the target's end (``ends``:
+    partitions shrunk by the restore)."""
     try:
-        return gpt_rebuild(ImageView(doc, index, reader), size)
+        return gpt_rebuild(ImageView(doc, index, reader), size, ends)
     except RescueError as exc:
         raise RescueError(f"cannot lay out image {doc['id'][:12]}'s GPT on {target}: {exc}; nothing was written"
                           ) from None
@@ -246,8 +292,11 @@ def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str) -> l
 
 def restore(repo_path: str | Path, target: str, *, image: str | None = None, partition: int | None = None,
             verify: bool = False, confirm: Callable[[str], bool] | None = None, progress: bool | None = None,
-            force_unlock: bool = False) -> dict:
-    """Restore; ``confirm(text)`` is asked (text = what will be overwritten) unless it is None."""
+            force_unlock: bool = False, shrink_to: int | None = None) -> dict:
+    """Restore; ``confirm(text)`` is asked (text = what will be overwritten) unless it is None.
+
+    An NTFS volume larger than the target (or than ``shrink_to`` bytes) is shrunk on the way when its used
+    clusters allow it (``rescuekit.imaging.layout``); otherwise refused before anything is written."""
     repo = Repository.open(repo_path)
     t0 = time.monotonic()
     with repo.lock(exclusive=False, command="restore", force_unlock=force_unlock):
@@ -277,16 +326,19 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
         reader = PackReader(repo.root)
         try:
             return _restore(repo, doc, target, partition, lo, hi, what, exists, index, reader, verify=verify,
-                            confirm=confirm, progress=progress, t0=t0)
+                            confirm=confirm, progress=progress, t0=t0, shrink_to=shrink_to)
         finally:
             reader.close()
 
 
 def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo: int, hi: int, what: str,
              exists: bool, index, reader: PackReader, *, verify: bool, confirm: Callable[[str], bool] | None,
-             progress: bool | None, t0: float) -> dict:
+             progress: bool | None, t0: float, shrink_to: int | None = None) -> dict:
     needed = hi - lo
     base, seen, text = 0, None, None
+    shrink = None
+    if shrink_to is not None and shrink_to <= 0:
+        raise UsageError(f"bad --shrink-to {shrink_to}")
     if exists:  # checked on a read-only handle: nothing is locked, dismounted or written before the answer
         with open_source(target) as ro:
             if partition is None:
@@ -294,19 +346,44 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
             else:
                 base, avail, where, table_ss = _target_base(ro, partition, target, repo.root)
             _check_sector_size(doc, ro, target, table_ss)
-            if avail < needed:
-                raise RescueError(f"{where} is too small: {avail} bytes, the {what} needs {needed} bytes "
-                                  f"({human(needed)}); nothing was written")
+            if shrink_to is not None and shrink_to > avail:
+                raise RescueError(f"{where} is too small for --shrink-to {shrink_to}: {avail} bytes; nothing was "
+                                  "written")
+            want = min(avail, shrink_to or avail)
+            if want < needed:  # shrink the NTFS volume on the way, or refuse naming the size needed
+                shrink = plan_shrink(doc, index, reader, partition, lo, hi, want, where, what)
             seen = (ro.size, ro.sector_size)
             text = (f"Restoring {what} will overwrite {where}" + (f" at offset {base}" if base else "") + ":\n"
-                    + describe_target(ro, whole_disk=partition is None))
+                    + describe_target(ro, whole_disk=partition is None)
+                    + (f"\nLayout: {shrink.describe()}" if shrink else ""))
+    elif shrink_to is not None and shrink_to < needed:
+        shrink = plan_shrink(doc, index, reader, partition, lo, hi, shrink_to, target, what)
     gpt_writes: list[tuple[int, bytes]] = []
-    if partition is None and doc["table"]["kind"] == "gpt":
+    vol_at = base
+    if shrink is not None:  # its writes go last, after the volume's clusters (and are read back)
+        if shrink.number is not None:  # whole GPT disk: up to the shrunk last partition's new end
+            vol_at, needed = shrink.lo, shrink.disk_size
+            hi = shrink.lo + shrink.shrink.new_size
+        else:
+            hi = lo + shrink.shrink.new_size
+            needed = hi - lo
+        gpt_writes = [(vol_at + off, data) for off, data in shrink.shrink.writes]
+        if shrink.number is not None:
+            gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends={shrink.number: shrink.end_lba})
+    elif partition is None and doc["table"]["kind"] == "gpt":
         gpt_writes = _plan_gpt(doc, index, reader, seen[0] if seen else needed, target)
     if text is not None and confirm is not None and not confirm(text):
         raise RescueError("restore cancelled; nothing was written")
     fresh = not exists
     pieces = _pieces(doc, lo, hi, base)
+    if shrink is not None and shrink.shrink.moves:  # clusters past the new end, written where they move to
+        cs = shrink.shrink.cluster_size
+        dest = sorted((vol_at + new * cs, k * cs) for _old, new, k in shrink.shrink.moves)
+        pieces = _cut(pieces, dest)  # the (free) clusters they land on are not written from the image too
+        # in source order: pieces of one stored blob stay adjacent, so each blob is decompressed once
+        pieces += _moved_pieces(doc, sorted((shrink.lo + old * cs, k * cs, vol_at + new * cs)
+                                            for old, new, k in shrink.shrink.moves))
+        verify = True  # every moved cluster's hash is checked on the target
     # First and last MiB of what is written (partition table + backup GPT, or boot sector + backup boot
     # sector): zeroed first, written last, so an interrupted restore leaves nothing that looks valid.
     edge = min(HEAD, needed)
@@ -330,6 +407,8 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
                 bad = _write_all(dev, doc, pieces, index, reader, protect, zero, digests, fresh=fresh,
                                  wipe_end=partition is None, verify=verify, progress=progress, target=target,
                                  gpt_writes=gpt_writes)
+                if shrink is not None and not bad:
+                    ntfs_resize.check(dev, vol_at, shrink.shrink)  # structures re-read from the target
             except (RescueError, OSError) as exc:
                 if fresh:
                     raise
@@ -353,7 +432,8 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
         except (OSError, ValueError, AttributeError):
             pass
     return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
-            "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3)}
+            "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3),
+            "shrunk_to": shrink.shrink.new_size if shrink else None}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,240 @@
+"""Restore an NTFS volume onto a smaller target (the subset without cluster moves: every used cluster below
+the new end), on a real volume: mkntfs + wimlib at 64 MiB, grown to 128 MiB with ntfsresize (so its data lies in
+the first half, as on a volume that was extended). Checked with ntfsfix -n, ntfsresize --info --force, every
+file's hash and every file's metadata as `wimlib-imagex dir --detailed` reads it."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import make_test_disks as mtd
+import pytest
+from imaging_helpers import MiB, check_ntfs, rk, rk_json
+
+from rescuekit.disk import ntfs, ntfs_resize
+from rescuekit.disk.device import open_source
+from tests.conftest import require_tools
+
+BIG = 128 * MiB
+
+
+@pytest.fixture(scope="session")
+def grown(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The grown volume, its file hashes, its smallest size without moves and a repository with its image."""
+    require_tools("mkntfs", "wimlib-imagex", "ntfsfix", "ntfsresize")
+    d = tmp_path_factory.mktemp("grown")
+    vol, hashes = mtd.make_ntfs_volume(d / "vol.img", 64 * MiB, tree_bytes=12 * MiB, seed=5)
+    os.truncate(vol, BIG)
+    subprocess.run(["ntfsresize", "-f", "-f", "--no-progress-bar", "-s", str(BIG), str(vol)], check=True,
+                   capture_output=True)
+    subprocess.run(["ntfsfix", "-d", str(vol)], check=True, capture_output=True)  # ntfsresize leaves it dirty
+    with open_source(str(vol)) as dev:
+        need, _used = ntfs_resize.min_size(dev, 0, dev.size, ntfs.parse_boot(dev.read(0, 512)))
+    repo = d / "repo"
+    doc = rk_json("capture", vol, repo)
+    assert doc["partitions"][0]["windows_state"] == []
+    return {"vol": vol, "hashes": hashes, "need": need, "repo": repo, "doc": doc, "meta": metadata(vol, d)}
+
+
+def metadata(vol: Path, work: Path) -> str:
+    """Every file's metadata (names, short names, attributes, security descriptors, times, stream hashes)."""
+    wim = work / f"{vol.name}.wim"
+    wim.unlink(missing_ok=True)
+    subprocess.run(["wimlib-imagex", "capture", str(vol), str(wim), "--compress=none"], check=True,
+                   capture_output=True)
+    out = subprocess.run(["wimlib-imagex", "dir", str(wim), "1", "--detailed"], check=True, capture_output=True,
+                         text=True).stdout
+    wim.unlink()
+    return re.sub(r"^(Offset in WIM|Part Number|Reference Count|Link Group ID) .*$", "", out, flags=re.M)
+
+
+def _sized(path: Path, size: int) -> None:
+    with open(path, "ab") as f:
+        f.truncate(size)
+
+
+def _check(out: Path, grown: dict, size: int, tmp: Path) -> None:
+    assert out.stat().st_size == size
+    check_ntfs(out)
+    res = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(out)], capture_output=True,
+                         text=True)
+    assert res.returncode == 0 and "ERROR" not in res.stdout + res.stderr, res.stdout + res.stderr
+    assert f"Current volume size: {(size // 512 - 1) * 512 // 4096 * 4096 + 512} bytes" in res.stdout
+    assert mtd.file_hashes_ntfs(out) == grown["hashes"]
+    assert metadata(out, tmp) == grown["meta"]
+
+
+def test_restore_onto_smaller_file(grown: dict, tmp_path: Path) -> None:
+    size = 80 * MiB  # 37.5 % smaller
+    assert grown["need"] < size
+    out = tmp_path / "small.img"
+    _sized(out, size)
+    res = rk_json("restore", grown["repo"], out, "--yes", "--verify")
+    assert res["shrunk_to"] == size and res["verified"]
+    _check(out, grown, size, tmp_path)
+
+
+def test_shrink_to_new_file_and_confirm_text(grown: dict, tmp_path: Path) -> None:
+    out = tmp_path / "new.img"
+    rk("restore", grown["repo"], out, "--shrink-to", "72M", "--yes")
+    _check(out, grown, 72 * MiB, tmp_path)
+    # an existing larger target, --shrink-to: the prompt shows the new layout; answering no writes nothing
+    big = tmp_path / "big.img"
+    _sized(big, BIG)
+    res = subprocess.run([os.sys.executable, "-m", "rescuekit", "restore", str(grown["repo"]), str(big),
+                          "--shrink-to", "90M"], input="n\n", capture_output=True, text=True)
+    assert res.returncode == 1 and "Layout: the NTFS volume shrinks from 128.0 MiB to 90.0 MiB" in res.stderr
+    assert open(big, "rb").read(4096) == bytes(4096)
+
+
+def test_no_move_minimum_and_1_mib_below(grown: dict, tmp_path: Path) -> None:
+    """At the smallest size without moves nothing moves; 1 MiB below it clusters move; both check clean."""
+    need = grown["need"]
+    for name, size in (("min", -(-need // 512) * 512 + 512), ("below", -(-need // 512) * 512 + 512 - MiB)):
+        out = tmp_path / f"{name}.img"
+        _sized(out, size)
+        res = rk_json("restore", grown["repo"], out, "--yes")
+        assert res["verified"] == (name == "below")  # a moving restore always verifies
+        _check(out, grown, size, tmp_path)
+
+
+@pytest.mark.parametrize("moves", [False, True], ids=["no moves", "moves"])
+def test_killed_shrink_restore_leaves_journal_rerun_completes(grown: dict, tmp_path: Path, moves: bool) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(grown["repo"], repo)
+    out = tmp_path / "k.img"
+    _sized(out, -(-grown["need"] // 512) * 512 - MiB if moves else 80 * MiB)
+    res = rk("restore", repo, out, "--yes", check=False, env={"RESCUEKIT_TEST_CRASH_AFTER": "restore-body-written"})
+    assert res.returncode == 137
+    assert "did not finish" in rk("images", repo).stderr
+    rk("restore", repo, out, "--yes", "--verify")
+    assert rk_json("images", repo)["unfinished_restores"] == []
+    _check(out, grown, out.stat().st_size, tmp_path)
+
+
+def test_shrink_refusals(grown: dict, tmp_path: Path, disks: dict, repo: dict) -> None:
+    small = tmp_path / "disk.img"
+    _sized(small, 150 * MiB)
+    # an MBR disk: not implemented, says so and what to do
+    res = rk("restore", repo["path"], small, "--image", "mbr", "--yes", check=False)
+    assert res.returncode == 1 and "shrinking an MBR disk is not implemented" in res.stderr
+    # a FAT partition: only NTFS is shrunk
+    part = tmp_path / "p1.img"
+    _sized(part, 20 * MiB)
+    res = rk("restore", repo["path"], part, "--image", "gpt", "--partition", "1", "--yes", check=False)
+    assert res.returncode == 1 and "only NTFS volumes can be shrunk" in res.stderr
+    # --shrink-to larger than the target
+    out = tmp_path / "t.img"
+    _sized(out, 80 * MiB)
+    res = rk("restore", grown["repo"], out, "--shrink-to", "100M", "--yes", check=False)
+    assert res.returncode == 1 and "too small for --shrink-to" in res.stderr
+
+
+def test_hibernated_image_not_shrunk(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(3)
+    vol, _h = mtd.make_ntfs_volume(tmp_path / "h.img", 64 * MiB, tree_bytes=1 * MiB,
+                                   system_files={"hiberfil.sys": b"HIBR" + rng.randbytes(MiB)})
+    os.truncate(vol, BIG)
+    subprocess.run(["ntfsresize", "-f", "-f", "--no-progress-bar", "-s", str(BIG), str(vol)], check=True,
+                   capture_output=True)
+    rk("capture", vol, tmp_path / "repo", "--allow-hibernated")
+    res = rk("restore", tmp_path / "repo", tmp_path / "o.img", "--shrink-to", "80M", "--yes", check=False)
+    assert res.returncode == 1 and "hibernated Windows session: it cannot be resized" in res.stderr
+    assert not (tmp_path / "o.img").exists()
+
+
+@pytest.fixture(scope="session")
+def grown_gpt(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 200 MiB GPT disk (ESP, MSR, NTFS last) whose NTFS was made at 48 MiB and grown to fill its partition."""
+    require_tools("sgdisk", "mkntfs", "wimlib-imagex", "ntfsresize", "mcopy")
+    d = tmp_path_factory.mktemp("grown_gpt")
+    disk, hashes = mtd.make_gpt_disk(d / "disk.img", 200 * MiB, esp_size=40 * MiB, tree_bytes=1 * MiB)
+    p = mtd._layout(disk)[2]
+    start, size = p["start"] * 512, p["size"] * 512
+    vol, hashes[3] = mtd.make_ntfs_volume(d / "p3.img", 48 * MiB, tree_bytes=6 * MiB, seed=8,
+                                          part_start_sector=p["start"])
+    os.truncate(vol, size)
+    subprocess.run(["ntfsresize", "-f", "-f", "--no-progress-bar", "-s", str(size), str(vol)], check=True,
+                   capture_output=True)
+    subprocess.run(["ntfsfix", "-d", str(vol)], check=True, capture_output=True)
+    mtd._dd_into(vol, disk, start)
+    repo = d / "repo"
+    doc = rk_json("capture", disk, repo)
+    return {"disk": disk, "hashes": hashes, "repo": repo, "doc": doc, "meta": metadata(vol, d)}
+
+
+def test_whole_gpt_disk_onto_smaller_disk(grown_gpt: dict, tmp_path: Path) -> None:
+    out = tmp_path / "small.img"
+    _sized(out, 120 * MiB)  # 40 % smaller than the 200 MiB source
+    res = subprocess.run([os.sys.executable, "-m", "rescuekit", "restore", str(grown_gpt["repo"]), str(out)],
+                         input="n\n", capture_output=True, text=True)
+    assert "Layout: partition 3 (kept at its offset" in res.stderr and res.returncode == 1
+    res = rk_json("restore", grown_gpt["repo"], out, "--yes", "--verify")
+    assert res["shrunk_to"]
+    v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
+    assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
+    src, got = mtd._layout(grown_gpt["disk"]), mtd._layout(out)
+    assert [(p["start"], p["size"], p["uuid"]) for p in got[:2]] == [(p["start"], p["size"], p["uuid"]) for p in src[:2]]
+    assert got[2]["start"] == src[2]["start"] and got[2]["uuid"] == src[2]["uuid"]
+    assert (got[2]["start"] + got[2]["size"]) * 512 == 120 * MiB - 33 * 512  # up to the new last usable LBA
+    vol = mtd.extract_partition(out, got[2]["start"] * 512, got[2]["size"] * 512, tmp_path / "p3.img")
+    check_ntfs(vol)
+    r = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(vol)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "ERROR" not in r.stdout + r.stderr, r.stdout
+    assert mtd.file_hashes_ntfs(vol) == grown_gpt["hashes"][3]
+    assert metadata(vol, tmp_path) == grown_gpt["meta"]
+    esp = mtd.extract_partition(out, got[0]["start"] * 512, got[0]["size"] * 512, tmp_path / "p1.img")
+    assert mtd.file_hashes_fat(esp) == grown_gpt["hashes"][1]
+
+
+def test_whole_gpt_disk_40_percent_smaller_moves_clusters(disks: dict, repo: dict, tmp_path: Path) -> None:
+    """The session's GPT test disk (its NTFS files spread to the end, $MFTMirr and $LogFile in the middle) onto a
+    disk 40% smaller: clusters past the new end are moved, their run lists (and $MFTMirr's copies) rewritten."""
+    src_disk, hashes = disks["gpt"]
+    out = tmp_path / "small.img"
+    _sized(out, 120 * MiB)
+    res = rk_json("restore", repo["path"], out, "--image", "gpt", "--yes")
+    assert res["shrunk_to"] and res["verified"]  # moved clusters are always re-read and hash-checked
+    v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
+    assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
+    src, got = mtd._layout(src_disk), mtd._layout(out)
+    assert [(p["start"], p["size"]) for p in got[:2]] == [(p["start"], p["size"]) for p in src[:2]]
+    s3 = mtd.extract_partition(src_disk, src[2]["start"] * 512, src[2]["size"] * 512, tmp_path / "s3.img")
+    with open_source(str(s3)) as dev:
+        need, _u = ntfs_resize.min_size(dev, 0, dev.size, ntfs.parse_boot(dev.read(0, 512)))
+    assert need > got[2]["size"] * 512  # clusters had to move
+    vol = mtd.extract_partition(out, got[2]["start"] * 512, got[2]["size"] * 512, tmp_path / "p3.img")
+    check_ntfs(vol)
+    r = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(vol)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "ERROR" not in r.stdout + r.stderr, r.stdout  # every run list vs $Bitmap
+    assert mtd.file_hashes_ntfs(vol) == hashes[3]
+    assert metadata(vol, tmp_path) == metadata(s3, tmp_path)
+    esp = mtd.extract_partition(out, got[0]["start"] * 512, got[0]["size"] * 512, tmp_path / "p1.img")
+    assert mtd.file_hashes_fat(esp) == hashes[1]
+
+
+def test_moving_shrink_refused_1_mib_below_its_minimum(repo: dict, tmp_path: Path) -> None:
+    """--partition 3 of the GPT image into files: far too small and 1 MiB below the minimum refused (naming it,
+    nothing written), the minimum itself restored."""
+    tiny = tmp_path / "tiny.img"
+    _sized(tiny, 8 * MiB)
+    res = rk("restore", repo["path"], tiny, "--image", "gpt", "--partition", "3", "--yes", check=False)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    least = int(re.search(r"needs at least (\d+) bytes", res.stderr).group(1))
+    under = tmp_path / "under.img"
+    _sized(under, least - MiB)
+    res = rk("restore", repo["path"], under, "--image", "gpt", "--partition", "3", "--yes", check=False)
+    assert res.returncode == 1 and f"needs at least {least} bytes" in res.stderr and "nothing was written" in res.stderr
+    assert open(under, "rb").read() == bytes(least - MiB)
+    ok = tmp_path / "ok.img"
+    _sized(ok, -(-least // 512) * 512)
+    rk("restore", repo["path"], ok, "--image", "gpt", "--partition", "3", "--yes")
+    check_ntfs(ok)

@@ -1,0 +1,78 @@
+"""Restore onto a smaller target: the shrunk layout, computed from the image before anything is written.
+
+The NTFS volume is shrunk by ``rescuekit.disk.ntfs_resize`` (clusters past the new end moved): one NTFS volume (``restore --partition N``, or a volume image) onto a smaller partition or file; a whole GPT disk
+whose last partition is that NTFS volume (partitions before it keep their place, it shrinks to the new last usable
+LBA, the backup GPT goes to the new end). Not implemented (refused with the sizes): moving partitions that come
+after the shrunk one, MBR disks.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from rescuekit.disk import ntfs_resize
+from rescuekit.errors import RescueError
+from rescuekit.imaging.imageview import ImageView
+from rescuekit.imaging.units import human
+
+
+@dataclass
+class VolumeShrink:
+    lo: int  # the volume's offset in the image
+    shrink: ntfs_resize.Shrink
+    number: int | None = None  # whole-disk GPT: the partition whose entry ends earlier
+    end_lba: int | None = None  # ... and its new last LBA
+    disk_size: int = 0  # the size planned for (the target's, or --shrink-to)
+
+    def describe(self) -> str:
+        s = self.shrink
+        where = f"partition {self.number} (kept at its offset, the partitions before it untouched, the backup GPT " \
+                f"at the new end): " if self.number else ""
+        return (f"{where}the NTFS volume shrinks from {human(s.old_size)} to {human(s.new_size)} ({s.new_size} bytes; "
+                f"{human(s.used_clusters * s.cluster_size)} used; " + (
+                    f"{human(sum(k for _o, _n, k in s.moves) * s.cluster_size)} of clusters past the new end move "
+                    "into free space below it, their run lists rewritten" if s.moves else "no cluster moves")
+                + "; boot sector, backup boot sector, $Bitmap and $BadClus rewritten)")
+
+
+def _image_part(doc: dict, lo: int) -> dict | None:
+    return next((p for p in doc["partitions"] if p["start"] == lo), None)
+
+
+def plan_shrink(doc: dict, index, reader, partition: int | None, lo: int, hi: int, new_size: int,
+                where: str, what: str) -> VolumeShrink:
+    """The shrink of the image's volume [lo, hi) to ``new_size`` bytes, or the refusal (naming the size needed)."""
+    disk_size = new_size
+    too_small = (f"{where} is too small: {new_size} bytes, the {what} needs {hi - lo} bytes ({human(hi - lo)})")
+    number = end_lba = None
+    if partition is None and doc["table"]["kind"] != "none":
+        # Whole GPT disk: the last partition shrinks to end at the new last usable LBA.
+        if doc["table"]["kind"] != "gpt":
+            raise RescueError(f"{too_small}; shrinking an MBR disk is not implemented (restore its partitions one by "
+                              "one with --partition into a smaller layout); nothing was written")
+        ss = doc["table"]["sector_size"] or 512
+        last = max(doc["partitions"], key=lambda p: p["start"])
+        view = ImageView(doc, index, reader)
+        hdr = view.read(ss, 92)
+        view.close()
+        n_ent, ent_size = struct.unpack_from("<II", hdr, 80) if hdr[:8] == b"EFI PART" else (128, 128)
+        entries_sectors = -(-n_ent * ent_size // ss)  # the backup entries before the backup header
+        end_lba = new_size // ss - 1 - entries_sectors - 1
+        number, lo = last["number"], last["start"]
+        new_size = (end_lba + 1) * ss - lo
+        if new_size >= last["size"] or new_size <= 0:
+            raise RescueError(f"{too_small}; its last partition ({last['number']}) ends too close to the new end to "
+                              "be shrunk, and moving partitions is not implemented; nothing was written")
+        hi = lo + last["size"]
+        too_small += f" (partition {number} would have to shrink to {new_size} bytes)"
+    part = _image_part(doc, lo)
+    if part is None or part.get("fs") != "ntfs":
+        raise RescueError(f"{too_small}; only NTFS volumes can be shrunk during a restore; nothing was written")
+    view = ImageView(doc, index, reader)
+    try:
+        sh = ntfs_resize.plan(view, lo, hi - lo, new_size)
+    except RescueError as exc:
+        raise RescueError(f"{too_small} as it is and cannot be shrunk to fit: {exc}; nothing was written") from None
+    finally:
+        view.close()
+    return VolumeShrink(lo, sh, number, end_lba, disk_size)
