@@ -18,7 +18,6 @@ NTFS by mkntfs + ``wimlib-imagex apply``, FAT by mkfs.vfat + mcopy; no mounting.
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -98,7 +97,7 @@ def make_win7(root: str | Path) -> dict:
             mtd._run("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw,
                      bset / f"{guid}.vhd")
     (bset / "BackupSpecs.xml").write_bytes(specs_xml([(WIN7_SR_GUID, ""), (WIN7_C_GUID, "C:")]))
-    (bset / f"cd113385-65ff-4ea2-8ced-5630f6feca8f_Components.xml").write_bytes(
+    (bset / "cd113385-65ff-4ea2-8ced-5630f6feca8f_Components.xml").write_bytes(
         '<BACKUP_COMPONENTS xmlns="x-schema:#VssComponentMetadata"/>'.encode("utf-16-le"))
     return {"set": bset, "root": root, "volumes": {
         WIN7_SR_GUID: {"hashes": sr_h, "fs": "ntfs", "letter": "", "label": "System Reserved", "size": 24 * MiB},
