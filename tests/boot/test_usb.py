@@ -79,7 +79,9 @@ def test_data_partition_holds_an_empty_repository(standin_stick: tuple[Path, dic
     require_tools("mount.exfat-fuse")
     with loop_device(part, partscan=False) as dev, mounted(dev, tmp_path / "mnt", fuse_exfat=True) as mnt:
         cfg = json.loads((mnt / "Images" / "config").read_text())
-        assert cfg["format"] == "rescuekit-repository" and cfg["version"] == 1
+        from rescuekit.repo.config import FORMAT_VERSION
+
+        assert cfg["format"] == "rescuekit-repository" and cfg["version"] == FORMAT_VERSION  # the runtime's own
         res = subprocess.run([*RK_HOST, "images", str(mnt / "Images"), "--json"], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["images"] == []
