@@ -213,7 +213,7 @@ def test_a_non_ascii_image_name_through_a_pipe(runtime: Runtime, wine_repo: dict
     repo = shutil.copytree(wine_repo["path"], tmp_path / "repo")
     name = "\u0414\u0438\u0441\u043a \u00e9t\u00e9"
     res = ok(runtime.rk("capture", winpath(gpt_disk[0]), winpath(repo), "--name", name))
-    assert f", {name})" in res.stdout  # (#seq, name) and res.stderr == ""
+    assert f", {name})" in res.stdout and res.stderr == ""  # the line says (#seq, name)
     assert name in ok(runtime.rk("images", winpath(repo))).stdout
     doc = json.loads(ok(runtime.rk("images", winpath(repo), "--json")).stdout)
     assert [i["name"] for i in doc["images"]] == [IMAGE_NAME, name]
