@@ -180,12 +180,12 @@ def test_removed_lock_is_not_recreated_and_capture_commits_nothing(disks: dict, 
     repo = tmp_path / "repo"
     real = cap.make_plan
 
-    def plan_and_lose_the_lock(dev, chunk_size):
+    def plan_and_lose_the_lock(dev, chunk_size, **kw):
         for p in (repo / "locks").glob("*.json"):
             p.unlink()  # another process took it for stale
         time.sleep(0.1)  # the refresher runs meanwhile: it must not bring the file back
         assert not list((repo / "locks").glob("*.json"))
-        return real(dev, chunk_size)
+        return real(dev, chunk_size, **kw)
 
     monkeypatch.setattr(cap, "make_plan", plan_and_lose_the_lock)
     with pytest.raises(RescueError, match="was removed by another process"):

@@ -264,7 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{READY} on {args.console}: kernel {platform.release()}, python {platform.python_version()}, "
           f"lockdown {lockdown()}, uptime {uptime():.1f} s", flush=True)
     from rescuekit.errors import RescueError
-    from rescuekit.menu import menu
 
     try:
         settings = load_settings()
@@ -297,7 +296,17 @@ def main(argv: list[str] | None = None) -> int:
                 log("rescuekit: showing the menu")
         else:
             follow(log)
-    return menu(settings)
+    return _menu(settings)
+
+
+def _menu(settings) -> int:
+    """The rescue menu (``rescuekit menu``'s app) on this console; unattended work was done above."""
+    from rescuekit.menu_app import App
+    from rescuekit.volumes import LABEL_PATH
+
+    repo = settings.repository if settings.repository and not LABEL_PATH.match(settings.repository) else None
+    return App(settings, [], scan=True, repository=repo).start(action="menu", target=None, image=None,
+                                                                then="menu", countdown=0)
 
 
 if __name__ == "__main__":
