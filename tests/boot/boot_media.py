@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, for tests.conftest under any cwd
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # repo root (after site-packages), for tests.conftest
 from tests.conftest import require_tools  # noqa: E402
 
 # QEMU under TCG on a loaded 2-core machine: a generous bound, not a timing assertion (boots take ~1-10 s).

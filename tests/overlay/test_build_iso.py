@@ -264,17 +264,17 @@ def test_incomplete_runtime_package_is_refused(standin, embed_zip, wheelhouse, t
     broken = tmp_path / "site"
     shutil.copytree(Path(rescuekit.__file__).parent, broken / "rescuekit",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(broken / "rescuekit" / "disk")
+    (broken / "rescuekit" / "repo" / "prune.py").unlink()  # a module no verb imports at start-up
     env = {**os.environ, "PYTHONPATH": str(broken)}  # found before the installed package
     out = tmp_path / "out" / "x.iso"
     out.parent.mkdir()
     r = rk("build", "--source", str(standin), "--output", str(out), "--python-embed", str(embed_zip),
            "--wheelhouse", str(wheelhouse), env=env)
     line = _one_error_line(r)
-    assert f"incomplete rescuekit runtime in {broken / 'rescuekit'}: missing disk/__init__.py" in line, line
+    assert f"incomplete rescuekit runtime in {broken / 'rescuekit'}: missing repo/prune.py" in line, line
     assert list(out.parent.iterdir()) == []
     (broken / "rescuekit" / "MODULES.txt").unlink()
-    shutil.copytree(Path(rescuekit.__file__).parent / "disk", broken / "rescuekit" / "disk")
+    shutil.copy(Path(rescuekit.__file__).parent / "repo" / "prune.py", broken / "rescuekit" / "repo" / "prune.py")
     r = rk("build", "--source", str(standin), "--output", str(out), "--python-embed", str(embed_zip),
            "--wheelhouse", str(wheelhouse), env=env)
     assert "runtime package has no MODULES.txt" in _one_error_line(r)
