@@ -51,6 +51,44 @@ class ReadOnlyDevice:
         return f"<{type(self).__name__} {self.path} {self.size} bytes>"
 
 
+class BlockMappedDevice(ReadOnlyDevice):
+    """Base for virtual disks stored as ``blocks`` blocks of ``block_size`` bytes, each either in the file or
+    reading as zeros (VHD dynamic, VHDX): one walk over the blocks for reads and for the allocated ranges."""
+
+    block_size: int
+    blocks: int
+
+    def _block_present(self, block: int) -> bool:
+        raise NotImplementedError
+
+    def _read_block(self, block: int, inner: int, view: memoryview) -> bool:
+        """Fill ``view`` from ``inner`` bytes into ``block``; False when the block is not stored (reads as zeros)."""
+        raise NotImplementedError
+
+    def allocated_ranges(self) -> list[tuple[int, int]]:
+        """Virtual byte ranges whose blocks are stored in the file (the rest reads as zeros)."""
+        out: list[tuple[int, int]] = []
+        for b in range(self.blocks):
+            if self._block_present(b):
+                s = b * self.block_size
+                n = min(self.block_size, self.size - s)
+                if out and out[-1][0] + out[-1][1] == s:
+                    out[-1] = (out[-1][0], out[-1][1] + n)
+                else:
+                    out.append((s, n))
+        return out
+
+    def _read_into(self, offset: int, view: memoryview) -> None:
+        done, n, bs = 0, len(view), self.block_size
+        while done < n:
+            block, inner = divmod(offset + done, bs)
+            take = min(bs - inner, n - done)
+            part = view[done:done + take]
+            if not self._read_block(block, inner, part):
+                part[:] = bytes(take)
+            done += take
+
+
 class SliceDevice(ReadOnlyDevice):
     """``size`` bytes at ``offset`` of ``dev`` (e.g. the partition inside a virtual disk), read-only."""
 

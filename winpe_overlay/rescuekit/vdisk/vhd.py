@@ -15,7 +15,7 @@ import threading
 
 from rescuekit.disk.device import BlockDevice, DiskInfo
 from rescuekit.errors import RescueError
-from rescuekit.vdisk import ReadOnlyDevice
+from rescuekit.vdisk import BlockMappedDevice
 
 COOKIE = b"conectix"
 DYN_COOKIE = b"cxsparse"
@@ -31,7 +31,7 @@ def _checksum_ok(buf: bytes, at: int) -> bool:
     return (~s) & 0xFFFFFFFF == stored
 
 
-class VhdDisk(ReadOnlyDevice):
+class VhdDisk(BlockMappedDevice):
     """A VHD file as a read-only block device of its footer's current size."""
 
     def __init__(self, f: BlockDevice) -> None:
@@ -121,41 +121,33 @@ class VhdDisk(ReadOnlyDevice):
         """Virtual byte ranges whose blocks are stored (fixed: everything)."""
         if self.disk_type == TYPE_FIXED:
             return [(0, self.size)]
-        out: list[tuple[int, int]] = []
-        for b in range(self.blocks):
-            if self._bat_entry(b) != UNUSED:
-                s, n = b * self.block_size, min(self.block_size, self.size - b * self.block_size)
-                if out and sum(out[-1]) == s:
-                    out[-1] = (out[-1][0], out[-1][1] + n)
-                else:
-                    out.append((s, n))
-        return out
+        return super().allocated_ranges()
+
+    def _block_present(self, block: int) -> bool:
+        return self._bat_entry(block) != UNUSED
 
     def _read_into(self, offset: int, view: memoryview) -> None:
         if self.disk_type == TYPE_FIXED:
             self._f.readinto(offset, view)
-            return
-        done, n, bs = 0, len(view), self.block_size
-        while done < n:
-            pos = offset + done
-            block, inner = divmod(pos, bs)
-            take = min(bs - inner, n - done)
-            loc = self.block_location(block)
-            if loc is None:
-                view[done:done + take] = bytes(take)
-            else:
-                data_at, bm = loc
-                part = view[done:done + take]
-                self._f.readinto(data_at + inner, part)
-                first, last = inner // SECTOR, (inner + take - 1) // SECTOR
-                span = bm[first >> 3:(last >> 3) + 1]
-                if span.count(0xFF) != len(span):  # some sector of the bytes covering the range is not present
-                    for s in range(first, last + 1):  # sectors never written read as zeros
-                        if not bm[s >> 3] & (0x80 >> (s & 7)):
-                            a = max(s * SECTOR, inner) - inner
-                            b = min((s + 1) * SECTOR, inner + take) - inner
-                            part[a:b] = bytes(b - a)
-            done += take
+        else:
+            super()._read_into(offset, view)
+
+    def _read_block(self, block: int, inner: int, part: memoryview) -> bool:
+        loc = self.block_location(block)
+        if loc is None:
+            return False
+        data_at, bm = loc
+        take = len(part)
+        self._f.readinto(data_at + inner, part)
+        first, last = inner // SECTOR, (inner + take - 1) // SECTOR
+        span = bm[first >> 3:(last >> 3) + 1]
+        if span.count(0xFF) != len(span):  # some sector of the bytes covering the range is not present
+            for s in range(first, last + 1):  # sectors never written read as zeros
+                if not bm[s >> 3] & (0x80 >> (s & 7)):
+                    a = max(s * SECTOR, inner) - inner
+                    b = min((s + 1) * SECTOR, inner + take) - inner
+                    part[a:b] = bytes(b - a)
+        return True
 
     def close(self) -> None:
         self._f.close()

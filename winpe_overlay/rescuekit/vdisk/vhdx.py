@@ -16,7 +16,7 @@ import uuid
 
 from rescuekit.disk.device import BlockDevice, DiskInfo
 from rescuekit.errors import RescueError
-from rescuekit.vdisk import ReadOnlyDevice
+from rescuekit.vdisk import BlockMappedDevice
 from rescuekit.vdisk.crc32c import crc32c
 
 FILE_SIGNATURE = b"vhdxfile"
@@ -48,7 +48,7 @@ def _crc_ok(buf: bytes, crc_at: int) -> bool:
     return crc32c(body) == stored
 
 
-class VhdxDisk(ReadOnlyDevice):
+class VhdxDisk(BlockMappedDevice):
     """A VHDX file as a read-only block device of its virtual size (never loads more than a BAT page)."""
 
     def __init__(self, f: BlockDevice) -> None:
@@ -195,31 +195,15 @@ class VhdxDisk(ReadOnlyDevice):
         raise RescueError(f"VHDX {self.path}: block {block} has state {state} (partially present needs a parent, "
                           "other values are invalid)")
 
-    def allocated_ranges(self) -> list[tuple[int, int]]:
-        """Virtual byte ranges whose blocks are stored in the file (the rest reads as zeros)."""
-        out: list[tuple[int, int]] = []
-        for b in range(self.blocks):
-            if self.block_location(b) is not None:
-                s = b * self.block_size
-                n = min(self.block_size, self.size - s)
-                if out and out[-1][0] + out[-1][1] == s:
-                    out[-1] = (out[-1][0], out[-1][1] + n)
-                else:
-                    out.append((s, n))
-        return out
+    def _block_present(self, block: int) -> bool:
+        return self.block_location(block) is not None
 
-    def _read_into(self, offset: int, view: memoryview) -> None:
-        done, n, bs = 0, len(view), self.block_size
-        while done < n:
-            pos = offset + done
-            block, inner = divmod(pos, bs)
-            take = min(bs - inner, n - done)
-            loc = self.block_location(block)
-            if loc is None:
-                view[done:done + take] = bytes(take)
-            else:
-                self._f.readinto(loc + inner, view[done:done + take])
-            done += take
+    def _read_block(self, block: int, inner: int, part: memoryview) -> bool:
+        loc = self.block_location(block)
+        if loc is None:
+            return False
+        self._f.readinto(loc + inner, part)
+        return True
 
     def close(self) -> None:
         self._f.close()
