@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 from rescuekit import __version__
 from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings  # the runtime's reader: what config.toml may say
+from rescuekit.target_rules import is_auto, parse as parse_target_rules
 from rescuekit.volumes import LABEL_PATH
 from rescuekit.errors import UsageError
 
@@ -127,7 +128,9 @@ class RuntimeConfig(Settings):
             validate_windows_path(self.repository, "--repository")
         if self.image is not None:
             validate_image_name(self.image)
-        if self.target is not None and not (self.target == "auto" and self.default_action == "restore"):
+        if self.target is not None and is_auto(self.target) and self.default_action == "restore":
+            parse_target_rules(self.target)
+        elif self.target is not None:
             validate_target(self.target)
         if self.locale is not None:
             validate_locale(self.locale)
@@ -153,7 +156,7 @@ class RuntimeConfig(Settings):
             if self.image:
                 args += ["--name", self.image]
             return args
-        if self.default_action == "restore" and self.target == "auto":
+        if self.default_action == "restore" and is_auto(self.target):
             return ["rescuekit", "menu"]
         if self.default_action == "restore":
             return ["rescuekit", "restore", self.repository or "", self.target or "", "--image", self.image or "latest"]

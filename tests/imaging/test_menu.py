@@ -17,6 +17,7 @@ import pytest
 from imaging_helpers import MiB, check_disk_files, rk
 
 from rescuekit import finders, tools
+from rescuekit.errors import RescueError
 from tests.conftest import require_tools
 
 MENU = [sys.executable, "-m", "rescuekit", "menu"]
@@ -193,6 +194,42 @@ def test_unattended_restore_from_a_build_config(repo_copy, disks, tmp_path):
     host = lines[0].split("\t")[1]
     assert host and [ln.split("\t")[1:] for ln in lines] == [  # time, host, disk, serial, image, name, result
         [host, "auto", "-", gpt_id, "gpt", "refused"], [host, str(a), "-", gpt_id, "gpt", "ok"]]
+
+
+def test_unattended_auto_rules_pick_one_disk(repo_copy, disks, tmp_path):
+    """auto:RULES narrows the candidates; no match or a bad rule writes nothing."""
+    a, b = _blank(tmp_path / "a.img", 256 * MiB), _blank(tmp_path / "b.img", 300 * MiB)
+    common = ("--no-scan", a, b, "--action", "restore", "--repository", repo_copy, "--image", "gpt",
+              "--countdown", "0", "--then", "menu")
+    res = menu(*common, "--target", "auto:size>=1G", keys="")
+    assert res.returncode == 1 and "matching size>=1G that can hold" in res.stderr, res.stderr
+    assert "found 0" in res.stderr and "nothing was written" in res.stderr, res.stderr
+    res = menu(*common, "--target", "auto:colour=red", keys="")
+    assert res.returncode == 2 and "bad rule 'colour=red'" in res.stderr and "Traceback" not in res.stderr
+    assert not any(a.read_bytes()) and not any(b.read_bytes())
+    res = menu(*common, "--target", "auto:size>=280M", keys="")
+    assert res.returncode == 0 and "Unattended restore: done" in res.stdout, res.stdout + res.stderr
+    assert not any(a.read_bytes())
+    check_disk_files(b, disks["gpt"][1], tmp_path)
+
+
+def test_target_rules_match_model_serial_bus_and_size():
+    from rescuekit import target_rules as tr
+
+    rows = [finders.DiskRow("/dev/sda", {"model": "Samsung SSD 870 EVO 500GB", "serial": "S62ANJ0R1",
+                                         "bus": "sata", "size": 500_107_862_016}),
+            finders.DiskRow("/dev/nvme0n1", {"model": "WD Blue SN570 1TB", "serial": "2201AB", "bus": "nvme",
+                                             "size": 1_000_204_886_016})]
+    pick = lambda t: [r.path for r in tr.select(rows, t)]  # noqa: E731
+    assert pick("auto") == ["/dev/sda", "/dev/nvme0n1"]
+    assert pick("auto:model=*samsung*") == ["/dev/sda"]
+    assert pick("auto:bus=nvme,size~1TB") == ["/dev/nvme0n1"]
+    assert pick("auto:size~500GB") == ["/dev/sda"] and pick("auto:size~465G") == ["/dev/sda"]
+    assert pick("auto:serial=S62*,size<600GB") == ["/dev/sda"] and pick("auto:size>2TB") == []
+    assert tr.parse_size("1.5TiB", "x") == 3 * (1 << 39) and tr.parse_size("64M", "x") == 64 << 20
+    for bad in ("auto:model>=x", "auto:size=lots", "auto:serial=a%b", "autox", "auto:"):
+        with pytest.raises(RescueError):
+            tr.parse(bad)
 
 
 def test_a_build_for_a_named_target_still_opens_the_menu(repo_copy, tmp_path):

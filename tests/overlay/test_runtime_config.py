@@ -91,5 +91,13 @@ def test_target_auto_and_then_are_checked_at_build_time():
     assert 'target = "auto"' in files["rescuekit/config.toml"] and 'then = "reboot"' in files["rescuekit/config.toml"]
     with pytest.raises(UsageError, match="invalid --target 'auto'"):  # auto picks a disk to overwrite, not to read
         RuntimeConfig(default_action="capture", repository="D:\\Images", target="auto").validated()
+    rules = RuntimeConfig(default_action="restore", repository="D:\\Images", target="auto:model=*SSD*,size~500GB")
+    files = render_overlay_files(rules, [])
+    assert "-B -m rescuekit menu" in files["rescuekit/launch.cmd"]
+    assert 'target = "auto:model=*SSD*,size~500GB"' in files["rescuekit/config.toml"]
+    with pytest.raises(UsageError, match="bad rule 'colour=red'"):
+        RuntimeConfig(default_action="restore", repository="D:\\Images", target="auto:colour=red").validated()
+    with pytest.raises(UsageError, match="model takes '=GLOB'"):
+        RuntimeConfig(default_action="restore", repository="D:\\Images", target='auto:model=a"b').validated()
     with pytest.raises(UsageError, match="invalid --then 'later'"):
         RuntimeConfig(then="later").validated()

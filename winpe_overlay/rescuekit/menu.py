@@ -17,7 +17,8 @@ from rescuekit.config import ACTIONS, THEN
 @click.option("--action", type=click.Choice(ACTIONS), help="Start an action unattended instead of the main "
               "screen (default: the build's default_action).")
 @click.option("--repository", help="Repository folder (default: the build's; also searched for on every volume).")
-@click.option("--target", help="Disk to restore onto, or 'auto': the only internal disk that can hold the image.")
+@click.option("--target", help="Disk to restore onto, or 'auto' (the only internal disk that can hold the image) "
+              "or 'auto:RULES', e.g. auto:model=*Samsung*,size~500GB (docs/menu.md).")
 @click.option("--image", help="Image id, name or 'latest' for an unattended restore.")
 @click.option("--then", "then", type=click.Choice(THEN), help="After an unattended restore (default: the build's, "
               "else menu).")
@@ -32,15 +33,18 @@ def menu(paths: tuple[str, ...], action: str | None, repository: str | None, tar
     """The rescue menu. PATHS: folders to search for repositories and disk image files to offer as disks."""
     from rescuekit.config import load_settings
     from rescuekit.menu_app import App
+    from rescuekit.target_rules import is_auto, parse
 
     settings = load_settings()
     app = App(settings, list(paths), scan=not no_scan, log_dir=log_dir, repository=repository)
     target = target or settings.target
+    if is_auto(target):
+        parse(target)  # a bad rule is refused before anything starts
     # Unattended only when asked for: --action restore on the command line, or a build for --target auto. A build
     # whose launcher runs `rescuekit restore` onto a named disk (which asks) must not make a hand-started menu
     # overwrite that disk without a question.
     if action is None:
-        action = "restore" if settings.default_action == "restore" and target == "auto" else "menu"
+        action = "restore" if settings.default_action == "restore" and is_auto(target) else "menu"
     rc = app.start(action=action, target=target,
                    image=image or settings.image, then=then or settings.then or "menu", countdown=countdown)
     raise click.exceptions.Exit(rc)

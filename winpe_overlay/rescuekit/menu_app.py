@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from rescuekit import __version__, finders, tools
+from rescuekit import __version__, finders, target_rules, tools
 from rescuekit.config import Settings
 from rescuekit.errors import RescueError
 from rescuekit.imaging.units import human
@@ -394,12 +394,13 @@ class App:
                 raise RescueError("no repository is set (build with --repository)")
             self.used_repos.append(repo)
             doc = Repository.open(repo).find_image(image)
-            if target == "auto":
+            if target_rules.is_auto(target):
                 rows = finders.disk_rows(finders.describe_disks(self.files, machine=self.scan), repo=repo, image=doc)
-                cands = finders.internal_candidates(rows)
+                cands = target_rules.select(finders.internal_candidates(rows), target)
                 if len(cands) != 1:
                     shown = ", ".join(r.path for r in cands) or "none"
-                    raise RescueError(f"--target auto needs exactly one internal disk that can hold image "
+                    rules = f" matching {target[len('auto:'):]}" if target != "auto" else ""
+                    raise RescueError(f"--target {target} needs exactly one internal disk{rules} that can hold image "
                                       f"{doc.get('name')} ({human(doc['source']['size'])}); found {len(cands)}: "
                                       f"{shown}; nothing was written")
                 target, serial = cands[0].path, cands[0].desc.get("serial")
