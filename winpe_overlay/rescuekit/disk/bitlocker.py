@@ -231,6 +231,13 @@ def unlock(meta: Metadata, password: str, where: str) -> bytes:
 
 # ---- bulk sector decryption ---------------------------------------------------------------------------------------
 
+def _blocks_le(first: int, n: int, step: int = 1) -> bytes:
+    """``n`` 16-byte little-endian numbers first*step, (first+1)*step, ... (what the IVs and tweaks encrypt)."""
+    out = array("Q", bytes(16 * n))
+    out[0::2] = array("Q", range(first * step, (first + n) * step, step))
+    return out.tobytes()
+
+
 def _lanes(n: int, width: int, bits: int) -> int:
     """An integer with ``bits`` set at the bottom of each of ``n`` lanes of ``width`` bits."""
     one = (1 << bits) - 1
@@ -274,7 +281,7 @@ class SectorCipher:
         first = pos // ss
         if self.mode == "aes-xts":
             return self._xts(bytes(data), n, first)
-        ivs = self._ecb(self._k1, b"".join(((first + i) * ss).to_bytes(16, "little") for i in range(n)))
+        ivs = self._ecb(self._k1, _blocks_le(first, n, ss))
         prev = self._per_sector(ivs, n)
         c = array("Q", bytes(data))
         per = ss // 8
@@ -290,8 +297,7 @@ class SectorCipher:
     def _xts(self, data: bytes, n: int, first: int) -> bytes:
         """IEEE 1619 XTS with data unit = one sector, all sectors at once."""
         ss = self.sector
-        t = int.from_bytes(self._ecb(self._k2, b"".join((first + i).to_bytes(16, "little") for i in range(n))),
-                           "little")
+        t = int.from_bytes(self._ecb(self._k2, _blocks_le(first, n)), "little")
         tops, lows = _lanes(n, 128, 1) << 127, _lanes(n, 128, 1)
         per = ss // 8
         stream = array("Q", bytes(n * ss))
@@ -310,9 +316,11 @@ class SectorCipher:
         are lanes (64 bits wide, so sums do not carry into the next lane) of one integer per word index."""
         ss = self.sector
         w = ss // 4
-        offs = [((first + i) * ss).to_bytes(16, "little") for i in range(n)]
-        k_lo = self._ecb(self._k2, b"".join(offs))
-        k_hi = self._ecb(self._k2, b"".join(o[:15] + b"\x80" for o in offs))
+        offs = _blocks_le(first, n, ss)
+        k_lo = self._ecb(self._k2, offs)
+        hi = bytearray(offs)
+        hi[15::16] = b"\x80" * n  # the upper half of the sector key: the offset with its top byte 0x80
+        k_hi = self._ecb(self._k2, bytes(hi))
         words = array("I", data)
         m32 = _lanes(n, 64, 32)
         d = []
