@@ -13,7 +13,7 @@ BITLK code read it (their behaviour is the reference where the documentation is 
   stretch (1,048,576 SHA-256 rounds over last | initial | salt | count) -> AES-CCM unwraps the VMK of the
   recovery-password protector (0x0800) -> the VMK unwraps the FVEK;
 * sectors: AES-XTS (method 0x8004/0x8005, tweak = sector number), AES-CBC (0x8002/0x8003, IV = AES-ECB of the
-  byte offset) and AES-CBC + Elephant diffuser (0x8000/0x8001, Windows Vista/7);
+  byte offset) and AES-CBC + Elephant diffuser (0x8000/0x8001, Windows 7; Vista volumes are refused);
 * the decrypted volume (as cryptsetup's BITLK mapping presents it): its first ``header size`` bytes are the
   relocated, encrypted copy of the original boot sectors; the three metadata blocks (64 KiB each) and the
   relocated copy read as zeros; everything else is the sector decrypted in place.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-import threading
 import uuid
 import zlib
 from array import array
@@ -363,7 +362,6 @@ class DecryptedVolume:
         self.sector_size = dev.sector_size
         self.info = dev.info
         self._cipher = SectorCipher(meta, key)
-        self._local = threading.local()
         hidden = [(o, METADATA_REGION) for o in meta.metadata_offsets] + [(meta.header_offset, meta.header_size)]
         self.zeros = sorted((a, min(size, a + n)) for a, n in hidden)
 
