@@ -241,3 +241,47 @@ def test_capture_restore_real_ntfs_inside_windows_layout(windows_volumes, xts_ke
     rk("restore", tmp_path / "repo", out, "--yes")
     check_ntfs(out)
     assert mtd.file_hashes_ntfs(out) == hashes
+
+
+class _Bytes:
+    """A minimal read-only device over bytes (the mutation test re-parses thousands of edited copies)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.size, self.path, self.sector_size = data, len(data), "mem", 512
+
+    def read(self, offset: int, n: int) -> bytes:
+        if offset < 0 or offset + n > self.size:
+            raise RescueError(f"read past the end of {self.path}")
+        return self.data[offset:offset + n]
+
+
+def test_mutated_metadata_gives_only_one_line_errors(windows_volumes) -> None:
+    """Random edits of the first FVE metadata copy, CRC-32 recomputed so the entries themselves are parsed (the
+    other copies removed): the parser returns metadata or raises RescueError, nothing else."""
+    import random
+    import zlib
+
+    with open_source(windows_volumes[XTS]) as dev:
+        meta = bitlocker.read_metadata(dev, 0, dev.size, XTS)
+        size = dev.size
+        off = 1 << 16  # the first copy moved next to the boot sector: a small image to copy 400 times
+        base = bytearray(dev.read(0, 512)) + bytes(off - 512) + dev.read(meta.metadata_offsets[0], 1 << 16)
+    struct.pack_into("<QQQ", base, 176, off, 0, 0)  # the boot sector names only that copy
+    real = struct.unpack_from("<H", base, off + 8)[0] << 4
+    rng = random.Random(15)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(400):
+        img = bytearray(base)
+        for _e in range(rng.randint(1, 4)):
+            at = off + rng.randrange(8, real)
+            img[at] = rng.randrange(256) if rng.random() < 0.7 else rng.choice((0, 0xFF))
+        struct.pack_into("<I", img, off + real + 4, zlib.crc32(bytes(img[off:off + real])))
+        try:
+            m = bitlocker.read_metadata(_Bytes(bytes(img)), 0, size, "mem")
+            for _kid, _ptype, props in m.vmks:
+                bitlocker._entries(props, "mem")
+            outcomes["ok"] += 1
+        except RescueError as exc:
+            assert "\n" not in str(exc)
+            outcomes["error"] += 1
+    assert outcomes["ok"] and outcomes["error"], outcomes
