@@ -24,6 +24,7 @@ sectors of the read at once (Python integers as lanes), which is ~10x faster tha
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -237,6 +238,7 @@ def _blocks_le(first: int, n: int, step: int = 1) -> bytes:
     return out.tobytes()
 
 
+@functools.lru_cache(maxsize=32)
 def _lanes(n: int, width: int, bits: int) -> int:
     """An integer with ``bits`` set at the bottom of each of ``n`` lanes of ``width`` bits."""
     one = (1 << bits) - 1
@@ -297,7 +299,8 @@ class SectorCipher:
         """IEEE 1619 XTS with data unit = one sector, all sectors at once."""
         ss = self.sector
         t = int.from_bytes(self._ecb(self._k2, _blocks_le(first, n)), "little")
-        tops, lows = _lanes(n, 128, 1) << 127, _lanes(n, 128, 1)
+        lows = _lanes(n, 128, 1)
+        keep = _lanes(n, 128, 127)  # every lane's bits but its top one (which carries out)
         per = ss // 8
         stream = array("Q", bytes(n * ss))
         for j in range(ss // 16):
@@ -305,7 +308,7 @@ class SectorCipher:
             stream[2 * j::per] = tj[0::2]
             stream[2 * j + 1::per] = tj[1::2]
             carry = (t >> 127) & lows  # multiply every lane by x in GF(2^128)
-            t = ((t & ~tops) << 1) ^ (carry * 0x87)
+            t = ((t & keep) << 1) ^ (carry * 0x87)
         s = int.from_bytes(stream.tobytes(), "little")
         x = (int.from_bytes(data, "little") ^ s).to_bytes(n * ss, "little")
         return (int.from_bytes(self._ecb(self._k1, x, decrypt=True), "little") ^ s).to_bytes(n * ss, "little")
