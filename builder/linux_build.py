@@ -53,8 +53,9 @@ MODULES = [
     "xhci_pci", "ehci_pci", "uhci_hcd", "ohci_pci", "usb_storage", "uas", "usbhid", "hid_generic", "evdev",
     "vfat", "exfat", "fuse", "nls_cp437", "nls_iso8859_1", "nls_utf8",
 ]
-LINUX_REQUIREMENTS = ["click>=8.1", "rich>=13", "zstandard>=0.22", "blake3>=0.4"]
-LINUX_DISTS = ["click", "rich", "markdown-it-py", "mdurl", "pygments", "zstandard", "blake3"]
+LINUX_REQUIREMENTS = ["click>=8.1", "rich>=13", "zstandard>=0.22", "blake3>=0.4", "cryptography>=42"]
+LINUX_DISTS = ["click", "rich", "markdown-it-py", "mdurl", "pygments", "zstandard", "blake3", "cryptography", "cffi",
+               "pycparser"]
 # Unused stdlib parts (and extensions whose libraries we do not ship).
 STDLIB_DROP = ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils",
                "config-3.11-x86_64-linux-gnu", "unittest/test", "sqlite3/test", "ctypes/test"]

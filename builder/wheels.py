@@ -21,9 +21,11 @@ from rescuekit.errors import RescueError, UsageError
 
 # What `python -m rescuekit` imports inside WinPE. pip evaluates environment markers for the HOST, so
 # Windows-only dependencies (colorama for click) are listed explicitly.
-RUNTIME_REQUIREMENTS = ["click>=8.1", "rich>=13", "zstandard>=0.22", "blake3>=0.4", "colorama>=0.4"]
+# cryptography: AES-XTS/CBC/CCM for BitLocker volumes (capture --recovery-password); cffi/pycparser are its deps.
+RUNTIME_REQUIREMENTS = ["click>=8.1", "rich>=13", "zstandard>=0.22", "blake3>=0.4", "colorama>=0.4", "cryptography>=42"]
 # Distributions that must be present (rich's dependencies included).
-REQUIRED_DISTS = ["click", "rich", "markdown-it-py", "mdurl", "pygments", "zstandard", "blake3", "colorama"]
+REQUIRED_DISTS = ["click", "rich", "markdown-it-py", "mdurl", "pygments", "zstandard", "blake3", "colorama",
+                  "cryptography", "cffi", "pycparser"]
 
 _WHEEL = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-(?P<build>\d[^-]*))?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"

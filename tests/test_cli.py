@@ -37,8 +37,8 @@ def test_copytree_failures_are_one_line():
 
 def test_runtime_imports_only_what_a_verb_needs():
     """WinPE reads the runtime from a RAM disk loaded off slow media: `--help` and a verb's `--help` load click and
-    the command modules, not rich, zstandard, blake3, the repository or the disk layer (a verb imports those when
-    it runs)."""
+    the command modules, not rich, zstandard, blake3, cryptography, the repository or the disk layer (a verb imports
+    those when it runs)."""
     code = (
         "import sys\n"
         "from rescuekit.cli import COMMAND_MODULES, _register_all, cli\n"
@@ -48,7 +48,7 @@ def test_runtime_imports_only_what_a_verb_needs():
         "        cli.main(args=[*args, '--help'], standalone_mode=False)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = ('rich', 'zstandard', 'blake3', 'rescuekit.repo', 'rescuekit.disk.', 'rescuekit.imaging.capture',"
+        "heavy = ('rich', 'zstandard', 'blake3', 'cryptography', 'rescuekit.repo', 'rescuekit.disk.', 'rescuekit.imaging.capture',"
         " 'rescuekit.imaging.restore')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -49,6 +50,31 @@ def test_it_is_windows_python_with_the_bundled_wheels(runtime: Runtime, x_tree: 
     # the Windows builds of the extensions agree with the Linux ones
     assert got["blake3"] == blake3.blake3(b"abc" * 1000).hexdigest()
     assert zstandard.ZstdDecompressor().decompress(bytes.fromhex(got["zstd"])) == b"x" * 5000
+
+
+def test_bitlocker_ciphers_under_windows_python(runtime: Runtime):
+    """cryptography's win_amd64 build (AES-CCM, AES-ECB) behind rescuekit.disk.bitlocker gives the Linux results."""
+    code = ("import json; from rescuekit.disk import bitlocker as b\n"
+            "out = {}\n"
+            "for method in (0x8004, 0x8005, 0x8002, 0x8000):\n"
+            "    m = b.Metadata(512, 0, method, 4, '', (0, 0, 0), 0, 512)\n"
+            "    out[hex(method)] = b.SectorCipher(m, bytes(range(64))).decrypt(bytes(range(256)) * 8, 512 * 77).hex()\n"
+            "from cryptography.hazmat.primitives.ciphers.aead import AESCCM\n"
+            "out['ccm'] = b._ccm_unwrap(bytes(32), bytes.fromhex(%r))\n"
+            "out['ccm'] = out['ccm'].hex() if out['ccm'] else None\n"
+            "print(json.dumps(out))")
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    from rescuekit.disk import bitlocker as b
+
+    nonce, key_entry = bytes(range(12)), struct.pack("<HHHHHH", 44, 0, 1, 1, 0x2003, 0) + bytes(range(32))
+    sealed = AESCCM(bytes(32), tag_length=16).encrypt(nonce, key_entry, None)
+    value = nonce + sealed[-16:] + sealed[:-16]  # BitLocker's order: nonce, MAC, data
+    got = json.loads(ok(runtime.prefix.run([str(runtime.python), "-B", "-c", code % value.hex()])).stdout)
+    for method in (0x8004, 0x8005, 0x8002, 0x8000):
+        m = b.Metadata(512, 0, method, 4, "", (0, 0, 0), 0, 512)
+        assert got[hex(method)] == b.SectorCipher(m, bytes(range(64))).decrypt(bytes(range(256)) * 8, 512 * 77).hex()
+    assert got["ccm"] == bytes(range(32)).hex()
 
 
 def test_capture_and_images_json(runtime: Runtime, wine_repo: dict, gpt_disk):

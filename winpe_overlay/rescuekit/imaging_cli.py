@@ -39,15 +39,20 @@ force_unlock_opt = click.option("--force-unlock", is_flag=True,
               "down with Fast Startup (the image then holds the hibernated session).")
 @click.option("--keep-pagefile", is_flag=True, help="Store pagefile.sys, swapfile.sys and hiberfil.sys data too "
               "(by default stored as zeros; Windows recreates them).")
+@click.option("--recovery-password", "recovery_passwords", multiple=True, metavar="KEY",
+              help="BitLocker recovery password (48 digits, 123456-...-...): capture the volume it unlocks "
+              "decrypted, only its used clusters; it then restores as an UNENCRYPTED volume. Repeat for more volumes.")
 @force_unlock_opt
 def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size: str | None,
-            pack_size: str | None, allow_hibernated: bool, keep_pagefile: bool, force_unlock: bool) -> None:
+            pack_size: str | None, allow_hibernated: bool, keep_pagefile: bool, recovery_passwords: tuple[str, ...],
+            force_unlock: bool) -> None:
     """Capture SOURCE (disk, partition or image file) into the repository REPO (created if missing)."""
     from rescuekit.imaging.capture import capture as do_capture
 
     doc = do_capture(source, repo, name=name, progress=False if as_json else None,
                      chunk_size=_size_opt(chunk_size), pack_size=_size_opt(pack_size), force_unlock=force_unlock,
-                     allow_hibernated=allow_hibernated, keep_pagefile=keep_pagefile)
+                     allow_hibernated=allow_hibernated, keep_pagefile=keep_pagefile,
+                     recovery_passwords=list(recovery_passwords))
     t = doc["totals"]
     if as_json:
         _emit_json({"id": doc["id"], "seq": doc["seq"], "name": doc["name"], "partitions": doc["partitions"],
@@ -69,7 +74,11 @@ def _state_notes(p: dict) -> list[str]:
     out = []
     if p.get("fs") == "bitlocker":
         out.append("BitLocker: stored whole as ciphertext (every sector; it restores as the same encrypted "
-                   "volume, unlocked by its own password or recovery key)")
+                   "volume, unlocked by its own password or recovery key; capture with --recovery-password to "
+                   "store only its used data, decrypted)")
+    if (bl := p.get("bitlocker")) and bl.get("decrypted"):
+        out.append(f"BitLocker volume ({bl.get('encryption')}) captured DECRYPTED with its recovery password: "
+                   "it restores as an UNENCRYPTED volume (turn BitLocker on again in Windows after a restore)")
     st = p.get("windows_state") or []
     if "hibernated" in st or "journal-unclean" in st:
         out.append("holds a hibernated Windows session (captured with --allow-hibernated)")
@@ -94,7 +103,7 @@ def images(repo: str, as_json: bool) -> None:
     rows = [{"seq": d.get("seq"), "id": d["id"], "name": d.get("name"), "created": d.get("created"),
              "source": d["source"].get("path"), "disk_bytes": d["source"].get("size"), "table": d["table"]["kind"],
              "partitions": [{k: p.get(k) for k in ("number", "start", "size", "fs", "label", "windows_state",
-                                                   "excluded")} for p in d["partitions"]],
+                                                   "excluded", "bitlocker")} for p in d["partitions"]],
              "stored_bytes": d["totals"]["stored_bytes"], "new_stored_bytes": d["totals"]["new_stored_bytes"]}
             for d in docs]
     if as_json:

@@ -119,16 +119,26 @@ def _check_size_unchanged(dev: BlockDevice, source: str) -> None:
                           "stored as an image; capture it again when it is not in use")
 
 
+def _decrypted(plan: Plan, dev: BlockDevice) -> None:
+    """Mark the partitions read through a BitLocker decryption (manifest ``bitlocker``, see docs/format.md)."""
+    for p in plan.partitions:
+        vol = getattr(dev, "volumes", {}).get(p["start"])
+        if vol is not None:
+            p["bitlocker"] = {"decrypted": True, "encryption": vol.meta.describe(), "volume_guid": vol.meta.guid,
+                              "unlocked_with": "recovery-password"}
+
+
 def capture(source: str | Path, repo_path: str | Path, *, name: str | None = None, progress: bool | None = None,
             chunk_size: int | None = None, pack_size: int | None = None, force_unlock: bool = False,
             device: BlockDevice | None = None, allow_hibernated: bool = False,
-            keep_pagefile: bool = False) -> dict:
+            keep_pagefile: bool = False, recovery_passwords: list[str] | None = None) -> dict:
     """Capture ``source`` into the repository at ``repo_path`` (created if missing); returns the manifest.
 
     ``device``: an already open (read-only) device to capture instead of opening ``source`` (then only its
     name); used by ``winbackup import`` for the disk assembled from a backup's virtual disks. A volume Windows
     left hibernated (or with an unclean journal) is refused unless ``allow_hibernated``; pagefile/swapfile/hiberfil
-    data is stored as zeros unless ``keep_pagefile``."""
+    data is stored as zeros unless ``keep_pagefile``. With ``recovery_passwords`` every BitLocker volume is
+    unlocked and captured decrypted (its used clusters only; see ``_decrypted``)."""
     cfg_args = {k: v for k, v in (("chunk_size", chunk_size), ("pack_size", pack_size)) if v}
     source = str(source)
     existing = Path(repo_path).absolute()
@@ -143,6 +153,10 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
     with opened as dev:  # a bad SOURCE must not leave a new empty repository behind
         if dev.size == 0:  # an empty card reader, a dying disk reporting capacity 0, an empty file
             raise RescueError(f"{source} is empty (0 bytes): nothing to capture (no medium, or a failing disk?)")
+        if recovery_passwords:  # before the repository is created: a wrong password leaves nothing behind
+            from rescuekit.disk.bitlocker import unlock_disk
+
+            dev = unlock_disk(dev, recovery_passwords, source)
         if not allow_hibernated and (refused := windows_refusals(dev)):  # before the repository is created
             raise WindowsStateError(f"{source} {refused[0]}" + (f" (and {len(refused) - 1} more partition(s))"
                                                                  if len(refused) > 1 else ""))
@@ -151,6 +165,7 @@ def capture(source: str | Path, repo_path: str | Path, *, name: str | None = Non
             cs = repo.config.chunk_size
             label = Path(source).name or source  # \\.\PhysicalDrive0 has no file name
             plan = make_plan(dev, cs, keep_pagefile=keep_pagefile)
+            _decrypted(plan, dev)
             index = repo.load_index()
             store = ChunkStore(repo, index)
             chunk_lists: list[list[str | None]] = [[] for _ in plan.extents]
