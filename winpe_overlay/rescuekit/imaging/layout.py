@@ -40,6 +40,12 @@ class VolumeShrink:
         return self.shrink.new_size if self.shrink is not None else self.disk_size
 
     @property
+    def fs_kind(self) -> str | None:
+        """"NTFS", "FAT32"... (None: no file system shrinks)."""
+        s = self.shrink
+        return None if s is None else s.kind.upper() if isinstance(s, fat_resize.FatShrink) else "NTFS"
+
+    @property
     def identity(self) -> int:
         """Image bytes [lo, lo + identity) are written where they are."""
         s = self.shrink

@@ -294,7 +294,7 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
             force_unlock: bool = False, shrink_to: int | None = None) -> dict:
     """Restore; ``confirm(text)`` is asked (text = what will be overwritten) unless it is None.
 
-    An NTFS volume larger than the target (or than ``shrink_to`` bytes) is shrunk on the way when its used
+    An NTFS or FAT volume larger than the target (or than ``shrink_to`` bytes) is shrunk on the way when its used
     clusters allow it (``rescuekit.imaging.layout``); otherwise refused before anything is written."""
     repo = Repository.open(repo_path)
     t0 = time.monotonic()
@@ -349,7 +349,7 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
                 raise RescueError(f"{where} is too small for --shrink-to {shrink_to}: {avail} bytes; nothing was "
                                   "written")
             want = min(avail, shrink_to or avail)
-            if want < needed:  # shrink the NTFS volume on the way, or refuse naming the size needed
+            if want < needed:  # shrink the volume on the way, or refuse naming the size needed
                 shrink = plan_shrink(doc, index, reader, partition, lo, hi, want, where, what)
             seen = (ro.size, ro.sector_size)
             text = (f"Restoring {what} will overwrite {where}" + (f" at offset {base}" if base else "") + ":\n"
@@ -431,7 +431,8 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
             pass
     return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
             "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3),
-            "shrunk_to": shrink.new_size if shrink else None}
+            "shrunk_to": shrink.new_size if shrink and shrink.shrink else None,
+            "shrunk_fs": shrink.fs_kind if shrink else None}
 
 
 def _one_line(exc: BaseException) -> str:
