@@ -148,6 +148,21 @@ def test_fat32_minimum_and_below(spread_fat: dict, tmp_path: Path) -> None:
     _check_fat(ok, spread_fat, tmp_path)
 
 
+def test_killed_fat_shrink_restore_leaves_journal_rerun_completes(spread_fat: dict, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(spread_fat["repo"], repo)
+    out = _sized(tmp_path / "k.img", FAT_SIZE // 2)
+    res = rk("restore", repo, out, "--yes", check=False, env={"RESCUEKIT_TEST_CRASH_AFTER": "restore-body-written"})
+    assert res.returncode == 137
+    assert "did not finish" in rk("images", repo).stderr
+    assert subprocess.run(["fsck.vfat", "-n", str(out)], capture_output=True).returncode != 0  # no boot sector yet
+    rk("restore", repo, out, "--yes")
+    assert rk_json("images", repo)["unfinished_restores"] == []
+    _check_fat(out, spread_fat, tmp_path)
+
+
 def test_fat_truncated_when_used_clusters_fit(disks: dict, repo: dict, tmp_path: Path) -> None:
     """FAT16 (logical partition 5 of the MBR image, files at its start) onto a file 40% smaller: only the size
     fields change (no cluster moves, so no forced verify)."""

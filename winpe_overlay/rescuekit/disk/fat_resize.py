@@ -216,7 +216,9 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> FatShrink:
         return sh
     split, fatsz, count = next(_layouts(b, total, used))
     ncs = cs // split
-    new_of = {c: 2 + i * split for i, c in enumerate(alloc)}
+    new_of = array("I", bytes(4 * (b.count + 2)))  # old cluster -> new first cluster (0: not allocated)
+    for i, c in enumerate(alloc):
+        new_of[c] = 2 + i * split
     out = array("I", bytes(4 * (count + 2)))
     out[0], out[1] = ents[0], ents[1]
     eoc = {"fat12": 0xFF8, "fat16": 0xFFF8, "fat32": 0x0FFFFFF8}[b.kind]
@@ -227,7 +229,7 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> FatShrink:
         v = ents[c] & mask
         if v >= eoc:
             out[n + split - 1] = ents[c]
-        elif v in new_of:
+        elif 2 <= v < len(new_of) and new_of[v]:
             out[n + split - 1] = (ents[c] & ~mask & 0xFFFFFFFF) | new_of[v]
         else:
             raise RescueError(f"the {where} is inconsistent (cluster {c}'s chain goes on at free or bad cluster "
@@ -245,7 +247,7 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> FatShrink:
         run = [c, 1]
     if run:
         sh.moves.append((b.data_start + (run[0] - 2) * cs, run[1] * cs, new_data + (new_of[run[0]] - 2) * ncs))
-    root = new_of.get(b.root_cluster, 0) if b.kind == "fat32" else 0
+    root = new_of[b.root_cluster] if b.kind == "fat32" and 2 <= b.root_cluster < len(new_of) else 0
     if b.kind == "fat32" and not root:
         raise RescueError(f"the {where}: its root directory cluster {b.root_cluster} is not allocated")
     files: list[tuple[int, int]] = []  # (old first cluster, size) of every file
@@ -273,7 +275,7 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> FatShrink:
     return sh
 
 
-def _renumber(data: bytearray, b: fat.FatBoot, new_of: dict[int, int], where: str,
+def _renumber(data: bytearray, b: fat.FatBoot, new_of: array, where: str,
               files: list[tuple[int, int]]) -> list[int]:
     """Rewrite the first-cluster fields of a directory's entries; the subdirectories' first (old) clusters (and
     each file's (old first cluster, size) appended to ``files``)."""
@@ -288,7 +290,7 @@ def _renumber(data: bytearray, b: fat.FatBoot, new_of: dict[int, int], where: st
         c = fat._first_cluster(bytes(data[i:i + 32]), b)
         if c == 0:
             continue
-        if c not in new_of:
+        if not (2 <= c < len(new_of) and new_of[c]):
             if attr & 0x08:  # a volume label has no clusters; a stray value in it is left alone
                 continue
             name = bytes(data[i:i + 11]).decode("latin-1").rstrip()
@@ -320,7 +322,7 @@ def _chain(ents: array, mask: int, b: fat.FatBoot, first: int, where: str) -> li
         c = v
 
 
-def _directories(dev: BlockDevice, offset: int, b: fat.FatBoot, ents: array, mask: int, new_of: dict[int, int],
+def _directories(dev: BlockDevice, offset: int, b: fat.FatBoot, ents: array, mask: int, new_of: array,
                  new_data: int, ncs: int, where: str, new_root_pos: int,
                  files: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
     """Every directory renumbered and placed where its clusters go (FAT12/16: the root region too)."""
