@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from rescuekit.disk import fat_resize, ntfs_resize
-from rescuekit.disk.partitions import EXTENDED_TYPES, read_table
+from rescuekit.disk.partitions import EXTENDED_TYPES, _mbr_entries, read_table
 from rescuekit.errors import RescueError
 from rescuekit.imaging.imageview import ImageView
 from rescuekit.imaging.units import human
@@ -191,11 +191,8 @@ def _mbr_cut(view: ImageView, table, end: int, last) -> list[tuple[int, bytes]]:
     for lba in [0] + ebrs:
         sector = bytearray(view.read(lba * ss, ss))
         changed = False
-        for slot in range(4):
+        for slot, _status, ptype, start, count in _mbr_entries(bytes(sector)):  # the table's own slot parser
             at = 446 + 16 * slot
-            ptype, start, count = sector[at + 4], *struct.unpack_from("<II", sector, at + 8)
-            if not ptype or not count:
-                continue
             base = 0 if lba == 0 else ext.start // ss if ptype in EXTENDED_TYPES else lba
             if base + start + count <= end:
                 continue
