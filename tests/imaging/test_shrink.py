@@ -117,16 +117,13 @@ def test_killed_shrink_restore_leaves_journal_rerun_completes(grown: dict, tmp_p
 
 
 def test_shrink_refusals(grown: dict, tmp_path: Path, disks: dict, repo: dict) -> None:
-    small = tmp_path / "disk.img"
-    _sized(small, 150 * MiB)
-    # an MBR disk: not implemented, says so and what to do
-    res = rk("restore", repo["path"], small, "--image", "mbr", "--yes", check=False)
-    assert res.returncode == 1 and "shrinking an MBR disk is not implemented" in res.stderr
-    # a FAT partition: only NTFS is shrunk
+    # a FAT32 partition (the ESP, 512-byte clusters) below FAT32's 65525-cluster minimum: refused with the size
     part = tmp_path / "p1.img"
     _sized(part, 20 * MiB)
     res = rk("restore", repo["path"], part, "--image", "gpt", "--partition", "1", "--yes", check=False)
-    assert res.returncode == 1 and "only NTFS volumes can be shrunk" in res.stderr
+    assert res.returncode == 1 and "FAT volume" in res.stderr and "needs at least" in res.stderr, res.stderr
+    assert open(part, "rb").read() == bytes(20 * MiB)
+    # (MBR disks and FAT shrinks: tests/imaging/test_shrink_fat_mbr.py)
     # --shrink-to larger than the target
     out = tmp_path / "t.img"
     _sized(out, 80 * MiB)

@@ -67,10 +67,10 @@ def _digest(p: Path) -> str:
 
 def test_restore_refusals(win7: dict, win10: dict, copy_set, tmp_path: Path) -> None:
     probe = rk_json("winbackup", "restore", win7["set"], tmp_path / "probe.img", "--yes")
-    small = _target(tmp_path / "small.img", probe["needed_bytes"] - MiB)
+    small = _target(tmp_path / "small.img", 30 * MiB)  # C: would have to shrink below its used data
     before = _digest(small)
     one_line_error(rk("winbackup", "restore", win7["set"], small, "--yes", check=False), "too small",
-                   str(probe["needed_bytes"]), "nothing was written")
+                   str(probe["needed_bytes"]), "cannot be shrunk to fit", "nothing was written")
     one_line_error(rk("winbackup", "restore", win7["set"], small, "--layout", "uefi", "--yes", check=False),
                    "EFI system partition")
     one_line_error(rk("winbackup", "restore", win10["set"], small, "--layout", "bios", "--yes", check=False),
@@ -181,3 +181,102 @@ def test_restore_one_volume_onto_partition(win7: dict, tmp_path: Path) -> None:
     check_table(disk, "mbr")
     assert hidden_sectors(disk, start, "ntfs") == [24576, 24576]
     check_volume(disk, start, size, "ntfs", win7["volumes"][c]["hashes"], tmp_path)
+
+
+@pytest.mark.parametrize("shape", ["win7", "win10"])
+def test_restore_onto_40_percent_smaller_target(shape: str, request, tmp_path: Path) -> None:
+    """A target 40% below the smallest layout: the last volume (C:, NTFS) ends at the new end, its file system
+    shrunk (clusters past the end moved); the other volumes keep their place; every file intact."""
+    import subprocess
+
+    backup = request.getfixturevalue(shape)
+    need = rk_json("winbackup", "restore", backup["set"], tmp_path / "probe.img", "--yes")["needed_bytes"]
+    n = need * 6 // 10 // MiB * MiB
+    disk = _target(tmp_path / "s.img", n)
+    res = rk("winbackup", "restore", backup["set"], disk, check=False, stdin="n\n")
+    assert res.returncode == 1 and "Layout: partition" in res.stderr and "the NTFS volume shrinks" in res.stderr
+    res = rk_json("winbackup", "restore", backup["set"], disk, "--yes")
+    kind = "mbr" if shape == "win7" else "gpt"
+    check_table(disk, kind)
+    parts = partitions(disk)
+    last = parts[-1]
+    assert last["start"] + last["size"] == n - (MiB if kind == "gpt" else 0) and res["shrunk_to"] == last["size"]
+    assert res["verified"] or not res["shrunk_to"]
+    c = next(v for v in backup["volumes"].values() if v["letter"] == "C:")
+    assert hidden_sectors(disk, last["start"], "ntfs") == [last["start"] // 512] * 2
+    check_volume(disk, last["start"], last["size"], "ntfs", c["hashes"], tmp_path)
+    import make_test_disks as mtd
+
+    vol = mtd.extract_partition(disk, last["start"], last["size"], tmp_path / "c.img")
+    r = subprocess.run(["ntfsresize", "--info", "--force", "--no-progress-bar", str(vol)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "ERROR" not in r.stdout + r.stderr, r.stdout
+    for p in parts[:-1]:  # the volumes before keep their size
+        want = next((v for v in backup["volumes"].values() if v["size"] == p["size"]), None)
+        if want is not None:
+            check_volume(disk, p["start"], p["size"], want["fs"], want["hashes"], tmp_path)
+    # far too small even shrunk: refused naming the sizes, nothing written
+    tiny = _target(tmp_path / "tiny.img", parts[-1]["start"] + 2 * MiB)
+    before = _digest(tiny)
+    one_line_error(rk("winbackup", "restore", backup["set"], tiny, "--yes", check=False), "too small",
+                   str(need), "cannot be shrunk to fit", "needs at least", "nothing was written")
+    assert _digest(tiny) == before
+
+
+def _winstate_edits():
+    """tests/imaging/test_winstate.py's editors of hiberfil.sys and the $Volume dirty flag."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "imaging"))
+    return importlib.import_module("test_winstate")
+
+
+def _with_c_volume(win7: dict, copy_set, tmp_path: Path, edit) -> Path:
+    """A copy of the Windows 7 backup whose C: VHD holds a new NTFS volume (with hiberfil.sys) edited by ``edit``."""
+    import random
+    import subprocess
+
+    import make_test_disks as mtd
+    import make_winbackup
+
+    s = copy_set(win7)
+    vol, _h = mtd.make_ntfs_volume(tmp_path / "c.img", 72 * MiB, tree_bytes=1 * MiB, part_start_sector=128,
+                                   system_files={"hiberfil.sys": bytes(4096) + random.Random(1).randbytes(MiB)})
+    edit(vol)
+    raw = tmp_path / "c.raw"
+    make_winbackup._vhd_disk(raw, vol, 128 * 512, "mbr")
+    vhd = s / f"{make_winbackup.WIN7_C_GUID}.vhd"
+    vhd.unlink()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", str(raw), str(vhd)],
+                   check=True)
+    return s
+
+
+def test_hibernated_backup_refused_at_restore_and_import(win7: dict, copy_set, tmp_path: Path) -> None:
+    """C: with hiberfil.sys saying HIBR: restore and import refuse with capture's message and exit code 3 before
+    anything is written; --allow-hibernated restores it."""
+    edits = _winstate_edits()
+    s = _with_c_volume(win7, copy_set, tmp_path, lambda vol: edits.set_hiberfil(vol, b"HIBR" + bytes(4092)))
+    disk = _target(tmp_path / "t.img", ORIGINAL)
+    before = _digest(disk)
+    res = rk("winbackup", "restore", s, disk, "--yes", check=False)
+    assert res.returncode == 3
+    one_line_error(res, "volume C:: Windows was hibernated or shut down with Fast Startup: boot it and choose "
+                   "Restart, or shut down with Shift held; or restore anyway with --allow-hibernated, the restored "
+                   "disk then holds the hibernated session", "nothing was written")
+    assert _digest(disk) == before
+    res = rk("winbackup", "import", s, tmp_path / "repo", check=False)
+    assert res.returncode == 3 and "capture anyway with --allow-hibernated" in res.stderr
+    assert not (tmp_path / "repo").exists()
+    res = rk_json("winbackup", "restore", s, disk, "--yes", "--allow-hibernated")
+    assert any("hibernated" in w for w in res["warnings"])
+    check_table(disk, "mbr")
+
+
+def test_dirty_backup_restored_with_warning(win7: dict, copy_set, tmp_path: Path) -> None:
+    s = _with_c_volume(win7, copy_set, tmp_path, _winstate_edits().set_dirty)
+    disk = _target(tmp_path / "t.img", ORIGINAL)
+    res = rk_json("winbackup", "restore", s, disk, "--yes")
+    assert any("marked dirty" in w and "chkdsk" in w for w in res["warnings"]), res["warnings"]
+    check_table(disk, "mbr")

@@ -141,8 +141,8 @@ def images(repo: str, as_json: bool) -> None:
 @click.option("--partition", type=int, help="Restore only this partition number (TARGET: a partition, a "
               "partition image, or a disk whose partition of that number is large enough).")
 @click.option("--verify", is_flag=True, help="Re-read what was written and compare hashes.")
-@click.option("--shrink-to", help="Shrink the NTFS volume to this size (e.g. 40G); a target smaller than the "
-              "volume shrinks it to the target's size anyway.")
+@click.option("--shrink-to", help="Restore onto this size (e.g. 40G): the NTFS or FAT volume (a whole disk's last "
+              "partition) shrinks; a target smaller than the image shrinks it to the target's size anyway.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @force_unlock_opt
@@ -163,7 +163,7 @@ def restore(repo: str, target: str, image: str, partition: int | None, verify: b
     else:
         click.echo(f"restored image {res['image']} ({res['name']}) onto {target}: {human(res['bytes_written'])} "
                    f"in {res['seconds']:.1f} s" + (", verified" if verify else "")
-                   + (f"; NTFS shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else ""))
+                   + (f"; {res['shrunk_fs']} shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else ""))
 
 
 @click.command()

@@ -80,10 +80,12 @@ def list_cmd(path: str | None, as_json: bool) -> None:
 @click.option("--grow", is_flag=True, help="Let the last partition reach the end of TARGET (its file system "
               "keeps its size: extend it in Windows).")
 @click.option("--verify", is_flag=True, help="Read everything back and compare.")
+@click.option("--allow-hibernated", is_flag=True, help="Restore a volume Windows left hibernated or with an "
+              "unfinished NTFS journal (the restored disk then holds the hibernated session).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, partition: int | None, grow: bool,
-                verify: bool, yes: bool, as_json: bool) -> None:
+                verify: bool, allow_hibernated: bool, yes: bool, as_json: bool) -> None:
     """Restore the backup at PATH onto TARGET (disk or image file) in a bootable layout; or, with
     --partition, one volume onto an existing partition."""
     from rescuekit.errors import UsageError
@@ -97,7 +99,8 @@ def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, p
         if len(volumes) != 1 or grow:
             raise UsageError("--partition restores exactly one volume: give one --volume GUID|LETTER (no --grow)")
         res = restore_volume(path, target, volume=volumes[0], partition=partition, verify=verify,
-                             confirm=None if yes else confirm, progress=False if as_json else None)
+                             confirm=None if yes else confirm, progress=False if as_json else None,
+                             allow_hibernated=allow_hibernated)
         if as_json:
             _emit_json(res)
             return
@@ -107,7 +110,8 @@ def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, p
                    f"wrote {human(res['bytes_written'])}{', verified' if res['verified'] else ''}")
         return
     res = restore_backup(path, target, volumes=volumes, layout=layout, verify=verify, grow=grow,
-                         confirm=None if yes else confirm, progress=False if as_json else None)
+                         confirm=None if yes else confirm, progress=False if as_json else None,
+                         allow_hibernated=allow_hibernated)
     if as_json:
         _emit_json(res)
         return
@@ -115,7 +119,8 @@ def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, p
         click.echo(f"rescuekit: warning: {w}", err=True)
     click.echo(f"restored {res['machine']} onto {res['target']} ({res['layout'].upper()} layout, "
                f"{len(res['partitions'])} partitions): wrote {human(res['bytes_written'])}"
-               f"{', verified' if res['verified'] else ''}")
+               f"{', verified' if res['verified'] else ''}"
+               + (f"; the last volume shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else ""))
     click.echo("if Windows does not start (its BCD names the original disk), run `bcdboot C:\\Windows` from the "
                "rescue disc once")
 
@@ -126,12 +131,16 @@ def restore_cmd(path: str, target: str, volumes: tuple[str, ...], layout: str, p
 @click.option("--volume", "volumes", multiple=True, metavar="GUID|LETTER", help="Import only this volume.")
 @click.option("--layout", type=click.Choice(["auto", "bios", "uefi"]), default="auto", show_default=True)
 @click.option("--name", help="Image name (default: machine and backup date).")
+@click.option("--allow-hibernated", is_flag=True, help="Import a volume Windows left hibernated (the image then "
+              "holds the hibernated session).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def import_cmd(path: str, repo: str, volumes: tuple[str, ...], layout: str, name: str | None, as_json: bool) -> None:
+def import_cmd(path: str, repo: str, volumes: tuple[str, ...], layout: str, name: str | None, allow_hibernated: bool,
+               as_json: bool) -> None:
     """Store the backup at PATH as an image in the repository REPO (the disk `winbackup restore` builds)."""
     from rescuekit.winbackup.restore import import_backup
 
-    doc = import_backup(path, repo, volumes=volumes, layout=layout, name=name, progress=False if as_json else None)
+    doc = import_backup(path, repo, volumes=volumes, layout=layout, name=name, progress=False if as_json else None,
+                        allow_hibernated=allow_hibernated)
     if as_json:
         _emit_json({"id": doc["id"], "name": doc["name"], "partitions": doc["partitions"], "totals": doc["totals"],
                     "warnings": doc["warnings"]})

@@ -133,10 +133,11 @@ def probe(dev: BlockDevice, offset: int, boot: ntfs.NtfsBoot | None = None) -> W
     return st
 
 
-def message(part: str, st: WinState) -> str:
-    """The refusal for a hibernated volume or one whose journal is not clean (what to do, in one line)."""
+def message(part: str, st: WinState, anyway: str = "capture anyway with --allow-hibernated, the image then holds "
+            "the hibernated session") -> str:
+    """The refusal for a hibernated volume or one whose journal is not clean (what to do, in one line; ``anyway``:
+    how to go on regardless, e.g. for a restore of a Windows backup)."""
     why = ("Windows was hibernated or shut down with Fast Startup" if st.hiberfil is not None else
            "Windows was hibernated, shut down with Fast Startup or lost power (its NTFS journal has "
            "unfinished transactions)")
-    return (f"{part}: {why}: boot it and choose Restart, or shut down with Shift held; or capture anyway with "
-            "--allow-hibernated, the image then holds the hibernated session")
+    return f"{part}: {why}: boot it and choose Restart, or shut down with Shift held; or {anyway}"

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import blake3
 
-from rescuekit.disk import ntfs_resize
 from rescuekit.disk.device import BlockDevice, open_source, open_target
 from rescuekit.disk.filesystems import detect
 from rescuekit.disk.partitions import backup_gpt_at_end, gpt_rebuild, read_table
@@ -295,7 +294,7 @@ def restore(repo_path: str | Path, target: str, *, image: str | None = None, par
             force_unlock: bool = False, shrink_to: int | None = None) -> dict:
     """Restore; ``confirm(text)`` is asked (text = what will be overwritten) unless it is None.
 
-    An NTFS volume larger than the target (or than ``shrink_to`` bytes) is shrunk on the way when its used
+    An NTFS or FAT volume larger than the target (or than ``shrink_to`` bytes) is shrunk on the way when its used
     clusters allow it (``rescuekit.imaging.layout``); otherwise refused before anything is written."""
     repo = Repository.open(repo_path)
     t0 = time.monotonic()
@@ -350,7 +349,7 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
                 raise RescueError(f"{where} is too small for --shrink-to {shrink_to}: {avail} bytes; nothing was "
                                   "written")
             want = min(avail, shrink_to or avail)
-            if want < needed:  # shrink the NTFS volume on the way, or refuse naming the size needed
+            if want < needed:  # shrink the volume on the way, or refuse naming the size needed
                 shrink = plan_shrink(doc, index, reader, partition, lo, hi, want, where, what)
             seen = (ro.size, ro.sector_size)
             text = (f"Restoring {what} will overwrite {where}" + (f" at offset {base}" if base else "") + ":\n"
@@ -361,28 +360,27 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
     gpt_writes: list[tuple[int, bytes]] = []
     vol_at = base
     if shrink is not None:  # its writes go last, after the volume's clusters (and are read back)
-        if shrink.number is not None:  # whole GPT disk: up to the shrunk last partition's new end
+        if shrink.whole_disk:  # whole disk: up to the shrunk last partition's new end
             vol_at, needed = shrink.lo, shrink.disk_size
-            hi = shrink.lo + shrink.shrink.new_size
         else:
-            hi = lo + shrink.shrink.new_size
-            needed = hi - lo
-        gpt_writes = [(vol_at + off, data) for off, data in shrink.shrink.writes]
-        if shrink.number is not None:
+            needed = shrink.new_size
+        hi = shrink.lo + shrink.identity  # image bytes written where they are
+        gpt_writes = [(vol_at + off, data) for off, data in shrink.writes]
+        if shrink.table == "gpt":
             gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends={shrink.number: shrink.end_lba})
+        gpt_writes += shrink.table_writes  # MBR: the entries cut to the new end
     elif partition is None and doc["table"]["kind"] == "gpt":
         gpt_writes = _plan_gpt(doc, index, reader, seen[0] if seen else needed, target)
     if text is not None and confirm is not None and not confirm(text):
         raise RescueError("restore cancelled; nothing was written")
     fresh = not exists
     pieces = _pieces(doc, lo, hi, base)
-    if shrink is not None and shrink.shrink.moves:  # clusters past the new end, written where they move to
-        cs = shrink.shrink.cluster_size
-        dest = sorted((vol_at + new * cs, k * cs) for _old, new, k in shrink.shrink.moves)
+    moves = shrink.byte_moves() if shrink is not None else []
+    if moves:  # data past the new end (NTFS) or renumbered (FAT), written where it moves to
+        dest = sorted((vol_at + new, n) for _old, n, new in moves)
         pieces = _cut(pieces, dest)  # the (free) clusters they land on are not written from the image too
         # in source order: pieces of one stored blob stay adjacent, so each blob is decompressed once
-        pieces += _moved_pieces(doc, sorted((shrink.lo + old * cs, k * cs, vol_at + new * cs)
-                                            for old, new, k in shrink.shrink.moves))
+        pieces += _moved_pieces(doc, sorted((shrink.lo + old, n, vol_at + new) for old, n, new in moves))
         verify = True  # every moved cluster's hash is checked on the target
     # First and last MiB of what is written (partition table + backup GPT, or boot sector + backup boot
     # sector): zeroed first, written last, so an interrupted restore leaves nothing that looks valid.
@@ -408,7 +406,7 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
                                  wipe_end=partition is None, verify=verify, progress=progress, target=target,
                                  gpt_writes=gpt_writes)
                 if shrink is not None and not bad:
-                    ntfs_resize.check(dev, vol_at, shrink.shrink)  # structures re-read from the target
+                    shrink.check(dev, vol_at)  # structures re-read from the target
             except (RescueError, OSError) as exc:
                 if fresh:
                     raise
@@ -433,7 +431,8 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
             pass
     return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
             "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3),
-            "shrunk_to": shrink.shrink.new_size if shrink else None}
+            "shrunk_to": shrink.new_size if shrink and shrink.shrink else None,
+            "shrunk_fs": shrink.fs_kind if shrink else None}
 
 
 def _one_line(exc: BaseException) -> str:

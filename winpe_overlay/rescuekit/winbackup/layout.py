@@ -147,6 +147,42 @@ def grow_last(layout: Layout, disk_size: int) -> Slot:
     return last
 
 
+def shrink_volume(v: Volume, new_size: int) -> tuple[Volume, object]:
+    """``v`` with its file system shrunk to ``new_size`` bytes (NTFS: ``ntfs_resize``, FAT: ``fat_resize``), read
+    through ``imaging.layout.ShrunkView`` over its virtual disk (its table and MBR code stay readable), and the
+    plan (``VolumeShrink``); RescueError when it cannot be shrunk that far."""
+    from dataclasses import replace
+
+    from rescuekit.disk import fat_resize, ntfs_resize
+    from rescuekit.imaging.layout import FAT_KINDS, ShrunkView, VolumeShrink
+
+    if v.fs.kind != "ntfs" and v.fs.kind not in FAT_KINDS:
+        raise RescueError(f"only NTFS and FAT volumes can be shrunk (this one is {v.fs.kind})")
+    planner = ntfs_resize.plan if v.fs.kind == "ntfs" else fat_resize.plan
+    sh = planner(v.device, 0, v.size, new_size)
+    vs = VolumeShrink(0, sh)
+    return replace(v, disk=ShrunkView(v.disk, v.offset, vs), size=new_size), vs
+
+
+def shrink_last(layout: Layout, disk_size: int) -> tuple[Slot, object]:
+    """Make the layout fit a ``disk_size``-byte disk smaller than ``layout.min_size``: the last partition ends at
+    the disk's last 1 MiB boundary (less the GPT backup area) and its file system shrinks; the others keep their
+    place and size. RescueError (naming what is needed) when it cannot."""
+    last = layout.slots[-1]
+    v = last.volume
+    if v is None:
+        raise RescueError("the last partition is the MSR; there is nothing to shrink")
+    end = (disk_size - (GPT_TAIL if layout.kind == "uefi" else 0)) // ALIGN * ALIGN
+    new_size = end - last.part.start
+    if new_size <= 0:
+        raise RescueError(f"partition {len(layout.slots)} ({v.letter or v.spec.guid}) starts at byte "
+                          f"{last.part.start}, past the new end")
+    shrunk, vs = shrink_volume(v, new_size)
+    last.volume, last.part.size = shrunk, new_size
+    layout.min_size = disk_size
+    return last, vs
+
+
 def _boot_patches(dev: ReadOnlyDevice, vol: Volume, start: int) -> list[tuple[int, bytes]]:
     """(offset in the volume, bytes): the hidden-sectors field (BPB offset 0x1C) of the boot sector and its
     copies (NTFS: the backup at the end of the volume; FAT32: the backup at BPB_BkBootSec) set to ``start``."""

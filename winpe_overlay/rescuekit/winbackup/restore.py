@@ -24,7 +24,8 @@ from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
 from rescuekit.disk.ranges import merge
 from rescuekit.imaging.restore import _target_base
-from rescuekit.winbackup.layout import AssembledDisk, Layout, PlacedVolume, grow_last, plan_layout, select
+from rescuekit.winbackup.layout import (AssembledDisk, Layout, PlacedVolume, grow_last, plan_layout, select,
+                                       shrink_last, shrink_volume)
 from rescuekit.winbackup.specs import BackupSet, one_set
 from rescuekit.winbackup.volumes import Volume, open_volumes
 
@@ -43,6 +44,25 @@ def _prepare(path: str | Path, volumes: tuple[str, ...], layout_kind: str) -> tu
         for v in vols:
             v.disk.close()
         raise
+
+
+def check_states(vols: list[Volume], allow_hibernated: bool) -> None:
+    """Refuse (exit 3, as ``capture``) when Windows left a selected NTFS volume hibernated or with an unclean
+    journal, unless ``allow_hibernated``; a dirty volume is only warned about (``make_plan``'s warning)."""
+    from rescuekit.disk import winstate
+    from rescuekit.errors import WindowsStateError
+
+    if allow_hibernated:
+        return
+    refused = []
+    for v in vols:
+        if v.fs.kind == "ntfs" and (st := winstate.probe(v.device, 0)).hibernated:
+            refused.append(winstate.message(f"volume {v.letter or v.spec.guid}", st, "restore anyway with "
+                                            "--allow-hibernated, the restored disk then holds the hibernated "
+                                            "session"))
+    if refused:
+        raise WindowsStateError(refused[0] + (f" (and {len(refused) - 1} more volume(s))" if len(refused) > 1
+                                              else "") + "; nothing was written")
 
 
 def _refuse_unsafe(target: str, bset: BackupSet) -> bool:
@@ -70,15 +90,19 @@ def _pieces(ranges: list[tuple[int, int]], size: int):
 
 def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = (), layout: str = "auto",
                    verify: bool = False, grow: bool = False, confirm: Callable[[str], bool] | None = None,
-                   progress: bool | None = None) -> dict:
+                   progress: bool | None = None, allow_hibernated: bool = False) -> dict:
+    """Restore the backup onto ``target``; a target smaller than the layout shrinks the last volume's file
+    system (``shrink_last``) when its used data allows it."""
     t0 = time.monotonic()
     bset, vols, chosen, lay = _prepare(path, volumes, layout)
     try:
+        check_states(chosen, allow_hibernated)
         exists = _refuse_unsafe(target, bset)
         what = (f"the backup of {bset.machine} ({bset.when or bset.path.name}), {len(chosen)} volume(s), "
                 f"{lay.kind.upper()} layout")
         size = lay.min_size
         grown = None  # --grow on a new image file: it is created at the smallest size, nothing to grow
+        shrunk = None  # (slot, VolumeShrink): the last volume shrunk onto a smaller target
         if exists:
             with open_source(target) as ro:
                 size = ro.size
@@ -86,13 +110,24 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
                     raise RescueError(f"{target} has {ro.sector_size}-byte sectors; the layout is built for 512-byte "
                                       "sectors (the backup's file systems use them): nothing was written")
                 if size < lay.min_size:
-                    raise RescueError(f"{target} is too small: {size} bytes ({human(size)}), the {what} needs "
-                                      f"{lay.min_size} bytes ({human(lay.min_size)}); nothing was written")
+                    too_small = (f"{target} is too small: {size} bytes ({human(size)}), the {what} needs "
+                                 f"{lay.min_size} bytes ({human(lay.min_size)})")
+                    if grow:
+                        raise RescueError(f"{too_small} (--grow cannot help); nothing was written")
+                    try:
+                        shrunk = shrink_last(lay, size)
+                    except RescueError as exc:
+                        raise RescueError(f"{too_small} as it is, and its last volume cannot be shrunk to fit: "
+                                          f"{exc}; nothing was written") from None
                 grown = grow_last(lay, size) if grow else None
-                text = (f"Restoring {what}:\n" + "\n".join(lay.describe()) + f"\nwill overwrite {ro.path}:\n"
-                        + describe_target(ro, whole_disk=True))
+                text = (f"Restoring {what}:\n" + "\n".join(lay.describe())
+                        + (f"\nLayout: partition {len(lay.slots)} (kept at its offset, the partitions before it "
+                           f"untouched): {shrunk[1].describe()}" if shrunk else "")
+                        + f"\nwill overwrite {ro.path}:\n" + describe_target(ro, whole_disk=True))
             if confirm is not None and not confirm(text):
                 raise RescueError("restore cancelled; nothing was written")
+        if shrunk is not None and shrunk[1].byte_moves():
+            verify = True  # moved clusters are always read back and compared
         disk = AssembledDisk(lay, size, name=f"{bset.path}")
         plan = make_plan(disk, 1 << 20)
         ranges = plan.used
@@ -125,7 +160,13 @@ def restore_backup(path: str | Path, target: str, *, volumes: tuple[str, ...] = 
         if bad:
             raise RescueError(f"verification of {target} failed: {len(bad)} range(s) differ, first at byte "
                               f"{bad[0][0]}; the disk may be failing")
+        shrunk_to = None
+        if exists and shrunk is not None:
+            with open_source(target) as ro:  # the shrunk file system re-read from the target
+                shrunk[1].check(ro, shrunk[0].part.start)
+            shrunk_to = shrunk[0].part.size
         return {"backup": str(bset.path), "machine": bset.machine, "target": target, "layout": lay.kind,
+                "shrunk_to": shrunk_to,
                 "disk_bytes": size, "needed_bytes": lay.min_size, "bytes_written": total, "verified": verify,
                 "partitions": [{"number": i, "start": s.part.start, "size": s.part.size, "role": s.role,
                                 "guid": s.volume.spec.guid if s.volume else None,
@@ -161,7 +202,8 @@ def _write(dev, src, ranges: list[tuple[int, int]], base: int, protect: list[tup
 
 
 def restore_volume(path: str | Path, target: str, *, volume: str, partition: int | None, verify: bool = False,
-                   confirm: Callable[[str], bool] | None = None, progress: bool | None = None) -> dict:
+                   confirm: Callable[[str], bool] | None = None, progress: bool | None = None,
+                   allow_hibernated: bool = False) -> dict:
     """Restore one volume onto partition ``partition`` of TARGET (a disk or disk image with a table), or onto
     TARGET itself when it has no table (a partition device or a volume image file; created when missing)."""
     t0 = time.monotonic()
@@ -169,20 +211,28 @@ def restore_volume(path: str | Path, target: str, *, volume: str, partition: int
     vols = open_volumes(bset)
     try:
         (v,) = select(vols, (volume,))
+        check_states([v], allow_hibernated)
         exists = _refuse_unsafe(target, bset)
         what = f"volume {v.letter or v.spec.guid} ({v.fs.kind}, {human(v.size)}) of {bset.machine}'s backup"
         base, hidden, warnings = 0, None, []
+        shrunk = None
         if exists:
             with open_source(target) as ro:
                 if partition is not None:
                     base, avail, where, _ss = _target_base(ro, partition, target, bset.path)
                 else:
                     avail, where = ro.size, ro.path
-                if avail < v.size:
-                    raise RescueError(f"{where} is too small: {avail} bytes, the {what} needs {v.size} bytes; "
-                                      "nothing was written")
+                if avail < v.size:  # its file system shrinks to the partition, when its used data allows it
+                    try:
+                        v, shrunk = shrink_volume(v, avail // 512 * 512)
+                    except RescueError as exc:
+                        raise RescueError(f"{where} is too small: {avail} bytes, the {what} needs {v.size} bytes "
+                                          f"as it is and cannot be shrunk to fit: {exc}; nothing was written"
+                                          ) from None
+                    verify = verify or bool(shrunk.byte_moves())
                 hidden = base if base else _partition_start(target)
-                text = f"Restoring {what} will overwrite {where}:\n" + describe_target(ro)
+                text = (f"Restoring {what} will overwrite {where}:\n" + describe_target(ro)
+                        + (f"\nLayout: {shrunk.describe()}" if shrunk else ""))
             if confirm is not None and not confirm(text):
                 raise RescueError("restore cancelled; nothing was written")
         if hidden is None:
@@ -207,7 +257,10 @@ def restore_volume(path: str | Path, target: str, *, volume: str, partition: int
             raise
         if bad:
             raise RescueError(f"verification of {target} failed at byte {base + bad[0]}; the disk may be failing")
-        return {"backup": str(bset.path), "machine": bset.machine, "target": target, "partition": partition,
+        if shrunk is not None:
+            with open_source(target) as ro:  # the shrunk file system re-read from the target
+                shrunk.check(ro, base)
+        return {"shrunk_to": v.size if shrunk else None, "backup": str(bset.path), "machine": bset.machine, "target": target, "partition": partition,
                 "offset": base, "guid": v.spec.guid, "bytes_written": total, "verified": verify,
                 "warnings": warnings + plan.warnings, "seconds": round(time.monotonic() - t0, 3)}
     finally:
@@ -216,7 +269,7 @@ def restore_volume(path: str | Path, target: str, *, volume: str, partition: int
 
 
 def import_backup(path: str | Path, repo: str | Path, *, volumes: tuple[str, ...] = (), layout: str = "auto",
-                  name: str | None = None, progress: bool | None = None) -> dict:
+                  name: str | None = None, progress: bool | None = None, allow_hibernated: bool = False) -> dict:
     """Capture the disk restore would build (of the smallest size) into the repository ``repo``."""
     from rescuekit.imaging.capture import capture
 
@@ -224,7 +277,7 @@ def import_backup(path: str | Path, repo: str | Path, *, volumes: tuple[str, ...
     try:
         disk = AssembledDisk(lay, lay.min_size, name=str(bset.path))
         doc = capture(str(bset.path), repo, name=name or f"{bset.machine} {bset.when or bset.path.name}",
-                      progress=progress, device=disk)
+                      progress=progress, device=disk, allow_hibernated=allow_hibernated)
         doc.setdefault("warnings", []).extend(lay.warnings)
         return doc
     finally:
