@@ -380,3 +380,48 @@ def test_windows_label_resolution_rules(fake, monkeypatch):
         volumes.resolve("RKREPO:\\images", writable=False, wait=0)
     with pytest.raises(RescueError, match="no volume labelled NOPE on the drive letters"):
         volumes.resolve("NOPE:\\images", writable=False, wait=0)
+
+
+class FakeConsole:
+    """kernel32's console calls for tui/wincon.py: a 120x300 screen buffer, cursor somewhere down, grey on blue."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def GetStdHandle(self, n):
+        self.calls.append(("GetStdHandle", n))
+        return 44
+
+    def GetConsoleScreenBufferInfo(self, h, info):
+        self.calls.append(("GetConsoleScreenBufferInfo", h))
+        i = info._obj
+        i.dwSize.X, i.dwSize.Y, i.dwCursorPosition.Y, i.wAttributes = 120, 300, 250, 0x17
+        return 1
+
+    def FillConsoleOutputCharacterW(self, h, ch, n, at, written):
+        self.calls.append(("FillConsoleOutputCharacterW", h, ch, n, (at.X, at.Y)))
+        written._obj.value = n
+        return 1
+
+    def FillConsoleOutputAttribute(self, h, attr, n, at, written):
+        self.calls.append(("FillConsoleOutputAttribute", h, attr, n, (at.X, at.Y)))
+        return 1
+
+    def SetConsoleCursorPosition(self, h, at):
+        self.calls.append(("SetConsoleCursorPosition", h, (at.X, at.Y)))
+        return 1
+
+
+def test_console_clear_exact_calls():
+    """Microsoft's "Clearing the screen": the whole buffer blanked in its colours, then the cursor home."""
+    from rescuekit.tui import wincon
+
+    con = FakeConsole()
+    assert wincon.clear_screen(con) is True
+    assert con.calls == [("GetStdHandle", 0xFFFFFFF5), ("GetConsoleScreenBufferInfo", 44),
+                         ("FillConsoleOutputCharacterW", 44, " ", 36000, (0, 0)),
+                         ("FillConsoleOutputAttribute", 44, 0x17, 36000, (0, 0)),
+                         ("SetConsoleCursorPosition", 44, (0, 0))]
+    con = FakeConsole()
+    con.GetConsoleScreenBufferInfo = lambda h, info: 0  # output redirected: not a screen buffer
+    assert wincon.clear_screen(con) is False and [c[0] for c in con.calls] == ["GetStdHandle"]

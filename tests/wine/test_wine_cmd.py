@@ -237,3 +237,42 @@ def test_label_repository_is_found_among_the_drive_letters(boot: Boot, runtime: 
     finally:
         for letter in vols:
             (boot.prefix.path / "dosdevices" / f"{letter}:").unlink()
+
+
+def test_console_pages_are_cleared_and_the_typed_confirmation_shows(runtime: wine_env.Runtime, wine_repo: dict,
+                                                                    tmp_path: Path):
+    """The menu on a real Windows console (Wine's, in an 80x25 tmux): each page replaces the last one (rich only
+    homed the cursor on a legacy console, so the ERASE prompt sat among the previous page's characters and the typed
+    word did not show as typed), and the typed confirmation is echoed on its own line."""
+    from tests.conftest import require_tools
+    from tests.tmux_helpers import Tmux
+
+    require_tools("tmux")
+    target = tmp_path / "t.img"
+    with open(target, "wb") as f:
+        f.truncate(160 * MiB)
+    env = {k: runtime.prefix.env[k] for k in ("WINEPREFIX", "WINEDEBUG", "WINEARCH", "WINEDLLOVERRIDES")}
+    cmd = [runtime.prefix.loader, *runtime._py_args(), "-m", "rescuekit", "menu", "--no-scan",
+           winpath(wine_repo["path"]), winpath(target)]
+    t = Tmux(f"rk-wine-{tmp_path.name}", cmd, env)
+    try:
+        t.wait_for("Main menu", "Esc or 0:")
+        for page in ("choose the repository", "choose the image", "choose the disk to overwrite"):
+            t.keys("Enter")
+            t.wait_for(page, "Esc or 0:")
+        t.keys("Enter")
+        t.wait_for("Type ERASE:")
+        t.keys("ERA")
+        screen = t.wait_for("Type ERASE: ERA")
+        assert [ln for ln in screen.splitlines() if ln.startswith("Type ERASE:")] == ["Type ERASE: ERA"], screen
+        assert "Esc or 0" not in screen and "Main menu" not in screen, screen  # nothing left of earlier pages
+        t.keys("Enter")  # not the word: cancelled (a lone Esc is held back by Wine's console input parser)
+        t.wait_for("cancelled", "Enter or Esc: continue")
+        t.keys("Enter")
+        t.wait_for("Main menu", "Esc or 0:")
+        t.keys("0", "Enter")
+        t.wait_for("MENU-EXITED 0")
+    finally:
+        t.kill()
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)  # cancelled: nothing written
