@@ -40,8 +40,8 @@ _OPTIONS = [
          help="Driver folder with .inf files (repeatable): drvload at boot, or DISM /Add-Driver."),
     _opt("--default-action", type=click.Choice(ACTIONS), default="menu", show_default=True,
          help="What the runtime does at boot."),
-    _opt("--repository", default=None, help=r"Image repository: D:\Images, \\server\share\images, or LABEL:\folder (the volume labelled "
-         r"LABEL, found at boot), e.g. RKREPO:\images."),
+    _opt("--repository", default=None, help=r"Image repository: D:\Images, \\server\share\images, or "
+         r"LABEL:\folder (the volume labelled LABEL, found at boot), e.g. RKREPO:\images."),
     _opt("--image-name", default=None, help="Image name for capture/restore (A-Z a-z 0-9 . _ - space)."),
     _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN, or auto (restore: the "
          "only internal disk that can hold the image; an unattended restore through the menu)."),

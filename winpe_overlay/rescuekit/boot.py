@@ -4,7 +4,8 @@ busybox init starts one session on ttyS0 and one on tty1.  Each prints a ready l
 With an unattended action (config.toml's ``default_action``, or ``rescuekit.action=`` on the kernel command line),
 the first session to claim it runs it: a countdown either console can cancel with Enter, the safety refusals,
 the capture/restore itself (its output on the console and in /run/rescuekit/rescuekit.log, copied to the
-repository's volume afterwards: ``<volume>/rescuekit-logs/``), then ``then``: poweroff, reboot or the menu.  The other session shows the log.
+repository's volume afterwards: ``<volume>/rescuekit-logs/``), then ``then``: poweroff, reboot or the menu.
+The other session shows the log.
 A failed or cancelled run always ends in the menu, so the person at the machine sees why.
 """
 from __future__ import annotations
