@@ -425,3 +425,20 @@ def test_console_clear_exact_calls():
     con = FakeConsole()
     con.GetConsoleScreenBufferInfo = lambda h, info: 0  # output redirected: not a screen buffer
     assert wincon.clear_screen(con) is False and [c[0] for c in con.calls] == ["GetStdHandle"]
+
+
+def test_a_missing_label_is_looked_for_again_until_the_wait_ends(monkeypatch):
+    """A USB disk that appears late is found; one that never appears is refused once the wait is over."""
+    from rescuekit import volumes
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(volumes.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(volumes.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
+    late = volumes.Volume("RKREPO", "E:\\\\", None, "exfat")
+    seen = iter([[], [], [late]])
+    assert volumes.find_volume("rkrepo", 10, lambda: next(seen)) is late and clock["now"] == 2
+    clock["now"] = 0.0
+    calls = []
+    with pytest.raises(RescueError, match="no volume labelled RKREPO"):
+        volumes.find_volume("RKREPO", 10, lambda: calls.append(1) or [])
+    assert len(calls) == 11 and clock["now"] == 10  # looked at once a second for the whole wait
