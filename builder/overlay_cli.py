@@ -15,7 +15,6 @@ from builder.config import ACTIONS, COUNTDOWN_MAX, SHELLS, THEN, RuntimeConfig
 from builder.drivers import check_output_outside_drivers
 from builder.overlay import BACKENDS, OverlayOptions, OverlayResult, apply_overlay
 from rescuekit.errors import UsageError
-from rescuekit.volumes import parse as parse_label
 
 _META = "rescuekit.overlay"
 
@@ -41,7 +40,8 @@ _OPTIONS = [
          help="Driver folder with .inf files (repeatable): drvload at boot, or DISM /Add-Driver."),
     _opt("--default-action", type=click.Choice(ACTIONS), default="menu", show_default=True,
          help="What the runtime does at boot."),
-    _opt("--repository", default=None, help=r"Image repository, e.g. D:\Images or \\server\share\images."),
+    _opt("--repository", default=None, help=r"Image repository: D:\Images, \\server\share\images, or "
+         r"LABEL:\folder (the volume labelled LABEL, found at boot), e.g. RKREPO:\images."),
     _opt("--image-name", default=None, help="Image name for capture/restore (A-Z a-z 0-9 . _ - space)."),
     _opt("--target", default=None, help=r"Disk for capture/restore: \\.\PhysicalDriveN, or auto (restore: the "
          "only internal disk that can hold the image; an unattended restore through the menu)."),
@@ -90,10 +90,6 @@ def options_from(values: dict) -> OverlayOptions | None:
     if config.target and config.target.startswith("/dev/"):
         raise UsageError(f"--target {config.target} is a Linux device path: WinPE needs \\\\.\\PhysicalDriveN "
                          "(or build with --base linux)")
-    if config.repository and parse_label(config.repository):
-        # the WinPE runtime does not look labels up among drive letters yet (docs/linux-base.md)
-        raise UsageError(f"--repository {config.repository}: a volume label is resolved only by the Linux base so "
-                         "far; give a drive letter or UNC path for WinPE")
     opts = OverlayOptions(
         config=config,
         python_embed=values.get("python_embed"),

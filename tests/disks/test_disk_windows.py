@@ -147,6 +147,40 @@ class FakeKernel32:
     def GetVolumeNameForVolumeMountPointW(self, mount, buf, n):
         return 0
 
+    # drive letters (volumes.py's LABEL:\\folder): root -> (GetDriveTypeW, label, file system or None: unreadable)
+    drives = {"C:\\": (3, "Windows", "NTFS"), "D:\\": (5, "RESCUEKIT", "UDF"), "E:\\": (2, "RKREPO", "exFAT"),
+              "F:\\": (2, "", "FAT32"), "G:\\": (2, "x", None), "N:\\": (4, "rkrepo", "NTFS"),
+              "R:\\": (3, "rkRepo", "NTFS"), "X:\\": (3, "Boot", "NTFS")}
+    error_mode = 0
+
+    def GetLogicalDriveStringsW(self, n, buf):
+        self.calls.append(("GetLogicalDriveStringsW", n))
+        text = "".join(d + "\0" for d in self.drives)
+        if len(text) > n:
+            return len(text) + 1  # the size needed
+        buf[:len(text) + 1] = text + "\0"
+        return len(text)
+
+    def GetDriveTypeW(self, root):
+        self.calls.append(("GetDriveTypeW", root))
+        return self.drives.get(root, (1,))[0]  # DRIVE_NO_ROOT_DIR
+
+    def GetVolumeInformationW(self, root, label, nlabel, serial, maxlen, flags, fs, nfs):
+        self.calls.append(("GetVolumeInformationW", root, nlabel, serial, maxlen, flags, nfs, self.error_mode))
+        _t, lab, fsname = self.drives[root]
+        if fsname is None:
+            self.err = 21  # ERROR_NOT_READY: no medium in the drive
+            return 0
+        label.value, fs.value = lab, fsname
+        return 1
+
+    def SetThreadErrorMode(self, mode, old):
+        self.calls.append(("SetThreadErrorMode", mode))
+        if old is not None:
+            old._obj.value = self.error_mode
+        self.error_mode = mode
+        return 1
+
 
 @pytest.fixture()
 def fake():
@@ -299,3 +333,112 @@ def test_winpe_boot_medium_is_a_system_disk(fake, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("SystemDrive", "C:")  # a normal Windows: a plugged-in rescue stick is not protected
     assert W.boot_media_roots(exists=medium.__contains__) == []
+
+
+def test_labelled_drives_exact_calls(fake, monkeypatch):
+    """GetLogicalDriveStringsW (grown once: 128 characters suffice here, so no second call), then per drive
+    GetDriveTypeW and, for local ones, GetVolumeInformationW with MAX_PATH+1 buffers, critical-error dialogs off
+    around it; the system drive (WinPE's X: RAM disk), network drives, unlabelled and unreadable ones are left out."""
+    monkeypatch.setenv("SystemDrive", "X:")
+    k = W.Kernel32(fake)
+    assert W.labelled_drives(k) == [("C:\\", "Windows", "NTFS"), ("D:\\", "RESCUEKIT", "UDF"),
+                                    ("E:\\", "RKREPO", "exFAT"), ("R:\\", "rkRepo", "NTFS")]
+    assert fake.calls[0] == ("GetLogicalDriveStringsW", 128)
+    info = [c for c in fake.calls if c[0] == "GetVolumeInformationW"]
+    assert [c[1] for c in info] == ["C:\\", "D:\\", "E:\\", "F:\\", "G:\\", "R:\\"]  # not N: (network), X:
+    assert all(c[2:7] == (261, None, None, None, 261) and c[7] == W.SEM_FAILCRITICALERRORS for c in info)
+    assert fake.error_mode == 0  # restored
+    assert [c[1] for c in fake.calls if c[0] == "GetDriveTypeW"] == ["C:\\", "D:\\", "E:\\", "F:\\", "G:\\",
+                                                                     "N:\\", "R:\\"]
+
+
+def test_logical_drives_grows_the_buffer(fake):
+    fake.drives = {f"{chr(65 + i)}:\\": (3, "L", "NTFS") for i in range(26)} | {
+        f"\\\\?\\Volume{{{i:032}}}\\": (3, "", "NTFS") for i in range(4)}  # > 128 characters
+    k = W.Kernel32(fake)
+    roots = k.logical_drives()
+    assert len(roots) == 30 and roots[0] == "A:\\"
+    sizes = [c[1] for c in fake.calls if c[0] == "GetLogicalDriveStringsW"]
+    assert sizes[0] == 128 and sizes[1] > 128 and len(sizes) == 2
+
+
+def test_windows_label_resolution_rules(fake, monkeypatch):
+    """The shared resolver over the fake drives: case-insensitive, two volumes refused, the boot medium skipped."""
+    from rescuekit import volumes
+
+    monkeypatch.setenv("SystemDrive", "X:")
+    monkeypatch.setattr(W, "_default", W.Kernel32(fake))
+    monkeypatch.setattr(volumes.sys, "platform", "win32")
+    medium = {"D:\\rescuekit\\build.json", "D:\\sources\\boot.wim", "R:\\rescuekit\\build.json",
+              "R:\\sources\\boot.wim"}
+    monkeypatch.setattr(W.os.path, "exists", medium.__contains__)
+    assert volumes.resolve("rkrepo:\\images\\pc", writable=True, wait=0)[:1] == ("E:\\images\\pc",)
+    with pytest.raises(RescueError, match="RESCUEKIT is only on the boot medium"):
+        volumes.resolve("RESCUEKIT:\\x", writable=True, wait=0)
+    monkeypatch.setattr(W.os.path, "exists", lambda p: False)
+    with pytest.raises(RescueError, match=r"RKREPO is on 2 volumes \(E:\\, R:\\\)"):
+        volumes.resolve("RKREPO:\\images", writable=False, wait=0)
+    with pytest.raises(RescueError, match="no volume labelled NOPE on the drive letters"):
+        volumes.resolve("NOPE:\\images", writable=False, wait=0)
+
+
+class FakeConsole:
+    """kernel32's console calls for tui/wincon.py: a 120x300 screen buffer, cursor somewhere down, grey on blue."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def GetStdHandle(self, n):
+        self.calls.append(("GetStdHandle", n))
+        return 44
+
+    def GetConsoleScreenBufferInfo(self, h, info):
+        self.calls.append(("GetConsoleScreenBufferInfo", h))
+        i = info._obj
+        i.dwSize.X, i.dwSize.Y, i.dwCursorPosition.Y, i.wAttributes = 120, 300, 250, 0x17
+        return 1
+
+    def FillConsoleOutputCharacterW(self, h, ch, n, at, written):
+        self.calls.append(("FillConsoleOutputCharacterW", h, ch, n, (at.X, at.Y)))
+        written._obj.value = n
+        return 1
+
+    def FillConsoleOutputAttribute(self, h, attr, n, at, written):
+        self.calls.append(("FillConsoleOutputAttribute", h, attr, n, (at.X, at.Y)))
+        return 1
+
+    def SetConsoleCursorPosition(self, h, at):
+        self.calls.append(("SetConsoleCursorPosition", h, (at.X, at.Y)))
+        return 1
+
+
+def test_console_clear_exact_calls():
+    """Microsoft's "Clearing the screen": the whole buffer blanked in its colours, then the cursor home."""
+    from rescuekit.tui import wincon
+
+    con = FakeConsole()
+    assert wincon.clear_screen(con) is True
+    assert con.calls == [("GetStdHandle", 0xFFFFFFF5), ("GetConsoleScreenBufferInfo", 44),
+                         ("FillConsoleOutputCharacterW", 44, " ", 36000, (0, 0)),
+                         ("FillConsoleOutputAttribute", 44, 0x17, 36000, (0, 0)),
+                         ("SetConsoleCursorPosition", 44, (0, 0))]
+    con = FakeConsole()
+    con.GetConsoleScreenBufferInfo = lambda h, info: 0  # output redirected: not a screen buffer
+    assert wincon.clear_screen(con) is False and [c[0] for c in con.calls] == ["GetStdHandle"]
+
+
+def test_a_missing_label_is_looked_for_again_until_the_wait_ends(monkeypatch):
+    """A USB disk that appears late is found; one that never appears is refused once the wait is over."""
+    from rescuekit import volumes
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(volumes.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(volumes.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
+    late = volumes.Volume("RKREPO", "E:\\\\", None, "exfat")
+    seen = iter([[], [], [late]])
+    assert volumes.find_volume("rkrepo", 10, lambda: next(seen)) is late and clock["now"] == 2
+    clock["now"] = 0.0
+    calls = []
+    with pytest.raises(RescueError, match="no volume labelled RKREPO"):
+        volumes.find_volume("RKREPO", 10, lambda: calls.append(1) or [])
+    assert len(calls) == 11 and clock["now"] == 10  # looked at once a second for the whole wait

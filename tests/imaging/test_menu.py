@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from imaging_helpers import MiB, check_disk_files, rk
 from rescuekit import finders, tools
 from rescuekit.errors import RescueError
 from tests.conftest import require_tools
+from tests.tmux_helpers import Tmux
 
 MENU = [sys.executable, "-m", "rescuekit", "menu"]
 
@@ -61,41 +61,7 @@ def repo_volume(repo: dict, tmp_path_factory: pytest.TempPathFactory):
         subprocess.run(["losetup", "-d", loop], check=True)
 
 
-class Tmux:
-    """A detached 80x25 tmux session running one command; ``wait_for`` polls the screen (bounded, not timed)."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict) -> None:
-        self.name = name
-        envs = [f"{k}={v}" for k, v in env.items()]
-        line = " ".join(map(_shq, ["env", *envs, *cmd])) + "; echo MENU-EXITED $?; sleep 600"
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "25", line], check=True)
-
-    def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True,
-                              text=True).stdout
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
-
-    def wait_for(self, text: str, *also: str, seconds: float = 120) -> str:
-        """The screen once it shows ``text`` and ``also`` (a picker: its key help line, drawn last)."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            s = self.screen()
-            if all(x in s for x in (text, *also)):
-                return s
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
-
-
 PICKED = "Esc or 0:"  # a picker's key help line: the page is drawn
-
-
-def _shq(s: str) -> str:
-    return "'" + s.replace("'", "'\\''") + "'"
 
 
 def _row(screen: str, needle: str) -> str:

@@ -61,3 +61,56 @@ def test_kernel_command_line_overrides_and_refuses_typos() -> None:
                                    "rescuekit.countdown=3 rescuekit.then=halt rescuekit.bogus=1")
     assert (s.default_action, s.target, s.countdown, s.then) == ("restore", "/dev/sda", 3, "menu")
     assert any("then=halt ignored" in p for p in problems) and any("bogus" in p for p in problems)
+
+
+@pytest.fixture
+def ntfs_repo_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real NTFS volume labelled RKREPO in a file (ntfs-3g mounts a file as it mounts /dev/vdb1), mount points
+    under tmp_path, the boot log in tmp_path; unmounted whatever happens."""
+    from rescuekit import boot
+
+    require_tools("mkntfs", "ntfs-3g", "ntfscat", "umount")
+    img = tmp_path / "repo.ntfs"
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkntfs", "-F", "-Q", "-L", "RKREPO", str(img)], capture_output=True, check=True)
+    monkeypatch.setattr(volumes, "MOUNT_ROOT", tmp_path / "run")
+    monkeypatch.setattr(boot, "LOG", tmp_path / "rescuekit.log")
+    boot.LOG.write_text("rescuekit: unattended restore finished\n")
+    vol = volumes.Volume("RKREPO", str(img), str(img), "ntfs")
+    try:
+        yield vol
+    finally:
+        point = volumes.MOUNT_ROOT / "RKREPO"
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_restore_log_reaches_a_read_only_mounted_volume(ntfs_repo_volume, tmp_path: Path) -> None:
+    """After an unattended restore (repository mounted read-only) the log is copied to <volume>/rescuekit-logs/:
+    the volume is mounted read-write for it; read back from the image with ntfscat (no mount)."""
+    from rescuekit import boot
+
+    vol = ntfs_repo_volume
+    point = volumes.mount(vol, writable=False)
+    with pytest.raises(OSError):
+        (point / "probe").write_text("x")  # really read-only
+    lines: list[str] = []
+    point = boot._copy_log(vol, point, mounted_rw=False, log=lambda ln: lines.append(ln))
+    volumes.unmount(point)
+    assert not lines[-1].startswith("rescuekit: warning"), lines
+    name = lines[-1].rsplit("/", 1)[-1]
+    assert name.startswith("boot-") and name.endswith(".log"), lines
+    out = subprocess.run(["ntfscat", vol.device, f"rescuekit-logs/{name}"], capture_output=True, check=True).stdout
+    assert out == boot.LOG.read_bytes()
+
+
+def test_a_failing_log_copy_is_a_warning_not_a_failure(ntfs_repo_volume, tmp_path: Path) -> None:
+    from rescuekit import boot
+
+    vol = ntfs_repo_volume
+    point = volumes.mount(vol, writable=False)
+    gone = volumes.Volume(vol.label, str(tmp_path / "missing.ntfs"), vol.disk, "ntfs")  # cannot be mounted again
+    lines: list[str] = []
+    point = boot._copy_log(gone, point, mounted_rw=False, log=lambda ln: lines.append(ln))
+    assert len(lines) == 1 and lines[0].startswith("rescuekit: warning: cannot mount ") and \
+        f"the log stays in {boot.LOG}" in lines[0], lines

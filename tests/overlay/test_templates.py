@@ -85,6 +85,19 @@ def test_restore_from_unc_share():
                          "\\\\.\\PhysicalDrive1 --image latest")
 
 
+def test_restore_from_a_volume_label_for_winpe():
+    """The WinPE build takes LABEL:\\folder (the runtime finds the drive letter); the build command accepts it."""
+    from builder.overlay_cli import options_from
+
+    cfg = RuntimeConfig(default_action="restore", repository="RK REPO:\\images", target="\\\\.\\PhysicalDrive0")
+    launch = lines(render_overlay_files(cfg.validated(), [])["rescuekit/launch.cmd"])
+    assert launch[3] == ('X:\\rescuekit\\python\\python.exe -B -m rescuekit restore "RK REPO:\\images" '
+                         "\\\\.\\PhysicalDrive0 --image latest")
+    opts = options_from({"default_action": "capture", "repository": "RKREPO:\\images",
+                         "target": "\\\\.\\PhysicalDrive0", "python_embed": None})
+    assert opts is not None and opts.config.repository == "RKREPO:\\images"
+
+
 def test_winpeshl_variant_runs_wpeinit_first_and_a_prompt_last():
     files = render_overlay_files(RuntimeConfig(shell="winpeshl"), [])
     assert lines(files["Windows/System32/winpeshl.ini"]) == [

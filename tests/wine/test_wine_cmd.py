@@ -6,6 +6,7 @@ build's ``--repository`` path, so the menu's "list images" shows the image captu
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from wine_env import WinePrefix, winpath
 
 from builder.config import RuntimeConfig
 from builder.render import render_overlay_files
-from tests.wine.conftest import DRIVER_SUBDIR, IMAGE_NAME, LOCALE, REPOSITORY, copy_tree, replace_file
+from tests.wine.conftest import DRIVER_SUBDIR, IMAGE_NAME, LOCALE, REPOSITORY, MiB, copy_tree, replace_file
 
 pytestmark = pytest.mark.wine
 
@@ -191,3 +192,87 @@ def test_hostile_config_values_are_refused_at_build_time(wine_iso: Path, tmp_pat
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"rescuekit: error: invalid {option} ") and why in lines[0], lines
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_label_repository_is_found_among_the_drive_letters(boot: Boot, runtime: wine_env.Runtime, wine_repo: dict,
+                                                          gpt_disk, tmp_path: Path):
+    r"""``RKREPO:\images`` under Wine: R: is labelled "rkrepo" (Wine reads a drive's label from ``.windows-label``
+    in its root), T: is labelled RKREPO too but holds a rescuekit medium (build.json + boot.wim), so only R: counts
+    (case-insensitive; the boot medium is never the repository). An unattended-style capture and restore find R:
+    and copy their logs to R:\rescuekit-logs\; the build's launch.cmd line with the label resolves it the same way."""
+    vols = {"r": tmp_path / "R", "t": tmp_path / "T"}
+    for letter, label in (("r", "rkrepo"), ("t", "RKREPO")):
+        vols[letter].mkdir()
+        (vols[letter] / ".windows-label").write_text(label + "\n")
+        boot.prefix.map_drive(letter, vols[letter])
+    for rel in ("rescuekit/build.json", "sources/boot.wim"):
+        (vols["t"] / rel).parent.mkdir(parents=True, exist_ok=True)
+        (vols["t"] / rel).write_bytes(b"{}")
+    shutil.copytree(wine_repo["path"], vols["r"] / "images")
+    boot.prefix.stop()  # Wine's mount manager lists drive letters it saw at its start
+    boot.prefix.start()
+    try:
+        res = runtime.rk("capture", winpath(gpt_disk[0]), "RKREPO:\\images", "--name", "by-label", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "rescuekit: repository RKREPO:\\images is R:\\images" in res.stderr, res.stderr
+        cap = json.loads(res.stdout)
+        assert (vols["r"] / "images" / "images").is_dir() and not (vols["t"] / "images").exists()
+        target = tmp_path / "target.img"
+        with open(target, "wb") as f:
+            f.truncate(160 * MiB)
+        res = runtime.rk("restore", "RKREPO:\\images", winpath(target), "--image", "by-label", "--yes")
+        assert res.returncode == 0 and f"restored image {cap['id']}" in res.stdout, res.stdout + res.stderr
+        logs = sorted((vols["r"] / "rescuekit-logs").glob("rescuekit-*.log"))
+        texts = [p.read_text() for p in logs]
+        assert len(logs) == 2 and any(f"as image {cap['id']}" in t and "capture finished" in t for t in texts) \
+            and any(f"restored image {cap['id']}" in t and "restore finished" in t for t in texts), texts
+        # the build's launcher with --repository RKREPO:\images: resolved, then Wine cannot open the physical disk
+        boot.set_config(RuntimeConfig(default_action="capture", repository="RKREPO:\\images",
+                                      target="\\\\.\\PhysicalDrive0", image=IMAGE_NAME))
+        res = boot.cmd("/c", LAUNCHER)
+        assert "rescuekit: repository RKREPO:\\images is R:\\images" in res.stderr, res.stderr
+        assert DEVICE_ERROR in res.stderr and "rescuekit exited with code 1" in res.stdout, res.stdout + res.stderr
+        failed = [p for p in (vols["r"] / "rescuekit-logs").glob("rescuekit-*.log") if p not in logs]
+        assert len(failed) == 1 and "capture failed: cannot get the size of" in failed[0].read_text()
+    finally:
+        for letter in vols:
+            (boot.prefix.path / "dosdevices" / f"{letter}:").unlink()
+
+
+def test_console_pages_are_cleared_and_the_typed_confirmation_shows(runtime: wine_env.Runtime, wine_repo: dict,
+                                                                    tmp_path: Path):
+    """The menu on a real Windows console (Wine's, in an 80x25 tmux): each page replaces the last one (rich only
+    homed the cursor on a legacy console, so the ERASE prompt sat among the previous page's characters and the typed
+    word did not show as typed), and the typed confirmation is echoed on its own line."""
+    from tests.conftest import require_tools
+    from tests.tmux_helpers import Tmux
+
+    require_tools("tmux")
+    target = tmp_path / "t.img"
+    with open(target, "wb") as f:
+        f.truncate(160 * MiB)
+    env = {k: runtime.prefix.env[k] for k in ("WINEPREFIX", "WINEDEBUG", "WINEARCH", "WINEDLLOVERRIDES")}
+    cmd = [runtime.prefix.loader, *runtime._py_args(), "-m", "rescuekit", "menu", "--no-scan",
+           winpath(wine_repo["path"]), winpath(target)]
+    t = Tmux(f"rk-wine-{tmp_path.name}", cmd, env)
+    try:
+        t.wait_for("Main menu", "Esc or 0:")
+        for page in ("choose the repository", "choose the image", "choose the disk to overwrite"):
+            t.keys("Enter")
+            t.wait_for(page, "Esc or 0:")
+        t.keys("Enter")
+        t.wait_for("Type ERASE:")
+        t.keys("ERA")
+        screen = t.wait_for("Type ERASE: ERA")
+        assert [ln for ln in screen.splitlines() if ln.startswith("Type ERASE:")] == ["Type ERASE: ERA"], screen
+        assert "Esc or 0" not in screen and "Main menu" not in screen, screen  # nothing left of earlier pages
+        t.keys("Enter")  # not the word: cancelled (a lone Esc is held back by Wine's console input parser)
+        t.wait_for("cancelled", "Enter or Esc: continue")
+        t.keys("Enter")
+        t.wait_for("Main menu", "Esc or 0:")
+        t.keys("0", "Enter")
+        t.wait_for("MENU-EXITED 0")
+    finally:
+        t.kill()
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)  # cancelled: nothing written

@@ -4,7 +4,8 @@ busybox init starts one session on ttyS0 and one on tty1.  Each prints a ready l
 With an unattended action (config.toml's ``default_action``, or ``rescuekit.action=`` on the kernel command line),
 the first session to claim it runs it: a countdown either console can cancel with Enter, the safety refusals,
 the capture/restore itself (its output on the console and in /run/rescuekit/rescuekit.log, copied to the
-repository's volume after a capture), then ``then``: poweroff, reboot or the menu.  The other session shows the log.
+repository's volume afterwards: ``<volume>/rescuekit-logs/``), then ``then``: poweroff, reboot or the menu.
+The other session shows the log.
 A failed or cancelled run always ends in the menu, so the person at the machine sees why.
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ import dataclasses
 import os
 import platform
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -171,7 +171,8 @@ def unattended(s: Settings, log: Log) -> bool:
         return False
     medium = boot_medium_disks(_medium_label())
     try:
-        repo, vol, point = volumes.resolve(s.repository, writable=action == "capture")
+        # a volume on the boot medium is never the repository (volumes.choose), for either action
+        repo, vol, point = volumes.resolve(s.repository, writable=action == "capture", medium=medium)
     except RescueError as exc:
         log(f"rescuekit: unattended {action} refused: {exc}")
         return False
@@ -179,9 +180,6 @@ def unattended(s: Settings, log: Log) -> bool:
         if vol is not None:
             log(f"rescuekit: repository volume {vol.label} is {vol.device} ({vol.fs}), mounted "
                 f"{'read-write' if action == 'capture' else 'read-only'} on {point}")
-            if vol.disk in medium:
-                log(f"rescuekit: unattended {action} refused: the repository volume is on the boot medium")
-                return False
         why = refusal(action, s.target, vol.disk if vol else None, medium)
         if why:
             log(f"rescuekit: unattended {action} refused: {why}")
@@ -197,8 +195,8 @@ def unattended(s: Settings, log: Log) -> bool:
             return False
         rc = run_logged(args, log)
         log(f"rescuekit: unattended {action} {'finished' if rc == 0 else f'failed (exit code {rc})'}")
-        if vol is not None and action == "capture":
-            _copy_log(point)
+        if vol is not None and point is not None:
+            point = _copy_log(vol, point, mounted_rw=action == "capture", log=log)
         return rc == 0
     finally:
         if point is not None:
@@ -212,13 +210,26 @@ def _medium_label() -> str | None:
         return None
 
 
-def _copy_log(point: Path) -> None:
-    dest = point / "rescuekit-logs"
+def _copy_log(vol, point: Path, *, mounted_rw: bool, log: Log) -> Path:
+    """Copy the log to ``<volume>/rescuekit-logs/``; a restore mounted the volume read-only, so it is mounted
+    read-write just for this. Never fails the run: a problem is one warning line (the log stays in /run).
+    Returns where the volume is mounted now (to unmount)."""
+    from rescuekit import volumes
+    from rescuekit.errors import RescueError
+
+    name = time.strftime("boot-%Y%m%d-%H%M%S.log", time.gmtime())
     try:
-        dest.mkdir(exist_ok=True)
-        shutil.copyfile(LOG, dest / time.strftime("boot-%Y%m%d-%H%M%S.log", time.gmtime()))
-    except OSError as exc:
-        print(f"rescuekit: warning: cannot copy the log to {dest}: {exc}", flush=True)
+        if not mounted_rw:
+            point = volumes.remount_writable(vol, point)
+            log(f"rescuekit: {point} mounted read-write for the log")
+        why = volumes.copy_log(LOG, point, name)
+    except (RescueError, OSError) as exc:
+        why = f"cannot mount {vol.device} read-write for the log: {exc}"
+    if why:
+        log(f"rescuekit: warning: {why}; the log stays in {LOG}")
+    else:
+        log(f"rescuekit: log copied to {point / volumes.LOG_FOLDER / name}")
+    return point
 
 
 def follow(log: Log) -> None:

@@ -48,11 +48,14 @@ def capture(source: str, repo: str, name: str | None, as_json: bool, chunk_size:
             force_unlock: bool) -> None:
     """Capture SOURCE (disk, partition or image file) into the repository REPO (created if missing)."""
     from rescuekit.imaging.capture import capture as do_capture
+    from rescuekit.volumes import windows_label_repository
 
-    doc = do_capture(source, repo, name=name, progress=False if as_json else None,
-                     chunk_size=_size_opt(chunk_size), pack_size=_size_opt(pack_size), force_unlock=force_unlock,
-                     allow_hibernated=allow_hibernated, keep_pagefile=keep_pagefile,
-                     recovery_passwords=list(recovery_passwords))
+    with windows_label_repository(repo, "capture", writable=True) as (where, note):
+        doc = do_capture(source, where, name=name, progress=False if as_json else None,
+                         chunk_size=_size_opt(chunk_size), pack_size=_size_opt(pack_size), force_unlock=force_unlock,
+                         allow_hibernated=allow_hibernated, keep_pagefile=keep_pagefile,
+                         recovery_passwords=list(recovery_passwords))
+        note(f"captured {source} as image {doc['id']} (#{doc['seq']}, {doc['name']})")
     t = doc["totals"]
     if as_json:
         _emit_json({"id": doc["id"], "seq": doc["seq"], "name": doc["name"], "partitions": doc["partitions"],
@@ -155,9 +158,14 @@ def restore(repo: str, target: str, image: str, partition: int | None, verify: b
         click.echo(text, err=True)
         return click.confirm("Overwrite it? All data on it will be lost", default=False, err=True)
 
-    res = do_restore(repo, target, image=image, partition=partition, verify=verify,
-                     confirm=None if yes else confirm, progress=False if as_json else None, force_unlock=force_unlock,
-                     shrink_to=_size_opt(shrink_to))
+    from rescuekit.volumes import windows_label_repository
+
+    with windows_label_repository(repo, "restore", writable=False) as (where, note):
+        res = do_restore(where, target, image=image, partition=partition, verify=verify,
+                         confirm=None if yes else confirm, progress=False if as_json else None,
+                         force_unlock=force_unlock, shrink_to=_size_opt(shrink_to))
+        note(f"restored image {res['image']} ({res['name']}) onto {target}: {res['bytes_written']} bytes"
+             + (", verified" if verify else ""))
     if as_json:
         _emit_json(res)
     else:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from rescuekit import __version__, finders, target_rules, tools
+from rescuekit import __version__, finders, target_rules, tools, volumes
 from rescuekit.config import Settings
 from rescuekit.errors import RescueError
 from rescuekit.imaging.units import human
@@ -52,8 +52,9 @@ class App:
         self.folders = [p for p in paths if os.path.isdir(p)]
         self.files = [p for p in paths if not os.path.isdir(p)]
         self.repository = repository or settings.repository
-        if self.repository:
-            self.folders.insert(0, self.repository)
+        self.label_root: Path | None = None  # the drive of a LABEL:\folder repository (its rescuekit-logs)
+        if self.repository and not volumes.parse(self.repository):
+            self.folders.insert(0, self.repository)  # a label is found when it is used (unattended_restore)
         self.scan = scan
         self.ui = ui or UI(title=f"rescuekit {__version__}")
         self.log = SessionLog(log_dir)
@@ -81,6 +82,10 @@ class App:
     def _finish(self) -> None:
         for repo in dict.fromkeys(self.used_repos):
             self.log.copy_to(Path(repo) / "logs")
+        if self.label_root is not None and self.log.path is not None:
+            why = volumes.copy_log(self.log.path, self.label_root)
+            if why:
+                print(f"rescuekit: warning: {why}", file=sys.stderr)
 
     # -- main screen ------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[Item, object]]:
@@ -392,6 +397,10 @@ class App:
         try:
             if not repo:
                 raise RescueError("no repository is set (build with --repository)")
+            if volumes.parse(repo) and sys.platform == "win32":  # LABEL:\folder: the drive with that label
+                repo, _vol, self.label_root = volumes.resolve(repo, writable=False)
+                self.log.write(f"repository {self.repository} is {repo}")
+                self.repository = repo
             self.used_repos.append(repo)
             doc = Repository.open(repo).find_image(image)
             if target_rules.is_auto(target):

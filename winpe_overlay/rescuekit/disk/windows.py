@@ -40,6 +40,12 @@ ERROR_MORE_DATA = 234
 ERROR_NO_MORE_FILES = 18
 ERROR_WRITE_PROTECT = 19
 
+# GetDriveTypeW results (fileapi.h); labels are looked for on local drives only (a network drive is named by path)
+DRIVE_REMOVABLE, DRIVE_FIXED, DRIVE_REMOTE, DRIVE_CDROM, DRIVE_RAMDISK = 2, 3, 4, 5, 6
+LOCAL_DRIVES = (DRIVE_REMOVABLE, DRIVE_FIXED, DRIVE_CDROM, DRIVE_RAMDISK)
+SEM_FAILCRITICALERRORS = 0x1  # an empty card reader fails the call instead of asking to insert a disk
+LABEL_BUFFER = 261  # MAX_PATH + 1, as GetVolumeInformationW documents for both name buffers
+
 GEOMETRY_EX_SIZE = 256  # DISK_GEOMETRY_EX + partition/detection info
 DESCRIPTOR_SIZE = 1024  # STORAGE_DEVICE_DESCRIPTOR + its strings
 EXTENTS_SIZE = 8 + 24 * 32  # VOLUME_DISK_EXTENTS with room for 32 DISK_EXTENTs
@@ -148,6 +154,36 @@ class Kernel32:
             return None
         return buf.value
 
+    def logical_drives(self) -> list[str]:
+        """Drive roots (``C:\\``, ``R:\\`` ...): GetLogicalDriveStringsW; a return value larger than the buffer is
+        the size needed, so the buffer grows once."""
+        size = 128
+        while True:
+            buf = ctypes.create_unicode_buffer(size + 1)
+            n = self.lib.GetLogicalDriveStringsW(size, buf)
+            if n == 0:
+                raise WinError("cannot list the drive letters", self.last_error())
+            if n <= size:
+                return [d for d in buf[:n].split("\0") if d]
+            size = n
+
+    def drive_type(self, root: str) -> int:
+        return self.lib.GetDriveTypeW(root)
+
+    def volume_information(self, root: str) -> tuple[str, str] | None:
+        """(label, file system name) of the volume at ``root`` (``R:\\``); None when it cannot be read (no
+        medium in a removable drive, an unformatted volume)."""
+        label = ctypes.create_unicode_buffer(LABEL_BUFFER)
+        fs = ctypes.create_unicode_buffer(LABEL_BUFFER)
+        old = ctypes.c_uint32(0)
+        self.lib.SetThreadErrorMode(SEM_FAILCRITICALERRORS, ctypes.byref(old))
+        try:
+            if not self.lib.GetVolumeInformationW(root, label, LABEL_BUFFER, None, None, None, fs, LABEL_BUFFER):
+                return None
+        finally:
+            self.lib.SetThreadErrorMode(old.value, None)
+        return label.value, fs.value
+
     def volume_name_for_mount_point(self, mount: str) -> str | None:
         buf = ctypes.create_unicode_buffer(260)
         if not self.lib.GetVolumeNameForVolumeMountPointW(mount, buf, 260):
@@ -171,6 +207,10 @@ def _set_prototypes(lib) -> None:
         "FindVolumeClose": (B, [H]),
         "GetVolumePathNameW": (B, [W, W, D]),
         "GetVolumeNameForVolumeMountPointW": (B, [W, W, D]),
+        "GetLogicalDriveStringsW": (D, [D, W]),
+        "GetDriveTypeW": (ctypes.c_uint, [W]),
+        "GetVolumeInformationW": (B, [W, W, D, P, P, P, W, D]),
+        "SetThreadErrorMode": (B, [D, P]),
     }
     for name, (res, args) in protos.items():
         fn = getattr(lib, name)
@@ -513,16 +553,33 @@ def disk_holding(path: str, k32: Kernel32 | None = None) -> str | None:
     return None if num is None else f"\\\\.\\PhysicalDrive{num}"
 
 
-def boot_media_roots(exists=os.path.exists) -> list[str]:
-    """In WinPE (system drive X:): drive roots holding a rescuekit medium (``\\rescuekit\\build.json`` next to
-    ``\\sources\\boot.wim``), i.e. what this rescue system booted from."""
+def is_rescue_medium(root: str, exists=None) -> bool:
+    """Whether the drive ``root`` holds a rescuekit medium (``\\rescuekit\\build.json`` next to
+    ``\\sources\\boot.wim``: the disc or stick rescuekit build/usb made)."""
+    exists = exists or os.path.exists
+    return exists(root + "rescuekit\\build.json") and exists(root + "sources\\boot.wim")
+
+
+def boot_media_roots(exists=None) -> list[str]:
+    """In WinPE (system drive X:): drive roots holding a rescuekit medium, i.e. what this rescue system booted
+    from."""
     if os.environ.get("SystemDrive", "").upper() != "X:":
         return []  # a normal Windows: a rescue stick that is merely plugged in is a fair target
+    return [f"{c}:\\" for c in "CDEFGHIJKLMNOPQRSTUVWYZ" if is_rescue_medium(f"{c}:\\", exists)]  # not X: itself
+
+
+def labelled_drives(k32: Kernel32 | None = None) -> list[tuple[str, str, str]]:
+    """(root, label, file system) of every local drive letter whose volume has a label. The system drive is left
+    out (WinPE's X: is its RAM disk; on a Windows host it is the running Windows), and so are network drives."""
+    k = k32 or kernel32()
+    system = os.environ.get("SystemDrive", "").upper()
     out = []
-    for letter in "CDEFGHIJKLMNOPQRSTUVWYZ":  # not X: itself
-        root = f"{letter}:\\"
-        if exists(root + "rescuekit\\build.json") and exists(root + "sources\\boot.wim"):
-            out.append(root)
+    for root in k.logical_drives():
+        if root[:2].upper() == system or k.drive_type(root) not in LOCAL_DRIVES:
+            continue
+        info = k.volume_information(root)
+        if info and info[0].strip():
+            out.append((root, info[0], info[1]))
     return out
 
 

@@ -6,6 +6,7 @@ one after another as plain text (tests read them).
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ class UI:
     def _page(self, heading: str, lines: Sequence[str] = ()) -> None:
         c = self.console
         if c.is_terminal:
-            c.clear()
+            self._clear()
         else:
             c.print()
         c.print(f"[reverse] {escape(self.title)} [/reverse] [bold]{escape(heading)}[/bold]")
@@ -48,6 +49,16 @@ class UI:
             self.note = ""
         for ln in lines:
             c.print(escape(ln))
+
+    def _clear(self) -> None:
+        c = self.console
+        if sys.platform == "win32" and c.legacy_windows:  # rich only homes the cursor there (tui/wincon.py)
+            from rescuekit.tui import wincon
+
+            c.file.flush()
+            if wincon.clear_screen():
+                return
+        c.clear()
 
     def write(self, text: str) -> None:
         self.console.file.write(text)
