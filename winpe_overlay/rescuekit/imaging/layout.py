@@ -2,13 +2,13 @@
 
 The NTFS volume is shrunk by ``rescuekit.disk.ntfs_resize`` (clusters past the new end moved): one NTFS volume (``restore --partition N``, or a volume image) onto a smaller partition or file; a whole GPT disk
 whose last partition is that NTFS volume (partitions before it keep their place, it shrinks to the new last usable
-LBA, the backup GPT goes to the new end). Not implemented (refused with the sizes): moving partitions that come
-after the shrunk one, MBR disks.
+LBA, the backup GPT goes to the new end); a whole GPT disk with partitions after the NTFS volume (they move down,
+``gpt_tail_layout``). Not implemented (refused with the sizes): MBR disks.
 """
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rescuekit.disk import ntfs_resize
 from rescuekit.errors import RescueError
@@ -23,6 +23,7 @@ class VolumeShrink:
     number: int | None = None  # whole-disk GPT: the partition whose entry ends earlier
     end_lba: int | None = None  # ... and its new last LBA
     disk_size: int = 0  # the size planned for (the target's, or --shrink-to)
+    moved_parts: list[tuple[int, int, int, int]] = field(default_factory=list)  # GPT: (number, old, new, size) bytes
 
     def describe(self) -> str:
         s = self.shrink
@@ -32,7 +33,36 @@ class VolumeShrink:
                 f"{human(s.used_clusters * s.cluster_size)} used; " + (
                     f"{human(sum(k for _o, _n, k in s.moves) * s.cluster_size)} of clusters past the new end move "
                     "into free space below it, their run lists rewritten" if s.moves else "no cluster moves")
-                + "; boot sector, backup boot sector, $Bitmap and $BadClus rewritten)")
+                + "; boot sector, backup boot sector, $Bitmap and $BadClus rewritten)" + describe_moved_parts(self))
+
+
+def describe_moved_parts(vs: VolumeShrink) -> str:
+    """The partitions after the shrunk one that move down (whole GPT disk), for the prompt."""
+    return "".join(f"; partition {n} moves down from byte {old} to {new} ({human(old - new)} earlier, same size "
+                   f"{human(size)}, type, GUID and name)" for n, old, new, size in vs.moved_parts)
+
+
+def gpt_tail_layout(doc: dict, last_usable: int, ss: int) -> tuple[dict, int, list[tuple[int, int, int, int]]]:
+    """Whole GPT disk onto a smaller one whose last usable LBA is ``last_usable``: (the partition to shrink, its
+    new last LBA, the partitions after it that move down as (number, old start, new start, size) in bytes).
+
+    The shrunk one is the NTFS partition with the most free space (C:; Windows' own layout puts an NTFS recovery
+    partition after it). The partitions after it move down together by a whole number of MiB
+    (so their alignment and the gaps between them stay), as little as fits them before the new end; the gap
+    between the shrunk partition and the first of them stays too."""
+    parts = sorted(doc["partitions"], key=lambda p: p["start"])
+    ntfs = [p for p in parts if p.get("fs") == "ntfs"]
+    shrunk = max(ntfs, key=lambda p: p["size"] - (p.get("used_bytes") or 0)) if ntfs else parts[-1]
+    tail = [p for p in parts if p["start"] > shrunk["start"]]
+    if not tail:
+        return shrunk, last_usable, []
+    align = max(1, (1 << 20) // ss)
+    tail_end = max(p["start"] + p["size"] for p in tail) // ss  # first LBA past the tail
+    delta = max(align, -(-(tail_end - (last_usable + 1)) // align) * align)
+    first = min(p["start"] for p in tail) // ss
+    gap = max(0, first - (shrunk["start"] + shrunk["size"]) // ss)
+    moved = [(p["number"], p["start"], p["start"] - delta * ss, p["size"]) for p in tail]
+    return shrunk, first - delta - gap - 1, moved
 
 
 def _image_part(doc: dict, lo: int) -> dict | None:
@@ -45,6 +75,7 @@ def plan_shrink(doc: dict, index, reader, partition: int | None, lo: int, hi: in
     disk_size = new_size
     too_small = (f"{where} is too small: {new_size} bytes, the {what} needs {hi - lo} bytes ({human(hi - lo)})")
     number = end_lba = None
+    moved: list[tuple[int, int, int, int]] = []
     if partition is None and doc["table"]["kind"] != "none":
         # Whole GPT disk: the last partition shrinks to end at the new last usable LBA.
         if doc["table"]["kind"] != "gpt":
@@ -58,11 +89,13 @@ def plan_shrink(doc: dict, index, reader, partition: int | None, lo: int, hi: in
         n_ent, ent_size = struct.unpack_from("<II", hdr, 80) if hdr[:8] == b"EFI PART" else (128, 128)
         entries_sectors = -(-n_ent * ent_size // ss)  # the backup entries before the backup header
         end_lba = new_size // ss - 1 - entries_sectors - 1
+        last, end_lba, moved = gpt_tail_layout(doc, end_lba, ss)
         number, lo = last["number"], last["start"]
         new_size = (end_lba + 1) * ss - lo
         if new_size >= last["size"] or new_size <= 0:
-            raise RescueError(f"{too_small}; its last partition ({last['number']}) ends too close to the new end to "
-                              "be shrunk, and moving partitions is not implemented; nothing was written")
+            raise RescueError(f"{too_small}; partition {last['number']} ends too close to the new end to be shrunk"
+                              + (" with the partitions after it moved down" if moved else "")
+                              + "; nothing was written")
         hi = lo + last["size"]
         too_small += f" (partition {number} would have to shrink to {new_size} bytes)"
     part = _image_part(doc, lo)
@@ -75,4 +108,4 @@ def plan_shrink(doc: dict, index, reader, partition: int | None, lo: int, hi: in
         raise RescueError(f"{too_small} as it is and cannot be shrunk to fit: {exc}; nothing was written") from None
     finally:
         view.close()
-    return VolumeShrink(lo, sh, number, end_lba, disk_size)
+    return VolumeShrink(lo, sh, number, end_lba, disk_size, moved if number is not None else [])

@@ -279,12 +279,12 @@ def _check_chunks(doc: dict, index, root: Path) -> None:
 
 
 def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str,
-              ends: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
+              ends: dict[int, int] | None = None, starts: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
     """The GPT writes for a whole-disk restore onto ``size`` bytes, from the image's own table: the valid copy
     (a capture accepts a damaged primary) rebuilt into both headers, the backup at the target's end (``ends``:
     partitions shrunk by the restore)."""
     try:
-        return gpt_rebuild(ImageView(doc, index, reader), size, ends)
+        return gpt_rebuild(ImageView(doc, index, reader), size, ends, starts)
     except RescueError as exc:
         raise RescueError(f"cannot lay out image {doc['id'][:12]}'s GPT on {target}: {exc}; nothing was written"
                           ) from None
@@ -368,14 +368,21 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
             hi = lo + shrink.shrink.new_size
             needed = hi - lo
         gpt_writes = [(vol_at + off, data) for off, data in shrink.shrink.writes]
-        if shrink.number is not None:
-            gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends={shrink.number: shrink.end_lba})
+        if shrink.number is not None:  # (partitions after the shrunk one move down: new first and last LBAs)
+            ss = doc["table"]["sector_size"] or 512
+            ends = {shrink.number: shrink.end_lba} | {n: (new + size) // ss - 1 for n, _o, new, size in
+                                                       shrink.moved_parts}
+            gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends=ends,
+                                    starts={n: new // ss for n, _o, new, _s in shrink.moved_parts})
     elif partition is None and doc["table"]["kind"] == "gpt":
         gpt_writes = _plan_gpt(doc, index, reader, seen[0] if seen else needed, target)
     if text is not None and confirm is not None and not confirm(text):
         raise RescueError("restore cancelled; nothing was written")
     fresh = not exists
     pieces = _pieces(doc, lo, hi, base)
+    if shrink is not None:  # partitions after the shrunk one: each written at its new (lower) offset
+        for _n, old, new, size in shrink.moved_parts:
+            pieces += _pieces(doc, old, old + size, new)
     if shrink is not None and shrink.shrink.moves:  # clusters past the new end, written where they move to
         cs = shrink.shrink.cluster_size
         dest = sorted((vol_at + new * cs, k * cs) for _old, new, k in shrink.shrink.moves)
