@@ -339,6 +339,12 @@ def test_gpt_disk_with_recovery_partition_after_40_percent_smaller(fragmented: d
     assert mtd.file_hashes_ntfs(vol) == fragmented["hashes"]
     assert metadata(vol, tmp_path) == fragmented["meta"]
     check_ntfs(parts[4])
+    import struct
+
+    for at in (0, (got[3]["last"] - got[3]["first"]) * 512):  # boot sector and backup: "hidden sectors" = new start
+        with open(parts[4], "rb") as f:
+            f.seek(at)
+            assert struct.unpack_from("<I", f.read(512), 0x1C)[0] == got[3]["first"], at
     assert mtd.file_hashes_ntfs(parts[4]) == fragmented["rec"]
     assert metadata(parts[4], tmp_path) == fragmented["rec_meta"]
 

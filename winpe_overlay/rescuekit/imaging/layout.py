@@ -42,6 +42,38 @@ def describe_moved_parts(vs: VolumeShrink) -> str:
                    f"{human(size)}, type, GUID and name)" for n, old, new, size in vs.moved_parts)
 
 
+def moved_boot_sector_writes(doc: dict, index, reader, moved: list[tuple[int, int, int, int]],
+                             ss: int) -> list[tuple[int, bytes]]:
+    """The boot sectors of moved NTFS/FAT partitions with "hidden sectors" (the partition's first LBA, which the
+    boot code reads) set to the new start, and their backups (NTFS: the volume's last sector; FAT32: the BPB's
+    backup boot sector); only where the field held the old start (disk offsets, written after the data)."""
+    out: list[tuple[int, bytes]] = []
+    view = ImageView(doc, index, reader)
+    try:
+        for number, old, new, size in moved:
+            fs = next((p.get("fs") for p in doc["partitions"] if p["number"] == number), None)
+            if fs != "ntfs" and not (fs or "").startswith("fat"):
+                continue
+            boot = view.read(old, 512)
+            if struct.unpack_from("<I", boot, 0x1C)[0] != old // ss:
+                continue
+            copies = [0]
+            if fs == "ntfs":
+                bps, total = struct.unpack_from("<H", boot, 0x0B)[0], struct.unpack_from("<q", boot, 0x28)[0]
+                if 0 < total * bps <= size - 512:
+                    copies.append(total * bps)
+            elif fs == "fat32" and 0 < struct.unpack_from("<H", boot, 0x32)[0] < 32:
+                copies.append(struct.unpack_from("<H", boot, 0x32)[0] * struct.unpack_from("<H", boot, 0x0B)[0])
+            for at in copies:
+                sector = bytearray(view.read(old + at, 512))
+                if struct.unpack_from("<I", sector, 0x1C)[0] == old // ss:
+                    struct.pack_into("<I", sector, 0x1C, new // ss)
+                    out.append((new + at, bytes(sector)))
+    finally:
+        view.close()
+    return out
+
+
 def gpt_tail_layout(doc: dict, last_usable: int, ss: int) -> tuple[dict, int, list[tuple[int, int, int, int]]]:
     """Whole GPT disk onto a smaller one whose last usable LBA is ``last_usable``: (the partition to shrink, its
     new last LBA, the partitions after it that move down as (number, old start, new start, size) in bytes).

@@ -28,7 +28,7 @@ from rescuekit.disk.partitions import backup_gpt_at_end, gpt_rebuild, read_table
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.capture import workers
 from rescuekit.imaging.imageview import ImageView
-from rescuekit.imaging.layout import plan_shrink
+from rescuekit.imaging.layout import moved_boot_sector_writes, plan_shrink
 from rescuekit.imaging.safety import holds, system_holder
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
@@ -374,6 +374,7 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
                                                        shrink.moved_parts}
             gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends=ends,
                                     starts={n: new // ss for n, _o, new, _s in shrink.moved_parts})
+            gpt_writes += moved_boot_sector_writes(doc, index, reader, shrink.moved_parts, ss)
     elif partition is None and doc["table"]["kind"] == "gpt":
         gpt_writes = _plan_gpt(doc, index, reader, seen[0] if seen else needed, target)
     if text is not None and confirm is not None and not confirm(text):
