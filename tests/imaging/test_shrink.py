@@ -11,7 +11,7 @@ from pathlib import Path
 
 import make_test_disks as mtd
 import pytest
-from imaging_helpers import MiB, check_fat, check_ntfs, make_fragmented_ntfs, rk, rk_json
+from imaging_helpers import MiB, check_fat, check_ntfs, make_fragmented_ntfs, one_line_error, rk, rk_json
 
 from rescuekit.disk import ntfs, ntfs_resize
 from rescuekit.disk.device import open_source
@@ -314,6 +314,11 @@ def test_gpt_disk_with_recovery_partition_after_40_percent_smaller(fragmented: d
                          input="n\n", capture_output=True, text=True)
     assert res.returncode == 1 and "partition 4 moves down from byte" in res.stderr, res.stderr
     assert open(out, "rb").read(MiB) == bytes(MiB)
+    tiny = tmp_path / "tiny.img"  # too small for the used data + the partitions around it: refused, untouched
+    _sized(tiny, 40 * MiB)
+    line = one_line_error(rk("restore", fragmented["repo"], tiny, "--yes", check=False))
+    assert "partition 3 would have to shrink to" in line and "needs at least" in line and "nothing was written" in line
+    assert open(tiny, "rb").read() == bytes(40 * MiB)
     rk("restore", fragmented["repo"], out, "--yes")
     v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
     assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
@@ -396,3 +401,28 @@ def test_killed_restore_with_partition_moving_down_rerun_completes(fragmented: d
                                 tmp_path / "p4.img")
     check_ntfs(rec)
     assert mtd.file_hashes_ntfs(rec) == fragmented["rec"]
+
+
+def test_gpt_tail_layout_moves_partitions_after_by_whole_mib() -> None:
+    """The layout arithmetic: the NTFS partition with the most free space shrinks; the ones after it move down
+    together by whole MiB (at least one), gaps kept; a last NTFS partition with nothing after it just ends at the
+    new last usable LBA."""
+    from rescuekit.imaging.layout import gpt_tail_layout
+
+    def part(n: int, start_mib: int, size_mib: int, fs: str, used_mib: int = 0) -> dict:
+        return {"number": n, "start": start_mib * MiB, "size": size_mib * MiB, "fs": fs, "used_bytes": used_mib * MiB}
+
+    doc = {"partitions": [part(1, 1, 100, "fat32"), part(2, 101, 16, None), part(3, 117, 800, "ntfs", 200),
+                          part(4, 918, 500, "ntfs", 400), part(5, 1420, 10, "fat32")]}  # 1 MiB gap before 4
+    last_usable = 1000 * 2048 - 1  # a 1000 MiB disk (its backup GPT ignored here)
+    shrunk, end, moved = gpt_tail_layout(doc, last_usable, 512)
+    assert shrunk["number"] == 3  # most free space, not the largest used or the last
+    delta = (1430 - 1000) * MiB
+    assert moved == [(4, 918 * MiB, 918 * MiB - delta, 500 * MiB), (5, 1420 * MiB, 1420 * MiB - delta, 10 * MiB)]
+    assert end == (918 * MiB - delta) // 512 - 2048 - 1  # the 1 MiB gap before partition 4 stays
+    # only a few sectors short: the tail still moves a whole MiB
+    _s, end, moved = gpt_tail_layout(doc, 1430 * 2048 - 34, 512)
+    assert [m[2] for m in moved] == [917 * MiB, 1419 * MiB] and end == 916 * 2048 - 1
+    # NTFS last: nothing moves, it ends at the new last usable LBA
+    shrunk, end, moved = gpt_tail_layout({"partitions": doc["partitions"][:3]}, 700 * 2048 - 1, 512)
+    assert shrunk["number"] == 3 and end == 700 * 2048 - 1 and moved == []
