@@ -319,7 +319,8 @@ def test_gpt_disk_with_recovery_partition_after_40_percent_smaller(fragmented: d
     line = one_line_error(rk("restore", fragmented["repo"], tiny, "--yes", check=False))
     assert "partition 3 would have to shrink to" in line and "needs at least" in line and "nothing was written" in line
     assert open(tiny, "rb").read() == bytes(40 * MiB)
-    rk("restore", fragmented["repo"], out, "--yes")
+    res = rk_json("restore", fragmented["repo"], out, "--yes")
+    assert [m["number"] for m in res["moved_partitions"]] == [4] and res["verified"]
     v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
     assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
     src, got = _gpt_entries(disk), _gpt_entries(out)

@@ -1,9 +1,9 @@
 """Restore onto a smaller target: the shrunk layout, computed from the image before anything is written.
 
 The NTFS volume is shrunk by ``rescuekit.disk.ntfs_resize`` (clusters past the new end moved): one NTFS volume (``restore --partition N``, or a volume image) onto a smaller partition or file; a whole GPT disk
-whose last partition is that NTFS volume (partitions before it keep their place, it shrinks to the new last usable
-LBA, the backup GPT goes to the new end); a whole GPT disk with partitions after the NTFS volume (they move down,
-``gpt_tail_layout``). Not implemented (refused with the sizes): MBR disks.
+(the NTFS partition with the most free space shrinks: partitions before it keep their place, the ones after it
+move down, ``gpt_tail_layout``; the backup GPT goes to the new end). Not implemented (refused with the sizes): MBR
+disks.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def plan_shrink(doc: dict, index, reader, partition: int | None, lo: int, hi: in
     number = end_lba = None
     moved: list[tuple[int, int, int, int]] = []
     if partition is None and doc["table"]["kind"] != "none":
-        # Whole GPT disk: the last partition shrinks to end at the new last usable LBA.
+        # Whole GPT disk: an NTFS partition shrinks, the partitions after it move down before the new end.
         if doc["table"]["kind"] != "gpt":
             raise RescueError(f"{too_small}; shrinking an MBR disk is not implemented (restore its partitions one by "
                               "one with --partition into a smaller layout); nothing was written")

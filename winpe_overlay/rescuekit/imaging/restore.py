@@ -441,7 +441,9 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
             pass
     return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
             "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3),
-            "shrunk_to": shrink.shrink.new_size if shrink else None}
+            "shrunk_to": shrink.shrink.new_size if shrink else None,
+            "moved_partitions": [{"number": n, "from": old, "to": new, "size": size}
+                                 for n, old, new, size in (shrink.moved_parts if shrink else [])]}
 
 
 def _one_line(exc: BaseException) -> str:
