@@ -427,3 +427,23 @@ def test_gpt_tail_layout_moves_partitions_after_by_whole_mib() -> None:
     # NTFS last: nothing moves, it ends at the new last usable LBA
     shrunk, end, moved = gpt_tail_layout({"partitions": doc["partitions"][:3]}, 700 * 2048 - 1, 512)
     assert shrunk["number"] == 3 and end == 700 * 2048 - 1 and moved == []
+
+
+def test_allocator_prefers_a_whole_fit() -> None:
+    """Moved runs get one free extent that holds them when there is one (the smallest size class), else the largest
+    extents first; a contiguous request ($MFTMirr) never splits; running out is a RescueError."""
+    from rescuekit.disk.ntfs_resize import _Allocator
+    from rescuekit.errors import RescueError
+
+    a = _Allocator([(10, 3), (20, 100), (200, 9), (300, 40)])
+    assert a.take(8) == [(200, 8)]  # 9 holds it: not the 3 below it, not the 100
+    assert a.take(30) == [(300, 30)]  # the 40, not the 100
+    assert a.take(100) == [(20, 100)]
+    assert a.take(12) == [(330, 10), (10, 2)]  # nothing holds 12: the largest (10 at 330) first
+    assert a.take(2) == [(12, 1), (208, 1)]
+    with pytest.raises(RescueError):
+        a.take(1)
+    b = _Allocator([(0, 2), (5, 2)])
+    with pytest.raises(RescueError, match="contiguous"):
+        b.take(3, contiguous=True)
+    assert b.take(3) == [(0, 2), (5, 1)]

@@ -14,6 +14,7 @@ journal is not clean (``rescuekit.disk.winstate``). ``check`` re-reads the writt
 """
 from __future__ import annotations
 
+import heapq
 import struct
 from dataclasses import dataclass, field
 
@@ -77,35 +78,56 @@ def encode_runs(runs: list[tuple[int | None, int]]) -> bytes:
 
 
 class _Allocator:
-    """Free clusters below the new end, handed out lowest first."""
+    """Free clusters below the new end. A run is given one free extent that holds it whole when there is one (of
+    the smallest size class that does, lowest first), else the largest ones, as ntfsresize's alloc_cluster prefers
+    a whole fit: moved runs stay contiguous, so run lists grow as little as possible. Extents are kept in buckets
+    by bit length (heaps of extent indices, i.e. by address; stale entries skipped)."""
 
     def __init__(self, free: list[tuple[int, int]]) -> None:
         self.free = [list(f) for f in free]
-        self.i = 0
+        self.buckets: list[list[int]] = [[] for _ in range(64)]
+        for i, (_lcn, n) in enumerate(self.free):
+            self.buckets[n.bit_length()].append(i)  # ascending indices: already heaps
+
+    def _top(self, b: int) -> int | None:
+        h = self.buckets[b]
+        while h and self.free[h[0]][1].bit_length() != b:
+            heapq.heappop(h)
+        return h[0] if h else None
+
+    def _pick(self, n: int, contiguous: bool) -> int:
+        b0 = n.bit_length()
+        i = self._top(b0)
+        if i is not None and self.free[i][1] >= n:
+            return i
+        for b in range(b0 + 1, 64):  # the smallest size class that surely holds n
+            i = self._top(b)
+            if i is not None:
+                return i
+        fits = [i for i in self.buckets[b0] if self.free[i][1] >= n and self.free[i][1].bit_length() == b0]
+        if fits:
+            return min(fits)
+        if contiguous:
+            raise RescueError(f"no {n} contiguous free clusters below the new end")
+        for b in range(b0, 0, -1):  # no extent holds it: the largest first
+            i = self._top(b)
+            if i is not None:
+                return i
+        raise RescueError("not enough free clusters below the new end")
 
     def take(self, n: int, contiguous: bool = False) -> list[tuple[int, int]]:
-        if contiguous:  # one free extent that holds all n ($MFTMirr must stay one run)
-            for f in self.free[self.i:]:
-                if f[1] >= n:
-                    f[0] += n
-                    f[1] -= n
-                    return [(f[0] - n, n)]
-            raise RescueError(f"no {n} contiguous free clusters below the new end")
+        """``n`` clusters as [(lcn, count)]; one extent only when ``contiguous`` ($MFTMirr stays one run)."""
         out = []
         while n:
-            if self.i >= len(self.free):
-                raise RescueError("not enough free clusters below the new end")
-            f = self.free[self.i]
-            if not f[1]:  # used up by a contiguous take
-                self.i += 1
-                continue
+            i = self._pick(n, contiguous)
+            f = self.free[i]
             k = min(n, f[1])
             out.append((f[0], k))
             f[0] += k
             f[1] -= k
             n -= k
-            if not f[1]:
-                self.i += 1
+            if f[1]:
+                heapq.heappush(self.buckets[f[1].bit_length()], i)
         return out
 
 
