@@ -305,8 +305,14 @@ def test_fragmented_volume_40_percent_smaller(fragmented: dict, tmp_path: Path) 
 
 def test_gpt_disk_with_recovery_partition_after_40_percent_smaller(fragmented: dict, tmp_path: Path) -> None:
     """ESP, MSR, NTFS, recovery: NTFS shrinks, the recovery partition moves down (same size, type, GUIDs, name,
-    attributes), the backup GPT at the new end; every partition checked."""
+    attributes), the backup GPT at the new end; every partition checked. The first attempt is killed after the body
+    (clusters moved, the recovery partition written at its new place): its journal is reported, the rerun below
+    completes."""
+    import shutil
+
     disk = fragmented["disk"]
+    repo = tmp_path / "repo"
+    shutil.copytree(fragmented["repo"], repo)
     size = DISK * 6 // 10 // MiB * MiB
     out = tmp_path / "small.img"
     _sized(out, size)
@@ -319,8 +325,12 @@ def test_gpt_disk_with_recovery_partition_after_40_percent_smaller(fragmented: d
     line = one_line_error(rk("restore", fragmented["repo"], tiny, "--yes", check=False))
     assert "partition 3 would have to shrink to" in line and "needs at least" in line and "nothing was written" in line
     assert open(tiny, "rb").read() == bytes(40 * MiB)
-    res = rk_json("restore", fragmented["repo"], out, "--yes")
+    res = rk("restore", repo, out, "--yes", check=False, env={"RESCUEKIT_TEST_CRASH_AFTER": "restore-body-written"})
+    assert res.returncode == 137
+    assert "did not finish" in rk("images", repo).stderr
+    res = rk_json("restore", repo, out, "--yes")
     assert [m["number"] for m in res["moved_partitions"]] == [4] and res["verified"]
+    assert rk_json("images", repo)["unfinished_restores"] == []
     v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
     assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
     src, got = _gpt_entries(disk), _gpt_entries(out)
@@ -375,33 +385,6 @@ def _gpt_entries(disk: Path) -> list[dict]:
                         "first": first, "last": last, "attrs": attrs,
                         "name": e[56:128].decode("utf-16-le").rstrip("\0")})
     return out
-
-
-def test_killed_restore_with_partition_moving_down_rerun_completes(fragmented: dict, tmp_path: Path) -> None:
-    """Killed after the body (clusters moved, the recovery partition written at its new place): the journal is
-    reported; a rerun completes and checks clean."""
-    import shutil
-
-    repo = tmp_path / "repo"
-    shutil.copytree(fragmented["repo"], repo)
-    out = tmp_path / "k.img"
-    _sized(out, DISK * 6 // 10 // MiB * MiB)
-    res = rk("restore", repo, out, "--yes", check=False, env={"RESCUEKIT_TEST_CRASH_AFTER": "restore-body-written"})
-    assert res.returncode == 137
-    assert "did not finish" in rk("images", repo).stderr
-    rk("restore", repo, out, "--yes")
-    assert rk_json("images", repo)["unfinished_restores"] == []
-    v = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
-    assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
-    got = _gpt_entries(out)
-    vol = mtd.extract_partition(out, got[2]["first"] * 512, (got[2]["last"] - got[2]["first"] + 1) * 512,
-                                tmp_path / "p3.img")
-    check_ntfs(vol)
-    assert mtd.file_hashes_ntfs(vol) == fragmented["hashes"]
-    rec = mtd.extract_partition(out, got[3]["first"] * 512, (got[3]["last"] - got[3]["first"] + 1) * 512,
-                                tmp_path / "p4.img")
-    check_ntfs(rec)
-    assert mtd.file_hashes_ntfs(rec) == fragmented["rec"]
 
 
 def test_gpt_tail_layout_moves_partitions_after_by_whole_mib() -> None:
