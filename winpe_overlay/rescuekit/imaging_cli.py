@@ -171,7 +171,9 @@ def restore(repo: str, target: str, image: str, partition: int | None, verify: b
     else:
         click.echo(f"restored image {res['image']} ({res['name']}) onto {target}: {human(res['bytes_written'])} "
                    f"in {res['seconds']:.1f} s" + (", verified" if verify else "")
-                   + (f"; {res['shrunk_fs']} shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else ""))
+                   + (f"; {res['shrunk_fs']} shrunk to {human(res['shrunk_to'])}" if res.get("shrunk_to") else "")
+                   + "".join(f"; partition {m['number']} moved down {human(m['from'] - m['to'])}"
+                             for m in res.get("moved_partitions", [])))
 
 
 @click.command()

@@ -247,11 +247,17 @@ def attribute_records(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int
                       name: str = "") -> list[tuple[bytes, int]]:
     """The records and offsets of attribute (``atype``, ``name``) of file ``number``, in VCN order, following
     an $ATTRIBUTE_LIST into extension records when the base record has one; [] when absent."""
+    return [(rec, apos) for _num, rec, apos in attribute_extents(dev, offset, boot, number, atype, name)]
+
+
+def attribute_extents(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int, atype: int,
+                      name: str = "") -> list[tuple[int, bytes, int]]:
+    """``attribute_records`` with the MFT record number holding each extent: (record number, record, offset)."""
     rec = read_mft_record_any(dev, offset, boot, number)
     alist = _find_unnamed(rec, AT_ATTRIBUTE_LIST)
     if alist is None:
         apos = _find_attr(rec, atype, name)
-        return [] if apos is None else [(bytes(rec), apos)]
+        return [] if apos is None else [(number, bytes(rec), apos)]
     value = _attr_value(dev, offset, boot, rec, alist)
     refs: list[tuple[int, int]] = []
     pos = 0
@@ -271,7 +277,7 @@ def attribute_records(dev: BlockDevice, offset: int, boot: NtfsBoot, number: int
         if apos is None:
             raise RescueError(f"NTFS attribute list of record {number} on {dev.path} at {offset} points to "
                               f"record {num} without the attribute 0x{atype:X} extent")
-        out.append((bytes(r), apos))
+        out.append((num, bytes(r), apos))
     return out
 
 

@@ -3,16 +3,18 @@
 Everything is computed from a read-only source (the image, through ``ImageView``) before anything is written:
 ``plan`` returns the cluster moves (old LCN -> free LCN below the new end) and a list of (byte offset relative to
 the partition, bytes) to write after the volume's clusters: MFT records whose run lists point past the end
-(rewritten, also in $MFTMirr for records 0-3), the boot sector with the new total sector count ($MFTMirr's LCN)
-and its backup in the new last sector, $Bitmap's record and changed bitmap bytes, $BadClus's record.
+(rewritten where the record is after the move: $MFT's own clusters move too, its records with them; records 0-3
+also in $MFTMirr), the boot sector with the new total sector count ($MFTMirr's LCN) and its backup in the new
+last sector, $Bitmap's record and changed bitmap bytes, $BadClus's record.
 
 Refused (RescueError naming the size needed or the reason): a size below the used clusters + slack or below the
-end of $MFT/$Bitmap/$Boot (not moved), bad clusters recorded in $BadClus, $Bitmap/$BadClus split over extension
-records, a record without room for a longer run list, a hibernated volume or one whose journal is not clean
-(``rescuekit.disk.winstate``). ``check`` re-reads the written volume.
+end of $Bitmap/$Boot or of $MFT's first 16 records (not moved), bad clusters recorded in $BadClus, $Bitmap/$BadClus
+split over extension records, a record without room for a longer run list, a hibernated volume or one whose
+journal is not clean (``rescuekit.disk.winstate``). ``check`` re-reads the written volume.
 """
 from __future__ import annotations
 
+import heapq
 import struct
 from dataclasses import dataclass, field
 
@@ -20,10 +22,12 @@ from rescuekit.disk import ntfs, winstate
 from rescuekit.disk.device import BlockDevice
 from rescuekit.errors import RescueError
 
-FILE_BADCLUS = 8
-# Files whose clusters are not moved: $MFT (its records would move), $Bitmap (rewritten here), $Boot, $BadClus.
-UNMOVABLE = {0, 6, 7, 8}
+FILE_MFT, FILE_MFTMIRR, FILE_BADCLUS = 0, 1, 8
+# Files whose clusters are not moved: $Bitmap (rewritten here), $Boot, $BadClus. $MFT's clusters move (its
+# records with them), except the first 16 records the boot sector points at.
+UNMOVABLE = {6, 7, 8}
 MIRRORED = 4  # records in $MFTMirr
+FIRST_RECORDS = 16  # $MFT's records that must stay contiguous at the boot sector's mft_lcn
 
 
 @dataclass
@@ -74,30 +78,64 @@ def encode_runs(runs: list[tuple[int | None, int]]) -> bytes:
 
 
 class _Allocator:
-    """Free clusters below the new end, handed out lowest first."""
+    """Free clusters below the new end. A run is given one free extent that holds it whole when there is one (of
+    the smallest size class that does, lowest first), else the largest ones, as ntfsresize's alloc_cluster prefers
+    a whole fit: moved runs stay contiguous, so run lists grow as little as possible. Extents are kept in buckets
+    by bit length (heaps of extent indices, i.e. by address; stale entries skipped)."""
 
     def __init__(self, free: list[tuple[int, int]]) -> None:
         self.free = [list(f) for f in free]
-        self.i = 0
+        self.buckets: list[list[int]] = [[] for _ in range(64)]
+        for i, (_lcn, n) in enumerate(self.free):
+            self.buckets[n.bit_length()].append(i)  # ascending indices: already heaps
 
-    def take(self, n: int) -> list[tuple[int, int]]:
+    def _top(self, b: int) -> int | None:
+        h = self.buckets[b]
+        while h and self.free[h[0]][1].bit_length() != b:
+            heapq.heappop(h)
+        return h[0] if h else None
+
+    def _pick(self, n: int, contiguous: bool) -> int:
+        b0 = n.bit_length()
+        i = self._top(b0)
+        if i is not None and self.free[i][1] >= n:
+            return i
+        for b in range(b0 + 1, 64):  # the smallest size class that surely holds n
+            i = self._top(b)
+            if i is not None:
+                return i
+        fits = [i for i in self.buckets[b0] if self.free[i][1] >= n and self.free[i][1].bit_length() == b0]
+        if fits:
+            return min(fits)
+        if contiguous:
+            raise RescueError(f"no {n} contiguous free clusters below the new end")
+        for b in range(b0, 0, -1):  # no extent holds it: the largest first
+            i = self._top(b)
+            if i is not None:
+                return i
+        raise RescueError("not enough free clusters below the new end")
+
+    def take(self, n: int, contiguous: bool = False) -> list[tuple[int, int]]:
+        """``n`` clusters as [(lcn, count)]; one extent only when ``contiguous`` ($MFTMirr stays one run)."""
         out = []
         while n:
-            if self.i >= len(self.free):
-                raise RescueError("not enough free clusters below the new end")
-            f = self.free[self.i]
+            i = self._pick(n, contiguous)
+            f = self.free[i]
             k = min(n, f[1])
             out.append((f[0], k))
             f[0] += k
             f[1] -= k
             n -= k
-            if not f[1]:
-                self.i += 1
+            if f[1]:
+                heapq.heappush(self.buckets[f[1].bit_length()], i)
         return out
 
 
 def _remap(runs: list[tuple[int | None, int]], nr: int, alloc: _Allocator,
-           moves: list[tuple[int, int, int]]) -> list[tuple[int | None, int]]:
+           moves: list[tuple[int, int, int]], contiguous: bool = False) -> list[tuple[int | None, int]]:
+    """``runs`` with every cluster at or past ``nr`` given a free cluster below it (VCNs unchanged, so the
+    compression units of a compressed attribute stay where they are: only their clusters' LCNs change, as in
+    ntfsresize's relocate_run); the moves appended to ``moves``."""
     out: list[tuple[int | None, int]] = []
     for lcn, n in runs:
         parts: list[tuple[int | None, int]]
@@ -107,7 +145,7 @@ def _remap(runs: list[tuple[int | None, int]], nr: int, alloc: _Allocator,
             keep = max(0, nr - lcn)
             parts = [(lcn, keep)] if keep else []
             old = lcn + keep
-            for new, k in alloc.take(n - keep):
+            for new, k in alloc.take(n - keep, contiguous):
                 moves.append((old, new, k))
                 parts.append((new, k))
                 old += k
@@ -156,10 +194,22 @@ def _relocate(dev: BlockDevice, offset: int, boot: ntfs.NtfsBoot, nr: int, used_
     free = [(a, n) for a, n in free if n > 0 and a < nr]
     alloc = _Allocator(free)
     mirrored: dict[int, bytes] = {}  # changed records 0-3, fixups undone
-    mft = ntfs.read_mft_record(dev, offset, boot, 0)
-    mft_ext = ntfs.attribute_records(dev, offset, boot, 0, ntfs.AT_DATA)
-    mft_runs, mft_size = ntfs.extents_runs(mft_ext, f"$MFT of the {where}")
-    del mft
+    # $MFT's own run list first: its records are read from their old places (the image), but rewritten records
+    # are written where they are after the move. Its extents may sit in extension records (an attribute list).
+    mft_ext = ntfs.attribute_extents(dev, offset, boot, FILE_MFT, ntfs.AT_DATA)
+    mft_runs, mft_size = ntfs.extents_runs([(r, p) for _n, r, p in mft_ext], f"$MFT of the {where}")
+    first = -(-FIRST_RECORDS * rs // cs)
+    if boot.mft_lcn + first > nr:
+        raise RescueError(f"the {where} has $MFT's first {FIRST_RECORDS} records past the new end (moving them is "
+                          f"not implemented): it needs at least {(boot.mft_lcn + first) * cs + boot.bytes_per_sector} "
+                          "bytes")
+    planned: dict[tuple[int, int], list[tuple[int | None, int]]] = {}  # (record, attribute offset) -> new runs
+    new_mft_runs: list[tuple[int | None, int]] = []
+    for number, erec, epos in mft_ext:
+        runs = ntfs._mapping_pairs(erec, epos)
+        new = _remap(runs, nr, alloc, sh.moves) if any(lcn is not None and lcn + n > nr for lcn, n in runs) else runs
+        planned[(number, epos)] = new
+        new_mft_runs += new
     for number in range(mft_size // rs):
         rpos = number * rs
         raw = ntfs.read_stream(dev, offset, mft_runs, cs, rpos, rs)
@@ -183,7 +233,10 @@ def _relocate(dev: BlockDevice, offset: int, boot: ntfs.NtfsBoot, nr: int, used_
             raise RescueError(f"the {where} has clusters of a metadata file (MFT record {number}) past the new "
                               "end: moving them is not implemented")
         for apos, runs, atype in sorted(todo, reverse=True):  # later attributes first: earlier offsets stay
-            new = _remap(runs, nr, alloc, sh.moves)
+            new = planned.get((number, apos))
+            if new is None:  # $MFTMirr stays one run (the boot sector names only its first cluster)
+                contiguous = number == FILE_MFTMIRR and atype == ntfs.AT_DATA
+                new = _remap(runs, nr, alloc, sh.moves, contiguous)
             if not _rewrite_runs(rec, apos, encode_runs(new)):
                 raise RescueError(f"MFT record {number} of the {where} has no room for its moved attribute "
                                   f"0x{atype:X}'s longer run list: not shrunk")
@@ -191,7 +244,7 @@ def _relocate(dev: BlockDevice, offset: int, boot: ntfs.NtfsBoot, nr: int, used_
             mirrored[number] = bytes(rec)
         protect_fixups(rec)
         vcn, within = divmod(rpos, cs)
-        for lcn, n in mft_runs:  # the record's place on the volume ($MFT itself is not moved)
+        for lcn, n in new_mft_runs:  # the record's place on the volume after the move
             if vcn < n:
                 sh.writes.append(((lcn + vcn) * cs + within, bytes(rec)))
                 break
@@ -251,6 +304,7 @@ def plan(dev: BlockDevice, offset: int, size: int, new_size: int) -> Shrink:
             if rec[apos + 8]:
                 end = max((lcn + n for lcn, n in ntfs._mapping_pairs(rec, apos) if lcn is not None), default=0)
                 least = max(least, end * cs + bps)
+    least = max(least, (boot.mft_lcn + -(-FIRST_RECORDS * boot.mft_record_size // cs)) * cs + bps)
     if new_size < min(need, least):
         raise RescueError(f"the {where} needs at least {min(need, least)} bytes ({used} used clusters of {cs} "
                           "bytes)")

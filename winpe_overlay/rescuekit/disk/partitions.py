@@ -431,18 +431,23 @@ def _protective_mbr(mbr: bytes, last_lba: int) -> bytes | None:
     return bytes(out)
 
 
-def _with_ends(hdr: _GptHeader, entries: bytes, ends: dict[int, int]) -> tuple[_GptHeader, bytes]:
-    """Entries with partition ``number``'s last LBA set to ``ends[number]``, and the header's entries CRC."""
+def _with_ends(hdr: _GptHeader, entries: bytes, ends: dict[int, int],
+               starts: dict[int, int] | None = None) -> tuple[_GptHeader, bytes]:
+    """Entries with partition ``number``'s last LBA set to ``ends[number]`` (and first LBA to ``starts[number]``),
+    and the header's entries CRC."""
     out = bytearray(entries)
     for number, last in ends.items():
         struct.pack_into("<Q", out, (number - 1) * hdr.entry_size + 40, last)
+    for number, first in (starts or {}).items():
+        struct.pack_into("<Q", out, (number - 1) * hdr.entry_size + 32, first)
     crc = zlib.crc32(bytes(out[:hdr.entries_bytes()]))
     raw = bytearray(hdr.raw)
     struct.pack_into("<I", raw, 88, crc)
     return replace(hdr, raw=bytes(raw), entries_crc=crc), bytes(out)
 
 
-def gpt_rebuild(src: BlockDevice, new_size: int, ends: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
+def gpt_rebuild(src: BlockDevice, new_size: int, ends: dict[int, int] | None = None,
+                starts: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
     """The writes that give a disk of ``new_size`` bytes holding ``src``'s GPT layout a valid GPT.
 
     ``src`` is the disk as captured (e.g. an image in the repository): the valid copy (primary, else the
@@ -450,13 +455,13 @@ def gpt_rebuild(src: BlockDevice, new_size: int, ends: dict[int, int] | None = N
     backup entries + header at the end of the new size (last usable LBA moved), stale backup headers left in
     the middle are zeroed, and a protective MBR is resized (or written when it was destroyed). Computed before
     anything is written: RescueError when there is no valid copy or the partitions do not fit. ``ends``: new
-    last LBA per partition number (partitions shrunk by the restore).
+    last LBA per partition number (partitions shrunk by the restore, or moved with ``starts``: new first LBAs).
     """
     ss = _find_gpt_sector_size(src) or src.sector_size
     c = _gpt_copies(src, ss)
     use, entries = c.valid
     if ends:  # shrunk partitions (a restore onto a smaller disk): their new last LBAs
-        use, entries = _with_ends(use, entries, ends)
+        use, entries = _with_ends(use, entries, ends, starts)
     last_lba = new_size // ss - 1
     esec = use.entries_sectors(ss)
     back_entries_lba = last_lba - esec

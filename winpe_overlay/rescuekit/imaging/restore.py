@@ -27,7 +27,7 @@ from rescuekit.disk.partitions import backup_gpt_at_end, gpt_rebuild, read_table
 from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.capture import workers
 from rescuekit.imaging.imageview import ImageView
-from rescuekit.imaging.layout import plan_shrink
+from rescuekit.imaging.layout import moved_boot_sector_writes, plan_shrink
 from rescuekit.imaging.safety import holds, system_holder
 from rescuekit.imaging.units import human
 from rescuekit.progress import byte_progress
@@ -278,12 +278,12 @@ def _check_chunks(doc: dict, index, root: Path) -> None:
 
 
 def _plan_gpt(doc: dict, index, reader: PackReader, size: int, target: str,
-              ends: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
+              ends: dict[int, int] | None = None, starts: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
     """The GPT writes for a whole-disk restore onto ``size`` bytes, from the image's own table: the valid copy
     (a capture accepts a damaged primary) rebuilt into both headers, the backup at the target's end (``ends``:
     partitions shrunk by the restore)."""
     try:
-        return gpt_rebuild(ImageView(doc, index, reader), size, ends)
+        return gpt_rebuild(ImageView(doc, index, reader), size, ends, starts)
     except RescueError as exc:
         raise RescueError(f"cannot lay out image {doc['id'][:12]}'s GPT on {target}: {exc}; nothing was written"
                           ) from None
@@ -366,8 +366,13 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
             needed = shrink.new_size
         hi = shrink.lo + shrink.identity  # image bytes written where they are
         gpt_writes = [(vol_at + off, data) for off, data in shrink.writes]
-        if shrink.table == "gpt":
-            gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends={shrink.number: shrink.end_lba})
+        if shrink.table == "gpt":  # (partitions after the shrunk one move down: new first and last LBAs)
+            ss = doc["table"]["sector_size"] or 512
+            ends = {shrink.number: shrink.end_lba} | {n: (new + size) // ss - 1 for n, _o, new, size in
+                                                       shrink.moved_parts}
+            gpt_writes += _plan_gpt(doc, index, reader, needed, target, ends=ends,
+                                    starts={n: new // ss for n, _o, new, _s in shrink.moved_parts})
+            gpt_writes += moved_boot_sector_writes(doc, index, reader, shrink.moved_parts, ss)
         gpt_writes += shrink.table_writes  # MBR: the entries cut to the new end
     elif partition is None and doc["table"]["kind"] == "gpt":
         gpt_writes = _plan_gpt(doc, index, reader, seen[0] if seen else needed, target)
@@ -375,6 +380,9 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
         raise RescueError("restore cancelled; nothing was written")
     fresh = not exists
     pieces = _pieces(doc, lo, hi, base)
+    if shrink is not None:  # partitions after the shrunk one: each written at its new (lower) offset
+        for _n, old, new, size in shrink.moved_parts:
+            pieces += _pieces(doc, old, old + size, new)
     moves = shrink.byte_moves() if shrink is not None else []
     if moves:  # data past the new end (NTFS) or renumbered (FAT), written where it moves to
         dest = sorted((vol_at + new, n) for _old, n, new in moves)
@@ -432,7 +440,9 @@ def _restore(repo: Repository, doc: dict, target: str, partition: int | None, lo
     return {"image": doc["id"], "name": doc.get("name"), "target": target, "partition": partition,
             "bytes_written": total, "verified": verify, "seconds": round(time.monotonic() - t0, 3),
             "shrunk_to": shrink.new_size if shrink and shrink.shrink else None,
-            "shrunk_fs": shrink.fs_kind if shrink else None}
+            "shrunk_fs": shrink.fs_kind if shrink else None,
+            "moved_partitions": [{"number": n, "from": old, "to": new, "size": size}
+                                 for n, old, new, size in (shrink.moved_parts if shrink else [])]}
 
 
 def _one_line(exc: BaseException) -> str:
