@@ -131,6 +131,49 @@ def test_one_file_reads_only_its_chunks(vols: dict, tmp_path: Path) -> None:
     assert sha_file(tmp_path / "ten.bin") == vols["ntfs_files"]["Big/ten.bin"][0]
 
 
+def test_readahead_stays_inside_the_file(vols: dict) -> None:
+    """The read-ahead worker fetches the chunks under the file's runs and no others: after one piece it has
+    fetched at most its window ahead; a whole read fetches each chunk under the runs exactly once."""
+    from files_helpers import sha
+    from rescuekit.disk import ntfs
+    from rescuekit.files.source import open_source
+    from rescuekit.files.tree import stream_extents
+
+    with open_source(str(vols["repo"]), partition=2) as src:
+        view, tree = src.view, src.tree()
+        view.AHEAD_BYTES = 1 * MiB
+        node = tree.lookup("Big/ten.bin")
+        st = ntfs.data_stream(tree.vol, node.ref)
+        ext = [(src.choice.start + a, n) for a, n in stream_extents(st, tree.vol.boot.cluster_size)]
+        assert sum(n for _a, n in ext) == 10 * MiB
+        under = {i for i, (off, m, cid) in enumerate(view._chunks) for a, n in ext
+                 if cid is not None and off < a + n and a < off + m}
+        chunk = vols["image"].get("chunk_size", 256 << 10)
+        assert 10 * MiB // chunk <= len(under) <= 10 * MiB // chunk + 2
+        def settled() -> int:  # the worker has filled its window or finished its plan: what it fetched
+            p = view._plan
+            with view._cv:
+                assert view._cv.wait_for(lambda: p.blocked or p.done, timeout=120)
+                return p.fetched
+
+        before = view.chunks_read
+        pieces = tree.read(node)
+        assert len(next(pieces)) == MiB
+        ahead = settled()
+        pieces.close()  # the plan ends: the worker stops and its fetches are counted
+        assert view.chunks_read - before == ahead
+        assert MiB // chunk <= ahead <= 2 * (MiB // chunk) + 3, ahead
+        before, got = view.chunks_read, []
+        pieces = tree.read(node)
+        while sum(map(len, got)) < node.size:
+            got.append(bytes(next(pieces)))
+        assert settled() == len(under)  # all of the file, nothing past its end
+        assert next(pieces, None) is None
+        assert view.chunks_read - before == len(under)
+        data = b"".join(got)
+        assert sha(data) == vols["ntfs_files"]["Big/ten.bin"][0]
+
+
 def test_find(vols: dict) -> None:
     hits = rk_json("find", vols["repo"], "--partition", "2", "*THESIS*")["matches"]
     assert [h["path"] for h in hits] == ["/Users/Ana/Documents/" + "/".join(f"level{i:02d}" for i in range(14))

@@ -45,10 +45,9 @@ def files_cmd(source: str, path: str, image: str | None, partition: int | None, 
               as_json: bool) -> None:
     """List a folder (default: the root) of a volume inside SOURCE, straight from the image."""
     from rescuekit.files.source import open_source
-    from rescuekit.files.tree import open_tree
 
     with open_source(source, image=image, partition=partition) as src:
-        tree = open_tree(src.device, src.fs)
+        tree = src.tree()
         node = tree.lookup(path)
         if not node.is_dir:
             items = [node]
@@ -80,7 +79,6 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
     from rescuekit.errors import RescueError, UsageError
     from rescuekit.files.extract import Extractor
     from rescuekit.files.source import open_source
-    from rescuekit.files.tree import open_tree
 
     if len(paths) < 2:
         raise UsageError("extract needs at least one PATH and a DEST folder")
@@ -90,7 +88,7 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
     if not os.path.isdir(dest):
         raise UsageError(f"destination folder {dest} does not exist")
     with open_source(source, image=image, partition=partition) as src:
-        tree = open_tree(src.device, src.fs)
+        tree = src.tree()
         nodes = [tree.lookup(p) for p in wanted]  # every PATH checked before anything is written
         ex = Extractor(tree, dest, streams=not no_streams)
         for node in nodes:
@@ -122,10 +120,9 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
 def find_cmd(source: str, pattern: str, image: str | None, partition: int | None, as_json: bool) -> None:
     """Search the names of a volume inside SOURCE for the glob PATTERN (e.g. '*thesis*.docx'; case-insensitive)."""
     from rescuekit.files.source import open_source
-    from rescuekit.files.tree import open_tree
 
     with open_source(source, image=image, partition=partition) as src:
-        tree = open_tree(src.device, src.fs)
+        tree = src.tree()
         hits = list(tree.find(pattern))
         if as_json:
             click.echo(json.dumps({"source": src.where, "partition": src.choice.number, "pattern": pattern,

@@ -59,8 +59,28 @@ def _join(parent: str, name: str) -> str:
     return f"{parent.rstrip('/')}/{name}"
 
 
+def stream_extents(st: ntfs.NtfsStream, cs: int) -> list[tuple[int, int]]:
+    """The volume byte ranges ``ntfs.iter_stream`` reads for ``st``, in order: the allocated runs, up to the
+    initialized size (compressed: the real clusters of the units up to the size). Holes read nothing."""
+    if st.resident is not None:
+        return []
+    limit = -(-st.size // (st.unit * cs)) * st.unit * cs if st.unit else min(st.size, st.initialized)
+    out, vcn = [], 0
+    for lcn, length in st.runs:
+        a, b = vcn * cs, min((vcn + length) * cs, limit)
+        if lcn is not None and a < b:
+            out.append((lcn * cs, b - a))
+        vcn += length
+        if b >= limit:
+            break
+    return out
+
+
 class Tree:
     kind = "?"
+    # Set by the source: called with the volume byte ranges a read is about to go through, in order; returns a
+    # context manager during which those (and only those) may be fetched ahead (a repository image's chunks).
+    readahead = None
 
     def root(self) -> Node:
         raise NotImplementedError
@@ -187,7 +207,11 @@ class NtfsTree(Tree):
         st = ntfs.data_stream(self.vol, node.ref, stream)
         if st is None:
             return
-        yield from ntfs.iter_stream(self.vol, st, where)
+        if self.readahead is None:
+            yield from ntfs.iter_stream(self.vol, st, where)
+            return
+        with self.readahead(stream_extents(st, self.vol.boot.cluster_size)):
+            yield from ntfs.iter_stream(self.vol, st, where)
 
 
 class _BootTree(Tree):
@@ -274,11 +298,15 @@ class ExfatTree(_BootTree):
                 pos += take
 
 
-def open_tree(dev: BlockDevice, kind: str) -> Tree:
+def open_tree(dev: BlockDevice, kind: str, readahead=None) -> Tree:
+    """The tree of the ``kind`` volume spanning ``dev`` (``readahead``: see ``Tree.readahead``)."""
     if kind == "ntfs":
-        return NtfsTree(dev)
-    if kind in ("fat12", "fat16", "fat32"):
-        return FatTree(dev)
-    if kind == "exfat":
-        return ExfatTree(dev)
-    raise RescueError(f"{dev.path}: cannot browse a {kind} volume")
+        tree: Tree = NtfsTree(dev)
+    elif kind in ("fat12", "fat16", "fat32"):
+        tree = FatTree(dev)
+    elif kind == "exfat":
+        tree = ExfatTree(dev)
+    else:
+        raise RescueError(f"{dev.path}: cannot browse a {kind} volume")
+    tree.readahead = readahead
+    return tree
