@@ -70,14 +70,40 @@ def test_list_ntfs_volume(vols: dict) -> None:
         assert sum(n for lcn, n in st.runs if lcn is None) * 4096 > 10 * MiB  # holes, not zeros on disk
     text = rk("files", vols["ntfs"], "Users/Ana/Documents").stdout
     assert "Résumé – 2024.txt" in text and "日本語のファイル名.txt" in text
+    assert re.search(r"/hardlink\.ini  \[2 links\]", rk("files", vols["ntfs"], "/").stdout)
 
 
 def test_extract_everything_from_repository(vols: dict, tmp_path: Path) -> None:
     r = rk_json("extract", vols["repo"], "--image", "pc", "--partition", "2", "/", tmp_path)
-    assert r["errors"] == [] and r["streams"] == 42
+    assert r["errors"] == [] and r["streams"] == 42 and r["links"] == 1
     out = tmp_path / "volume"
+    a, b = (out / "Users/Ana/tiny.ini").stat(), (out / "hardlink.ini").stat()
+    assert a.st_ino == b.st_ino and a.st_nlink == 2  # the two names of one NTFS file: one file again
     want = dict(vols["ntfs_files"])
     check_tree(out, {**want, **{k: (v, want[k.split(":")[0]][1]) for k, v in vols["streams"].items()}}, 1000)
+
+
+def test_hard_links_copied_where_dest_has_none(vols: dict, tmp_path: Path) -> None:
+    """On an exFAT destination (no hard links) the second name is a copy, with a note."""
+    import make_test_disks as mtd
+
+    from tests.conftest import require_tools
+
+    require_tools("mkfs.exfat", "mount.exfat-fuse", "losetup")
+    img, mnt = tmp_path / "dest.img", tmp_path / "mnt"
+    mnt.mkdir()
+    mtd.make_exfat_volume(img, 8 * MiB)
+    with mtd.mounted_exfat(img, mnt):
+        res = rk("extract", vols["ntfs"], "Users/Ana/tiny.ini", "hardlink.ini", mnt)
+        assert "hardlink.ini: copied, not hard-linked to tiny.ini" in res.stderr, res.stderr
+        assert "extracted 2 file(s), 0 folder(s)" in res.stdout
+        want = vols["ntfs_files"]["Users/Ana/tiny.ini"][0]
+        assert sha_file(mnt / "tiny.ini") == sha_file(mnt / "hardlink.ini") == want
+        assert (mnt / "tiny.ini").stat().st_nlink == 1
+    out = tmp_path / "out"  # the same two on a file system with links: linked, and said so
+    out.mkdir()
+    assert "(1 as hard links)" in rk("extract", vols["ntfs"], "Users/Ana/tiny.ini", "hardlink.ini", out).stdout
+    assert (out / "tiny.ini").stat().st_ino == (out / "hardlink.ini").stat().st_ino
 
 
 def test_attribute_list_file(vols: dict) -> None:

@@ -95,7 +95,7 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
             ex.extract(node)
         r = ex.report
         if as_json:
-            doc = {"files": r.files, "folders": r.folders, "streams": r.streams, "bytes": r.bytes,
+            doc = {"files": r.files, "folders": r.folders, "streams": r.streams, "links": r.links, "bytes": r.bytes,
                    "notes": r.notes, "errors": r.errors}
             if src.view is not None:
                 doc["chunks_read"] = src.view.chunks_read
@@ -103,7 +103,8 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
         else:
             for note in r.notes:
                 click.echo(f"rescuekit: note: {note}", err=True)
-            click.echo(f"extracted {r.files} file(s), {r.folders} folder(s), {r.streams} stream(s), "
+            links = f" ({r.links} as hard links)" if r.links else ""
+            click.echo(f"extracted {r.files} file(s){links}, {r.folders} folder(s), {r.streams} stream(s), "
                        f"{r.bytes} bytes into {dest}")
         if r.errors:
             for e in r.errors[1:]:
