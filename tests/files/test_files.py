@@ -376,3 +376,79 @@ def test_lznt1_and_cache_limits(vols: dict) -> None:
         for pos in range(0, 40 << 20, 1 << 20):
             src.device.read(pos, 4096)
         assert src.view._cache_bytes <= 1 << 20 and len(src.view._cache) <= 4
+
+
+def test_read_from_an_offset(vols: dict, exfat_vol: dict) -> None:
+    """``Tree.read(start=...)`` (what a mount's random reads use) gives the tail of what a whole read gives:
+    plain, compressed, sparse, resident and streams on NTFS, chained files on FAT32 and exFAT."""
+    from rescuekit.files.source import open_source
+
+    cases = [(vols["ntfs"], None, ["Big/ten.bin", "Compressed/log.txt", "Compressed/mixed.bin", "sparse.vhd",
+                                   "Users/Ana/tiny.ini", "withstream.txt:big"]),
+             (vols["repo"], 1, ["Photos/2023/Summer/IMG_0001.JPG", "Docs/readme.txt"]),
+             (exfat_vol["img"], None, ["fragmented.bin", "Camera/notes.txt"])]
+    for source, part, paths in cases:
+        with open_source(str(source), partition=part) as src:
+            tree = src.tree()
+            for path in paths:
+                name, _, stream = path.partition(":")
+                node = tree.lookup(name)
+                whole = b"".join(tree.read(node, stream))
+                assert len(whole) == (node.size if not stream else dict(node.streams)[stream]) > 0, path
+                for start in (1, 4095, 4096, 65_536 + 7, 70_001, len(whole) // 2 + 3, len(whole) - 1,
+                              len(whole), len(whole) + 5):
+                    assert b"".join(tree.read(node, stream, start)) == whole[start:], (path, start)
+
+
+def test_mount_reads_files(vols: dict, tmp_path: Path) -> None:
+    """rescuekit mount: the NTFS volume of the repository capture, read-only through FUSE: a folder listed,
+    a file's hash and a read in its middle compared with the source, writes refused; unmounted in a finally."""
+    import time
+
+    from tests.conftest import require_tools
+
+    require_tools("fusermount")
+    pytest.importorskip("mfusepy")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    one_line_error(rk("mount", vols["repo"], "--partition", "2", tmp_path / "nowhere", check=False),
+                   "is not a folder")
+    proc = subprocess.Popen([sys.executable, "-m", "rescuekit", "mount", str(vols["repo"]), "--partition", "2",
+                             str(mnt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # until the kernel shows the mount (or the command ends with an error)
+            if os.path.ismount(mnt) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(mnt), proc.communicate(timeout=60)
+        docs = sorted(os.listdir(mnt / "Users/Ana/Documents"))
+        assert "Résumé – 2024.txt" in docs and "note039.txt" in docs and "level00" in docs
+        want = vols["ntfs_files"]
+        assert sha_file(mnt / "Big/ten.bin") == want["Big/ten.bin"][0]
+        assert sha_file(mnt / "Compressed/log.txt") == want["Compressed/log.txt"][0]
+        st = (mnt / "Big/ten.bin").stat()
+        assert st.st_size == 10 * MiB and st.st_mtime_ns // 1000 == want["Big/ten.bin"][1] // 1000
+        assert (mnt / "hardlink.ini").stat().st_nlink == 2
+        with open(mnt / "Big/ten.bin", "rb") as f:  # a read back in the file after one near its end
+            f.seek(9 * MiB)
+            tail = f.read(4096)
+            f.seek(3 * MiB + 5)
+            mid = f.read(70_000)
+        from rescuekit.files.source import open_source
+
+        with open_source(str(vols["ntfs"])) as src:
+            tree = src.tree()
+            node = tree.lookup("Big/ten.bin")
+            assert mid == b"".join(tree.read(node, "", 3 * MiB + 5))[:70_000]
+            assert tail == b"".join(tree.read(node, "", 9 * MiB))[:4096]
+        with pytest.raises(OSError):
+            open(mnt / "Big/new.txt", "wb")
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not os.path.ismount(mnt)

@@ -133,9 +133,36 @@ def find_cmd(source: str, pattern: str, image: str | None, partition: int | None
             click.echo(_line(n))
 
 
+@click.command("mount")
+@click.argument("source")
+@click.argument("mountpoint")
+@_source_options
+def mount_cmd(source: str, mountpoint: str, image: str | None, partition: int | None) -> None:
+    """Show a volume inside SOURCE read-only at the folder MOUNTPOINT (Linux, FUSE) until it is unmounted
+    with `fusermount -u MOUNTPOINT`; runs in the foreground."""
+    import os
+    import sys
+
+    from rescuekit.errors import UsageError
+    from rescuekit.files.mount import load_fuse, mount
+    from rescuekit.files.source import open_source
+
+    if not sys.platform.startswith("linux"):
+        raise UsageError("rescuekit mount works on Linux only (FUSE); use `rescuekit extract` here")
+    load_fuse()  # before anything is opened
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is not a folder")
+    with open_source(source, image=image, partition=partition) as src:
+        tree = src.tree()
+        click.echo(f"{src.where}, partition {src.choice.number} ({src.fs}) mounted read-only at {mountpoint}; "
+                   f"unmount with: fusermount -u {mountpoint}", err=True)
+        mount(tree, mountpoint, f"rescuekit:{src.choice.number}")
+
+
 def register(group: click.Group) -> None:
-    for cmd in (files_cmd, extract_cmd, find_cmd):
+    for cmd in (files_cmd, extract_cmd, find_cmd, mount_cmd):
         cmd.help = f"{cmd.help}\n\n{_SOURCE_HELP}"
     group.add_command(files_cmd)
     group.add_command(extract_cmd)
     group.add_command(find_cmd)
+    group.add_command(mount_cmd)
