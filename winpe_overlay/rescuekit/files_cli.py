@@ -1,6 +1,7 @@
 """CLI: ``rescuekit files|extract|find``: browse an image's volume and take single files out of it."""
 from __future__ import annotations
 
+import inspect
 import json
 import time
 
@@ -161,7 +162,7 @@ def mount_cmd(source: str, mountpoint: str, image: str | None, partition: int | 
 
 def register(group: click.Group) -> None:
     for cmd in (files_cmd, extract_cmd, find_cmd, mount_cmd):
-        cmd.help = f"{cmd.help}\n\n{_SOURCE_HELP}"
+        cmd.help = f"{inspect.cleandoc(cmd.help or '')}\n\n{_SOURCE_HELP}"  # cleaned before the join
     group.add_command(files_cmd)
     group.add_command(extract_cmd)
     group.add_command(find_cmd)
