@@ -2,6 +2,7 @@
 cache), a WindowsImageBackup folder, one of its VHD/VHDX files, or a raw disk or partition image."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,9 @@ def _open_repo(path: Path, image: str | None, partition: int | None) -> OpenSour
     def readahead(ranges: list[tuple[int, int]]):
         return view.plan([(c.start + a, n) for a, n in ranges])  # volume offsets -> image offsets
 
-    return OpenSource(dev, c.fs, c, where, [reader.close, view.close], view, readahead)
+    # RESCUEKIT_NO_READAHEAD=1: read as before read-ahead (scripts/bench_files.py compares both)
+    off = os.environ.get("RESCUEKIT_NO_READAHEAD", "") not in ("", "0")
+    return OpenSource(dev, c.fs, c, where, [reader.close, view.close], view, None if off else readahead)
 
 
 def _open_backup(path: Path, partition: int | None) -> OpenSource:
