@@ -99,7 +99,7 @@ class VolumeFS:
         mode = (stat.S_IFDIR | 0o555) if node.is_dir else (stat.S_IFREG | 0o444)
         return {"st_mode": mode, "st_nlink": 2 if node.is_dir else max(1, node.links), "st_size": node.size,
                 "st_mtime": ns(node.mtime), "st_ctime": ns(node.ctime), "st_atime": ns(node.mtime),
-                "st_uid": self._uid, "st_gid": self._gid}
+                "st_blocks": -(-node.size // 512), "st_uid": self._uid, "st_gid": self._gid}
 
     def readdir(self, path: str, fh: int) -> list[str]:
         with self._lock:
