@@ -70,14 +70,40 @@ def test_list_ntfs_volume(vols: dict) -> None:
         assert sum(n for lcn, n in st.runs if lcn is None) * 4096 > 10 * MiB  # holes, not zeros on disk
     text = rk("files", vols["ntfs"], "Users/Ana/Documents").stdout
     assert "Résumé – 2024.txt" in text and "日本語のファイル名.txt" in text
+    assert re.search(r"/hardlink\.ini  \[2 links\]", rk("files", vols["ntfs"], "/").stdout)
 
 
 def test_extract_everything_from_repository(vols: dict, tmp_path: Path) -> None:
     r = rk_json("extract", vols["repo"], "--image", "pc", "--partition", "2", "/", tmp_path)
-    assert r["errors"] == [] and r["streams"] == 42
+    assert r["errors"] == [] and r["streams"] == 42 and r["links"] == 1
     out = tmp_path / "volume"
+    a, b = (out / "Users/Ana/tiny.ini").stat(), (out / "hardlink.ini").stat()
+    assert a.st_ino == b.st_ino and a.st_nlink == 2  # the two names of one NTFS file: one file again
     want = dict(vols["ntfs_files"])
     check_tree(out, {**want, **{k: (v, want[k.split(":")[0]][1]) for k, v in vols["streams"].items()}}, 1000)
+
+
+def test_hard_links_copied_where_dest_has_none(vols: dict, tmp_path: Path) -> None:
+    """On an exFAT destination (no hard links) the second name is a copy, with a note."""
+    import make_test_disks as mtd
+
+    from tests.conftest import require_tools
+
+    require_tools("mkfs.exfat", "mount.exfat-fuse", "losetup")
+    img, mnt = tmp_path / "dest.img", tmp_path / "mnt"
+    mnt.mkdir()
+    mtd.make_exfat_volume(img, 8 * MiB)
+    with mtd.mounted_exfat(img, mnt):
+        res = rk("extract", vols["ntfs"], "Users/Ana/tiny.ini", "hardlink.ini", mnt)
+        assert "hardlink.ini: copied, not hard-linked to tiny.ini" in res.stderr, res.stderr
+        assert "extracted 2 file(s), 0 folder(s)" in res.stdout
+        want = vols["ntfs_files"]["Users/Ana/tiny.ini"][0]
+        assert sha_file(mnt / "tiny.ini") == sha_file(mnt / "hardlink.ini") == want
+        assert (mnt / "tiny.ini").stat().st_nlink == 1
+    out = tmp_path / "out"  # the same two on a file system with links: linked, and said so
+    out.mkdir()
+    assert "(1 as hard links)" in rk("extract", vols["ntfs"], "Users/Ana/tiny.ini", "hardlink.ini", out).stdout
+    assert (out / "tiny.ini").stat().st_ino == (out / "hardlink.ini").stat().st_ino
 
 
 def test_attribute_list_file(vols: dict) -> None:
@@ -129,6 +155,49 @@ def test_one_file_reads_only_its_chunks(vols: dict, tmp_path: Path) -> None:
     assert r["chunks_read"] <= 10 * MiB // chunk + 2 + 10, r["chunks_read"]
     assert r["chunks_read"] < total // 2
     assert sha_file(tmp_path / "ten.bin") == vols["ntfs_files"]["Big/ten.bin"][0]
+
+
+def test_readahead_stays_inside_the_file(vols: dict) -> None:
+    """The read-ahead worker fetches the chunks under the file's runs and no others: after one piece it has
+    fetched at most its window ahead; a whole read fetches each chunk under the runs exactly once."""
+    from files_helpers import sha
+    from rescuekit.disk import ntfs
+    from rescuekit.files.source import open_source
+    from rescuekit.files.tree import stream_extents
+
+    with open_source(str(vols["repo"]), partition=2) as src:
+        view, tree = src.view, src.tree()
+        view.AHEAD_BYTES = 1 * MiB
+        node = tree.lookup("Big/ten.bin")
+        st = ntfs.data_stream(tree.vol, node.ref)
+        ext = [(src.choice.start + a, n) for a, n in stream_extents(st, tree.vol.boot.cluster_size)]
+        assert sum(n for _a, n in ext) == 10 * MiB
+        under = {i for i, (off, m, cid) in enumerate(view._chunks) for a, n in ext
+                 if cid is not None and off < a + n and a < off + m}
+        chunk = vols["image"].get("chunk_size", 256 << 10)
+        assert 10 * MiB // chunk <= len(under) <= 10 * MiB // chunk + 2
+        def settled() -> int:  # the worker has filled its window or finished its plan: what it fetched
+            p = view._plan
+            with view._cv:
+                assert view._cv.wait_for(lambda: p.blocked or p.done, timeout=120)
+                return p.fetched
+
+        before = view.chunks_read
+        pieces = tree.read(node)
+        assert len(next(pieces)) == MiB
+        ahead = settled()
+        pieces.close()  # the plan ends: the worker stops and its fetches are counted
+        assert view.chunks_read - before == ahead
+        assert MiB // chunk <= ahead <= 2 * (MiB // chunk) + 3, ahead
+        before, got = view.chunks_read, []
+        pieces = tree.read(node)
+        while sum(map(len, got)) < node.size:
+            got.append(bytes(next(pieces)))
+        assert settled() == len(under)  # all of the file, nothing past its end
+        assert next(pieces, None) is None
+        assert view.chunks_read - before == len(under)
+        data = b"".join(got)
+        assert sha(data) == vols["ntfs_files"]["Big/ten.bin"][0]
 
 
 def test_find(vols: dict) -> None:
@@ -307,3 +376,79 @@ def test_lznt1_and_cache_limits(vols: dict) -> None:
         for pos in range(0, 40 << 20, 1 << 20):
             src.device.read(pos, 4096)
         assert src.view._cache_bytes <= 1 << 20 and len(src.view._cache) <= 4
+
+
+def test_read_from_an_offset(vols: dict, exfat_vol: dict) -> None:
+    """``Tree.read(start=...)`` (what a mount's random reads use) gives the tail of what a whole read gives:
+    plain, compressed, sparse, resident and streams on NTFS, chained files on FAT32 and exFAT."""
+    from rescuekit.files.source import open_source
+
+    cases = [(vols["ntfs"], None, ["Big/ten.bin", "Compressed/log.txt", "Compressed/mixed.bin", "sparse.vhd",
+                                   "Users/Ana/tiny.ini", "withstream.txt:big"]),
+             (vols["repo"], 1, ["Photos/2023/Summer/IMG_0001.JPG", "Docs/readme.txt"]),
+             (exfat_vol["img"], None, ["fragmented.bin", "Camera/notes.txt"])]
+    for source, part, paths in cases:
+        with open_source(str(source), partition=part) as src:
+            tree = src.tree()
+            for path in paths:
+                name, _, stream = path.partition(":")
+                node = tree.lookup(name)
+                whole = b"".join(tree.read(node, stream))
+                assert len(whole) == (node.size if not stream else dict(node.streams)[stream]) > 0, path
+                for start in (1, 4095, 4096, 65_536 + 7, 70_001, len(whole) // 2 + 3, len(whole) - 1,
+                              len(whole), len(whole) + 5):
+                    assert b"".join(tree.read(node, stream, start)) == whole[start:], (path, start)
+
+
+def test_mount_reads_files(vols: dict, tmp_path: Path) -> None:
+    """rescuekit mount: the NTFS volume of the repository capture, read-only through FUSE: a folder listed,
+    a file's hash and a read in its middle compared with the source, writes refused; unmounted in a finally."""
+    import time
+
+    from tests.conftest import require_tools
+
+    require_tools("fusermount")
+    pytest.importorskip("mfusepy")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    one_line_error(rk("mount", vols["repo"], "--partition", "2", tmp_path / "nowhere", check=False),
+                   "is not a folder")
+    proc = subprocess.Popen([sys.executable, "-m", "rescuekit", "mount", str(vols["repo"]), "--partition", "2",
+                             str(mnt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # until the kernel shows the mount (or the command ends with an error)
+            if os.path.ismount(mnt) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(mnt), proc.communicate(timeout=60)
+        docs = sorted(os.listdir(mnt / "Users/Ana/Documents"))
+        assert "Résumé – 2024.txt" in docs and "note039.txt" in docs and "level00" in docs
+        want = vols["ntfs_files"]
+        assert sha_file(mnt / "Big/ten.bin") == want["Big/ten.bin"][0]
+        assert sha_file(mnt / "Compressed/log.txt") == want["Compressed/log.txt"][0]
+        st = (mnt / "Big/ten.bin").stat()
+        assert st.st_size == 10 * MiB and st.st_mtime_ns // 1000 == want["Big/ten.bin"][1] // 1000
+        assert (mnt / "hardlink.ini").stat().st_nlink == 2
+        with open(mnt / "Big/ten.bin", "rb") as f:  # a read back in the file after one near its end
+            f.seek(9 * MiB)
+            tail = f.read(4096)
+            f.seek(3 * MiB + 5)
+            mid = f.read(70_000)
+        from rescuekit.files.source import open_source
+
+        with open_source(str(vols["ntfs"])) as src:
+            tree = src.tree()
+            node = tree.lookup("Big/ten.bin")
+            assert mid == b"".join(tree.read(node, "", 3 * MiB + 5))[:70_000]
+            assert tail == b"".join(tree.read(node, "", 9 * MiB))[:4096]
+        with pytest.raises(OSError):
+            open(mnt / "Big/new.txt", "wb")
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not os.path.ismount(mnt)

@@ -23,7 +23,7 @@ COMMAND_MODULES = [
     "rescuekit.imaging_cli",  # capture, images, restore, verify, forget, prune
     "rescuekit.winbackup_cli",  # winbackup list|restore|import
     "rescuekit.menu",         # menu (the rescue environment's UI; imports it only when run)
-    "rescuekit.files_cli",    # files, extract, find
+    "rescuekit.files_cli",    # files, extract, find, mount
 ]
 
 

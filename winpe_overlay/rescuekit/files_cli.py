@@ -1,6 +1,7 @@
 """CLI: ``rescuekit files|extract|find``: browse an image's volume and take single files out of it."""
 from __future__ import annotations
 
+import inspect
 import json
 import time
 
@@ -45,10 +46,9 @@ def files_cmd(source: str, path: str, image: str | None, partition: int | None, 
               as_json: bool) -> None:
     """List a folder (default: the root) of a volume inside SOURCE, straight from the image."""
     from rescuekit.files.source import open_source
-    from rescuekit.files.tree import open_tree
 
     with open_source(source, image=image, partition=partition) as src:
-        tree = open_tree(src.device, src.fs)
+        tree = src.tree()
         node = tree.lookup(path)
         if not node.is_dir:
             items = [node]
@@ -80,7 +80,6 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
     from rescuekit.errors import RescueError, UsageError
     from rescuekit.files.extract import Extractor
     from rescuekit.files.source import open_source
-    from rescuekit.files.tree import open_tree
 
     if len(paths) < 2:
         raise UsageError("extract needs at least one PATH and a DEST folder")
@@ -90,14 +89,14 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
     if not os.path.isdir(dest):
         raise UsageError(f"destination folder {dest} does not exist")
     with open_source(source, image=image, partition=partition) as src:
-        tree = open_tree(src.device, src.fs)
+        tree = src.tree()
         nodes = [tree.lookup(p) for p in wanted]  # every PATH checked before anything is written
         ex = Extractor(tree, dest, streams=not no_streams)
         for node in nodes:
             ex.extract(node)
         r = ex.report
         if as_json:
-            doc = {"files": r.files, "folders": r.folders, "streams": r.streams, "bytes": r.bytes,
+            doc = {"files": r.files, "folders": r.folders, "streams": r.streams, "links": r.links, "bytes": r.bytes,
                    "notes": r.notes, "errors": r.errors}
             if src.view is not None:
                 doc["chunks_read"] = src.view.chunks_read
@@ -105,7 +104,8 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
         else:
             for note in r.notes:
                 click.echo(f"rescuekit: note: {note}", err=True)
-            click.echo(f"extracted {r.files} file(s), {r.folders} folder(s), {r.streams} stream(s), "
+            links = f" ({r.links} as hard links)" if r.links else ""
+            click.echo(f"extracted {r.files} file(s){links}, {r.folders} folder(s), {r.streams} stream(s), "
                        f"{r.bytes} bytes into {dest}")
         if r.errors:
             for e in r.errors[1:]:
@@ -122,10 +122,9 @@ def extract_cmd(source: str, paths: tuple[str, ...], image: str | None, partitio
 def find_cmd(source: str, pattern: str, image: str | None, partition: int | None, as_json: bool) -> None:
     """Search the names of a volume inside SOURCE for the glob PATTERN (e.g. '*thesis*.docx'; case-insensitive)."""
     from rescuekit.files.source import open_source
-    from rescuekit.files.tree import open_tree
 
     with open_source(source, image=image, partition=partition) as src:
-        tree = open_tree(src.device, src.fs)
+        tree = src.tree()
         hits = list(tree.find(pattern))
         if as_json:
             click.echo(json.dumps({"source": src.where, "partition": src.choice.number, "pattern": pattern,
@@ -135,9 +134,36 @@ def find_cmd(source: str, pattern: str, image: str | None, partition: int | None
             click.echo(_line(n))
 
 
+@click.command("mount")
+@click.argument("source")
+@click.argument("mountpoint")
+@_source_options
+def mount_cmd(source: str, mountpoint: str, image: str | None, partition: int | None) -> None:
+    """Show a volume inside SOURCE read-only at the folder MOUNTPOINT (Linux, FUSE) until it is unmounted
+    with `fusermount -u MOUNTPOINT`; runs in the foreground."""
+    import os
+    import sys
+
+    from rescuekit.errors import UsageError
+    from rescuekit.files.mount import load_fuse, mount
+    from rescuekit.files.source import open_source
+
+    if not sys.platform.startswith("linux"):
+        raise UsageError("rescuekit mount works on Linux only (FUSE); use `rescuekit extract` here")
+    load_fuse()  # before anything is opened
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is not a folder")
+    with open_source(source, image=image, partition=partition) as src:
+        tree = src.tree()
+        click.echo(f"{src.where}, partition {src.choice.number} ({src.fs}) mounted read-only at {mountpoint}; "
+                   f"unmount with: fusermount -u {mountpoint}", err=True)
+        mount(tree, mountpoint, f"rescuekit:{src.choice.number}")
+
+
 def register(group: click.Group) -> None:
-    for cmd in (files_cmd, extract_cmd, find_cmd):
-        cmd.help = f"{cmd.help}\n\n{_SOURCE_HELP}"
+    for cmd in (files_cmd, extract_cmd, find_cmd, mount_cmd):
+        cmd.help = f"{inspect.cleandoc(cmd.help or '')}\n\n{_SOURCE_HELP}"  # cleaned before the join
     group.add_command(files_cmd)
     group.add_command(extract_cmd)
     group.add_command(find_cmd)
+    group.add_command(mount_cmd)

@@ -35,6 +35,7 @@ class Report:
     folders: int = 0
     bytes: int = 0
     streams: int = 0
+    links: int = 0  # files made as hard links to one extracted before (NTFS files with several names)
     notes: list[str] = field(default_factory=list)  # skipped/renamed, shown as warnings
     errors: list[str] = field(default_factory=list)  # files that could not be copied
 
@@ -45,6 +46,7 @@ class Extractor:
         self.dest = Path(dest).resolve()
         self.streams = streams
         self.report = Report()
+        self._linked: dict[object, Path] = {}  # file (tree key) with several names -> where it was written
 
     def _inside(self, path: Path) -> Path:
         # A belt to the braces of safe_name: the final path must be under DEST with no symlink on the way.
@@ -100,17 +102,43 @@ class Extractor:
         if node.encrypted:
             self.report.notes.append(f"{node.path}: EFS-encrypted: reported, not copied (its key is not here)")
             return
+        key = self.tree._key(node) if node.links > 1 else None
+        if key is not None and key in self._linked and self._link(node, self._linked[key], target):
+            return
         if self._copy(node, "", target):
             self.report.files += 1
             if self.streams:
                 for sname, _size in node.streams:
                     self._stream(node, sname, target)
             self._times(target, node)
+            if key is not None:
+                self._linked.setdefault(key, target)
+
+    def _link(self, node: Node, first: Path, target: Path) -> bool:
+        """Make ``target`` another name of ``first`` (the same NTFS file, extracted under another of its
+        names); False when the destination cannot (then it is copied, with a note)."""
+        if self._taken(node.path, target):
+            return True
+        try:
+            os.link(first, target)
+        except OSError as exc:
+            self.report.notes.append(f"{node.path}: copied, not hard-linked to {first.name} (the destination "
+                                     f"does not allow hard links: {exc.strerror or exc})")
+            return False
+        if self.streams and sys.platform != "win32":  # beside the file, the streams are files of their own
+            for sname, _size in node.streams:
+                sfirst = _stream_path(first, sname)
+                try:
+                    os.link(sfirst, self._inside(_stream_path(target, sname)))
+                    self.report.streams += 1
+                except OSError:  # the first name's stream was skipped: try it for this name
+                    self._stream(node, sname, target)
+        self.report.files += 1
+        self.report.links += 1
+        return True
 
     def _stream(self, node: Node, sname: str, target: Path) -> None:
-        # a stream name is one more component (":" would start a stream type on Windows)
-        sname_safe = safe_name(sname).replace(":", "_")
-        spath = Path(f"{target}:{sname_safe}")
+        spath = _stream_path(target, sname)
         if sys.platform == "win32" and not _win_allows_streams(target):
             self.report.notes.append(f"{node.path}:{sname}: alternate data stream skipped (the destination "
                                      "file system has no streams)")
@@ -126,8 +154,7 @@ class Extractor:
         """Stream the data into ``target`` (through a ``.rkpart`` file renamed at the end, so that a failed
         copy leaves nothing; ``direct``: written in place, for Windows streams that cannot be renamed)."""
         what = f"{node.path}:{stream}" if stream else node.path
-        if target.exists() or target.is_symlink():
-            self.report.errors.append(f"{what}: {target} already exists (not overwritten)")
+        if self._taken(what, target):
             return False
         tmp = target if direct else target.with_name(target.name + ".rkpart")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) |
@@ -150,12 +177,23 @@ class Extractor:
         self.report.bytes += done
         return True
 
+    def _taken(self, what: str, target: Path) -> bool:
+        if target.exists() or target.is_symlink():
+            self.report.errors.append(f"{what}: {target} already exists (not overwritten)")
+            return True
+        return False
+
     def _times(self, target: Path, node: Node) -> None:
         if node.mtime is not None:
             try:
                 os.utime(target, (node.mtime, node.mtime), follow_symlinks=False)
             except (OSError, ValueError, OverflowError) as exc:
                 self.report.notes.append(f"{node.path}: modification time not kept ({exc})")
+
+
+def _stream_path(target: Path, sname: str) -> Path:
+    # a stream name is one more component (":" would start a stream type on Windows)
+    return Path(f"{target}:{safe_name(sname).replace(':', '_')}")
 
 
 def _win_allows_streams(path: Path) -> bool:

@@ -2,6 +2,7 @@
 cache), a WindowsImageBackup folder, one of its VHD/VHDX files, or a raw disk or partition image."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,8 @@ class OpenSource:
     choice: Choice
     where: str
     closers: list = field(default_factory=list)
-    view: object | None = None  # the ImageView of a repository image (counts chunk reads)
+    view: object | None = None  # the ReadAheadView of a repository image (counts chunk reads)
+    readahead: object | None = None  # Tree.readahead for the volume (repository images)
 
     def close(self) -> None:
         for c in reversed(self.closers):
@@ -40,6 +42,12 @@ class OpenSource:
             except Exception:  # noqa: BLE001 - closing must not hide the real error
                 pass
         self.closers.clear()
+
+    def tree(self):
+        """The volume's directory tree (``files.tree``), reading ahead where the source benefits."""
+        from rescuekit.files.tree import open_tree
+
+        return open_tree(self.device, self.fs, self.readahead)
 
     def __enter__(self) -> "OpenSource":
         return self
@@ -95,7 +103,7 @@ def pick(choices: list[Choice], partition: int | None, where: str) -> Choice:
 
 
 def _open_repo(path: Path, image: str | None, partition: int | None) -> OpenSource:
-    from rescuekit.imaging.imageview import ImageView
+    from rescuekit.files.readahead import ReadAheadView
     from rescuekit.repo.packs import PackReader
     from rescuekit.repo.repository import Repository
 
@@ -106,9 +114,15 @@ def _open_repo(path: Path, image: str | None, partition: int | None) -> OpenSour
                for p in doc.get("partitions", [])]
     c = pick(choices, partition, where)
     reader = PackReader(repo.root)
-    view = ImageView(doc, repo.load_index(), reader)
+    view = ReadAheadView(doc, repo.load_index(), reader)
     dev = SliceDevice(view, c.start, min(c.size, view.size - c.start), f"{where}, partition {c.number}")
-    return OpenSource(dev, c.fs, c, where, [reader.close, view.close], view)
+
+    def readahead(ranges: list[tuple[int, int]]):
+        return view.plan([(c.start + a, n) for a, n in ranges])  # volume offsets -> image offsets
+
+    # RESCUEKIT_NO_READAHEAD=1: read as before read-ahead (scripts/bench_files.py compares both)
+    off = os.environ.get("RESCUEKIT_NO_READAHEAD", "") not in ("", "0")
+    return OpenSource(dev, c.fs, c, where, [reader.close, view.close], view, None if off else readahead)
 
 
 def _open_backup(path: Path, partition: int | None) -> OpenSource:

@@ -59,8 +59,28 @@ def _join(parent: str, name: str) -> str:
     return f"{parent.rstrip('/')}/{name}"
 
 
+def stream_extents(st: ntfs.NtfsStream, cs: int) -> list[tuple[int, int]]:
+    """The volume byte ranges ``ntfs.iter_stream`` reads for ``st``, in order: the allocated runs, up to the
+    initialized size (compressed: the real clusters of the units up to the size). Holes read nothing."""
+    if st.resident is not None:
+        return []
+    limit = -(-st.size // (st.unit * cs)) * st.unit * cs if st.unit else min(st.size, st.initialized)
+    out, vcn = [], 0
+    for lcn, length in st.runs:
+        a, b = vcn * cs, min((vcn + length) * cs, limit)
+        if lcn is not None and a < b:
+            out.append((lcn * cs, b - a))
+        vcn += length
+        if b >= limit:
+            break
+    return out
+
+
 class Tree:
     kind = "?"
+    # Set by the source: called with the volume byte ranges a read is about to go through, in order; returns a
+    # context manager during which those (and only those) may be fetched ahead (a repository image's chunks).
+    readahead = None
 
     def root(self) -> Node:
         raise NotImplementedError
@@ -68,8 +88,9 @@ class Tree:
     def listdir(self, node: Node) -> list[Node]:
         raise NotImplementedError
 
-    def read(self, node: Node, stream: str = ""):
-        """Yield the bytes of ``node`` (or its stream) in pieces."""
+    def read(self, node: Node, stream: str = "", start: int = 0):
+        """Yield the bytes of ``node`` (or its stream) in pieces, from byte ``start`` on (the data before it
+        is not read: only the allocation structures are walked to find where ``start`` lies)."""
         raise NotImplementedError
 
     def child(self, node: Node, name: str) -> Node | None:
@@ -180,14 +201,47 @@ class NtfsTree(Tree):
     def _key(self, node: Node) -> object:
         return node.ref
 
-    def read(self, node: Node, stream: str = ""):
+    def read(self, node: Node, stream: str = "", start: int = 0):
         where = f"{node.path}{':' + stream if stream else ''}"
         if node.error:
             raise RescueError(node.error)
         st = ntfs.data_stream(self.vol, node.ref, stream)
         if st is None:
             return
-        yield from ntfs.iter_stream(self.vol, st, where)
+        st, skip = _stream_from(st, start, self.vol.boot.cluster_size)
+        if self.readahead is None:
+            yield from _skip(ntfs.iter_stream(self.vol, st, where), skip)
+            return
+        with self.readahead(stream_extents(st, self.vol.boot.cluster_size)):
+            yield from _skip(ntfs.iter_stream(self.vol, st, where), skip)
+
+
+def _stream_from(st: ntfs.NtfsStream, start: int, cs: int) -> tuple[ntfs.NtfsStream, int]:
+    """``st`` cut to begin at the cluster (compressed: the compression unit) holding byte ``start``, and how
+    many bytes of its first piece come before ``start``."""
+    if start <= 0:
+        return st, 0
+    if st.resident is not None:
+        rest = st.resident[start:]
+        return ntfs.NtfsStream(len(rest), rest, [], len(rest), st.flags, 0), 0
+    if start >= st.size:
+        return ntfs.NtfsStream(0, None, [], 0, st.flags, st.unit), 0
+    step = st.unit or 1
+    vcn = start // (step * cs) * step
+    total = sum(n for _l, n in st.runs)
+    cut = vcn * cs
+    return ntfs.NtfsStream(st.size - cut, None, ntfs._runs_slice(st.runs, vcn, max(0, total - vcn)),
+                           max(0, st.initialized - cut), st.flags, st.unit), start - cut
+
+
+def _skip(pieces, n: int):
+    """``pieces`` without their first ``n`` bytes."""
+    for piece in pieces:
+        if n >= len(piece):
+            n -= len(piece)
+            continue
+        yield memoryview(piece)[n:] if n else piece
+        n = 0
 
 
 class _BootTree(Tree):
@@ -220,12 +274,26 @@ class FatTree(_BootTree):
     def _key(self, node: Node) -> object:
         return node.ref.cluster if node.ref is not None else 0
 
-    def read(self, node: Node, stream: str = ""):
+    def read(self, node: Node, stream: str = "", start: int = 0):
         if stream:
             return
         e: fat.FatEntry = node.ref
         b, cs = self.boot, self.boot.cluster_size
         left, c, seen = e.size, e.cluster, set()
+        skip = min(start, e.size)
+        while skip >= cs:  # whole clusters before ``start``: follow the chain without reading them
+            if not 2 <= c < b.count + 2 or c in seen:
+                raise RescueError(f"{node.path}: its cluster chain ends or loops after {e.size - left} bytes")
+            seen.add(c)
+            nxt = fat.fat_next(self.dev, 0, b, c)
+            c = nxt if nxt is not None else -1
+            left -= cs
+            skip -= cs
+        yield from _skip(self._chain(node, left, c, seen), skip)
+
+    def _chain(self, node: Node, left: int, c: int, seen: set):
+        e: fat.FatEntry = node.ref
+        b, cs = self.boot, self.boot.cluster_size
         while left > 0:
             if not 2 <= c < b.count + 2:
                 raise RescueError(f"{node.path}: its cluster chain ends after {e.size - left} of {e.size} bytes")
@@ -255,30 +323,33 @@ class ExfatTree(_BootTree):
     def _key(self, node: Node) -> object:
         return node.ref.cluster if node.ref is not None else self.boot.root_cluster
 
-    def read(self, node: Node, stream: str = ""):
+    def read(self, node: Node, stream: str = "", start: int = 0):
         if stream:
             return
         e: fat.ExfatEntry = node.ref
         b = self.boot
-        left, valid = e.size, e.valid
+        fo = 0  # the file offset where the current run begins
         for c, n in fat.exfat_clusters(self.dev, 0, b, e.cluster, e.size, e.contiguous, node.path):
-            pos, end = b.cluster_pos(c), b.cluster_pos(c) + n * b.cluster_size
-            while pos < end and left > 0:
-                take = min(1 << 20, end - pos, left)
-                piece = self.dev.read(pos, take) if valid > 0 else bytes(take)
-                if 0 < valid < take:
-                    piece = piece[:valid] + bytes(take - valid)
-                yield piece
-                valid -= take
-                left -= take
+            end = min(fo + n * b.cluster_size, e.size)
+            pos = max(fo, start)
+            while pos < end:
+                take = min(1 << 20, end - pos)
+                real = min(take, max(0, e.valid - pos))  # past the valid data length: zeros
+                piece = self.dev.read(b.cluster_pos(c) + pos - fo, real) if real else b""
+                yield piece + bytes(take - real) if real < take else piece
                 pos += take
+            fo += n * b.cluster_size
 
 
-def open_tree(dev: BlockDevice, kind: str) -> Tree:
+def open_tree(dev: BlockDevice, kind: str, readahead=None) -> Tree:
+    """The tree of the ``kind`` volume spanning ``dev`` (``readahead``: see ``Tree.readahead``)."""
     if kind == "ntfs":
-        return NtfsTree(dev)
-    if kind in ("fat12", "fat16", "fat32"):
-        return FatTree(dev)
-    if kind == "exfat":
-        return ExfatTree(dev)
-    raise RescueError(f"{dev.path}: cannot browse a {kind} volume")
+        tree: Tree = NtfsTree(dev)
+    elif kind in ("fat12", "fat16", "fat32"):
+        tree = FatTree(dev)
+    elif kind == "exfat":
+        tree = ExfatTree(dev)
+    else:
+        raise RescueError(f"{dev.path}: cannot browse a {kind} volume")
+    tree.readahead = readahead
+    return tree
