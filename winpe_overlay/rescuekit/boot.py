@@ -9,18 +9,18 @@ A failed or cancelled run always ends in the menu, so the person at the machine 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import platform
 import select
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings, load_settings
+
+# Imports are kept to what the ready line and the menu need (argparse, platform, subprocess cost seconds at
+# boot under QEMU's TCG): subprocess is imported where a child is started.
 
 READY = "RESCUEKIT LINUX READY"
 RUN_DIR = Path("/run/rescuekit")
@@ -151,6 +151,8 @@ def _stdin_ready(timeout: float) -> bool:
 
 def run_logged(args: list[str], log: Log) -> int:
     """Run ``rescuekit ARGS`` as a child; each output line goes to the console and the log."""
+    import subprocess
+
     log(f"> rescuekit {' '.join(args)}")
     proc = subprocess.Popen([sys.executable, "-I", "-X", "utf8", "-B", "-m", "rescuekit", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -247,6 +249,8 @@ def follow(log: Log) -> None:
 
 
 def finish(then: str, log: Log) -> None:
+    import subprocess
+
     os.sync()
     if then in ("poweroff", "reboot"):
         log(f"rescuekit: {then}")
@@ -256,12 +260,17 @@ def finish(then: str, log: Log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rescuekit.boot")
-    ap.add_argument("--console", default="console")
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--console"] and len(argv) == 2:
+        console = argv[1]
+    elif not argv:
+        console = "console"
+    else:
+        print("usage: python3 -m rescuekit.boot [--console NAME]", file=sys.stderr)
+        return 2
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     log = Log()
-    print(f"{READY} on {args.console}: kernel {platform.release()}, python {platform.python_version()}, "
+    print(f"{READY} on {console}: kernel {os.uname().release}, python {sys.version.split()[0]}, "
           f"lockdown {lockdown()}, uptime {uptime():.1f} s", flush=True)
     from rescuekit.errors import RescueError
 
