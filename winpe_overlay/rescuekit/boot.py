@@ -29,6 +29,7 @@ CLAIM = RUN_DIR / "unattended.claim"
 CANCEL = RUN_DIR / "unattended.cancel"
 DONE = RUN_DIR / "unattended.done"
 MEDIUM_LABEL_FILE = Path("/etc/rescuekit/medium-label")
+MEDIUM_DEVICE_FILE = RUN_DIR / "medium"  # stage 1 of /init writes the device it found the root image on
 CMDLINE_KEYS = {"action": "default_action", "repository": "repository", "target": "target", "image": "image",
                 "then": "then", "countdown": "countdown"}
 
@@ -87,8 +88,17 @@ class Log:
 
 def boot_medium_disks(label: str | None) -> set[str]:
     """Disks holding this boot medium: an ISO 9660 volume with our label at sector 16 (a CD, a USB stick
-    written with dd, a virtual drive).  They are never a capture source's repository or a restore target."""
+    written with dd, a virtual drive), and the disk of the device /init found the root file system image on
+    (also a FAT stick written by ``rescuekit usb``).  They are never a repository's disk or a restore target."""
     out: set[str] = set()
+    try:
+        dev = MEDIUM_DEVICE_FILE.read_text().strip()
+    except OSError:
+        dev = ""
+    if dev.startswith("/dev/"):
+        from rescuekit.imaging.safety import _disk_of
+
+        out.add(_disk_of(dev))
     if not label:
         return out
     for dev in Path("/sys/block").iterdir():
