@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import select
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -225,6 +224,8 @@ def _medium_label() -> str | None:
 
 
 def _copy_log(point: Path) -> None:
+    import shutil
+
     dest = point / "rescuekit-logs"
     try:
         dest.mkdir(exist_ok=True)
