@@ -8,8 +8,7 @@ from tests.conftest import RK_HOST
 
 MiB = 1 << 20
 TOOLS = ("apt-get", "dpkg-deb", "grub-mkimage", "mkfs.vfat", "mcopy", "strip", "mksquashfs", "qemu-system-x86_64",
-         "sgdisk",
-         "sfdisk", "mkfs.exfat", "mkntfs", "ntfsfix", "fsck.vfat")
+         "sgdisk", "sfdisk", "mkfs.exfat", "mkntfs", "ntfsfix", "fsck.vfat")
 
 
 def build(out: Path, *args: str) -> subprocess.CompletedProcess:
