@@ -34,6 +34,10 @@ TEMPLATES = Path(__file__).resolve().parent / "linux_templates"
 ISO_KERNEL = "boot/vmlinuz"
 ISO_INITRD = "boot/initrd.img"
 ISO_CONFIG_INITRD = "boot/rkconfig.img"  # a second, tiny cpio: the build's settings (the kernel merges both)
+ISO_PAYLOAD = "rescuekit/root.sfs"  # the root file system (squashfs), read by the kernel from the medium on demand
+ISO_PAYLOAD_ID = "rescuekit/payload.id"  # its id (SHA-256 prefix): stage 1 finds the medium by it
+PAYLOAD_ID_PATH = "etc/rescuekit/payload.id"  # the same id in the initramfs
+STAGE2 = "usr/lib/rescuekit/stage2"
 ISO_GRUB_CFG = "boot/grub/grub.cfg"
 ISO_MARKER = ".disk/info"  # what both GRUBs search for (Debian's signed GRUB looks for exactly this file)
 BUILD_INFO_PATH = "rescuekit/build.json"
@@ -43,19 +47,25 @@ CONFIG_PATH = "etc/rescuekit/config.toml"
 MEDIUM_LABEL_PATH = "etc/rescuekit/medium-label"  # rescuekit.boot: the disc's own volume is never a target
 # What the cached main initramfs depends on besides the lock (packages + wheels) and the runtime package.
 _CACHE_INPUTS = ["linux_build.py", "initramfs.py", "elf.py", "linux_base.py", "linux_templates"]
+MKSQUASHFS = "mksquashfs"  # squashfs-tools
 KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200 loglevel=4"
-GRUB_TIMEOUT = 2
+GRUB_TIMEOUT = 1  # seconds; any key stops it (e edits the command line)
 PAD_SECTORS = 150  # 300 KiB, as xorriso pads
 
-# Kernel modules loaded at boot (their depends= closure comes along); built-in ones are skipped.
-MODULES = [
-    "virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "ata_piix", "nvme", "sd_mod", "sr_mod", "isofs",
-    "xhci_pci", "ehci_pci", "uhci_hcd", "ohci_pci", "usb_storage", "uas", "usbhid", "hid_generic", "evdev",
-    "vfat", "exfat", "fuse", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+# Kernel modules loaded at boot (their depends= closure comes along); built-in ones are skipped.  EARLY ones are
+# also in the small initramfs: what finding and mounting the boot medium needs (CD/SATA/USB/virtio controllers,
+# ISO 9660 and FAT, loop + squashfs + overlay); stage 2 loads the rest from the medium's root file system.
+EARLY_MODULES = [
+    "virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "ata_piix", "sd_mod", "sr_mod", "isofs",
+    "xhci_pci", "ehci_pci", "uhci_hcd", "ohci_pci", "usb_storage", "uas",
+    "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "loop", "squashfs", "overlay",
 ]
+MODULES = [*EARLY_MODULES, "nvme", "usbhid", "hid_generic", "evdev", "exfat", "fuse"]
 LINUX_REQUIREMENTS = ["click>=8.1", "rich>=13", "zstandard>=0.22", "blake3>=0.4", "cryptography>=42"]
-LINUX_DISTS = ["click", "rich", "markdown-it-py", "mdurl", "pygments", "zstandard", "blake3", "cryptography", "cffi",
-               "pycparser"]
+LINUX_DISTS = ["click", "rich", "zstandard", "blake3", "cryptography", "cffi", "pycparser"]
+# rich's dependencies for Markdown and syntax highlighting (pygments alone is 8.6 MiB): the runtime uses Console,
+# Table and markup only, whose imports never touch them (rich imports pygments lazily, in syntax/traceback).
+LINUX_SKIP_DISTS = {"pygments", "markdown-it-py", "mdurl"}
 # Unused stdlib parts (and extensions whose libraries we do not ship).
 STDLIB_DROP = ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils",
                "config-3.11-x86_64-linux-gnu", "unittest/test", "sqlite3/test", "ctypes/test"]
@@ -91,6 +101,8 @@ class LinuxBuildResult:
     wheels: int
     initramfs_raw: int
     initramfs: int
+    payload_raw: int
+    payload: int
     boot_entries: list[str]
     notes: list[str]
 
@@ -128,6 +140,8 @@ def linux_wheels(locked: list[dict] | None) -> list[wheels.Wheel]:
             _pip(xy, dest, reqs)
         chosen = []
         for w in locked:
+            if wheels.normalize(w["filename"].split("-")[0]) in LINUX_SKIP_DISTS:
+                continue  # an older lock: the disc no longer ships them
             p = dest / w["filename"]
             if not p.is_file():
                 raise RescueError(f"cannot fetch locked wheel {w['filename']} from PyPI")
@@ -137,7 +151,7 @@ def linux_wheels(locked: list[dict] | None) -> list[wheels.Wheel]:
             chosen.append(wheels.parse_wheel(p))
         return chosen
     wheels.download_wheels(xy, dest, reqs, wheels.LINUX, LINUX_DISTS)
-    return wheels.select_wheels(dest, xy, LINUX_DISTS, wheels.LINUX)
+    return [w for w in wheels.select_wheels(dest, xy, LINUX_DISTS, wheels.LINUX) if w.name not in LINUX_SKIP_DISTS]
 
 
 def _pip(xy: str, dest: Path, reqs: list[str]) -> None:
@@ -161,8 +175,9 @@ def _kernel_version(root: Path) -> str:
     return mods[0].name
 
 
-def stage_modules(root: Path, kver: str, wanted: list[str] = MODULES) -> list[str]:
-    """Keep only ``wanted`` and what they depend on; write the load order and modules.dep. Returns the order."""
+def stage_modules(root: Path, kver: str, wanted: list[str] = MODULES, early: list[str] = EARLY_MODULES) -> list[str]:
+    """Keep only ``wanted`` and what they depend on; write the load order (all: modules.load; what ``early`` needs:
+    modules.early, in the same order) and modules.dep. Returns the early modules' paths below lib/modules/KVER."""
     moddir = root / "lib/modules" / kver
     paths = {p.name.split(".ko")[0].replace("-", "_"): p for p in (moddir / "kernel").rglob("*.ko")}
     builtin = {Path(line).name.split(".ko")[0].replace("-", "_")
@@ -200,9 +215,21 @@ def stage_modules(root: Path, kver: str, wanted: list[str] = MODULES) -> list[st
         return acc
 
     (moddir / "modules.dep").write_text("".join(f"{rel[m]}: {' '.join(closure(m, []))}\n" for m in order))
+    need: set[str] = set()
+
+    def needs(m: str) -> None:
+        if m in rel and m not in need:
+            need.add(m)
+            for d in deps[m]:
+                needs(d)
+
+    for m in early:
+        needs(m)
+    early_order = [rel[m] for m in order if m in need]
     (root / "etc/rescuekit").mkdir(parents=True, exist_ok=True)
     (root / "etc/rescuekit/modules.load").write_text("".join(f"{rel[m]}\n" for m in order))
-    return order
+    (root / "etc/rescuekit/modules.early").write_text("".join(f"{r}\n" for r in early_order))
+    return early_order
 
 
 def trim(root: Path) -> None:
@@ -251,25 +278,29 @@ def compile_python(root: Path) -> None:
           str(root / "usr/lib/python3.11"), str(root / SITE)], "precompiling the runtime failed", env=env)
 
 
-def busybox_links(root: Path) -> list[initramfs.Entry]:
-    """Symlinks for busybox's applets in /bin and /sbin (asked from the static binary itself)."""
+def busybox_links(root: Path) -> list[str]:
+    """Symlinks to /bin/busybox in ``root`` for its applets (asked from the static binary itself) that no package
+    ships. Returns their paths."""
     out = _run([str(root / "bin/busybox"), "--list-full"], "busybox --list-full failed").stdout.split()
     links = []
     for path in out:
-        if path.startswith(("usr/bin/", "usr/sbin/", "bin/", "sbin/")) and not (root / path).exists():
-            links.append(initramfs.Entry(path, 0o120777, link="/bin/busybox"))
+        if path.startswith(("usr/bin/", "usr/sbin/", "bin/", "sbin/")) and not (root / path).is_symlink() \
+                and not (root / path).exists():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).symlink_to("/bin/busybox")
+            links.append(path)
     return links
 
 
 def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
-               wheel_list: list[wheels.Wheel]) -> tuple[str, list[initramfs.Entry], Path]:
-    """Unpack and assemble the root file system; return (kernel version, extra entries, vmlinuz)."""
+               wheel_list: list[wheels.Wheel]) -> tuple[str, list[str], Path]:
+    """Unpack and assemble the root file system; return (kernel version, early modules' paths, vmlinuz)."""
     for name in [kernel_pkg, *linux_base.RUNTIME_PACKAGES]:
         linux_base.extract(debs[name], root)
     kver = _kernel_version(root)
     vmlinuz = root.parent / "vmlinuz"
     shutil.move(root / "boot" / f"vmlinuz-{kver}", vmlinuz)
-    stage_modules(root, kver)
+    early = stage_modules(root, kver)
     trim(root)
     site = root / SITE
     site.mkdir(parents=True, exist_ok=True)
@@ -283,7 +314,7 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
         _run(["strip", "--strip-unneeded", *sos], "strip failed")
     wheels.copy_runtime_package(site)
     for rel, text, mode in (
-        ("init", _template("init", tool_version=__version__, kernel_version=kver), 0o755),
+        (STAGE2, _template("stage2", tool_version=__version__, kernel_version=kver), 0o755),
         ("etc/inittab", _template("inittab"), 0o644),
         ("usr/bin/rk-session", _template("rk-session"), 0o755),
         ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
@@ -297,7 +328,98 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
         (root / d).mkdir(exist_ok=True)
     check_libraries(root)
     compile_python(root)
-    return kver, busybox_links(root), vmlinuz
+    busybox_links(root)
+    return kver, early, vmlinuz
+
+
+def squashfs(root: Path, dest: Path, epoch: int) -> None:
+    """The root file system image the kernel reads from the medium on demand: zstd squashfs, every file owned by
+    root, fixed times (mksquashfs 4.5 writes the same image for the same tree)."""
+    _run([MKSQUASHFS, str(root), str(dest), "-noappend", "-quiet", "-no-progress", "-comp", "zstd",
+          "-all-root", "-no-xattrs", "-mkfs-time", str(epoch), "-all-time", str(epoch)],
+         "mksquashfs failed (install squashfs-tools)")
+
+
+def early_initramfs(root: Path, kver: str, early: list[str], payload_id: str) -> list[initramfs.Entry]:
+    """The small initramfs: busybox, stage 1's /init, the drivers that find and mount the medium, the payload id."""
+    out = [*initramfs.DEVICE_NODES]
+    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "etc/rescuekit", "proc", "sys", "dev", "run",
+              "tmp", "newroot", "lib", "lib/modules", f"lib/modules/{kver}"):
+        out.append(initramfs.directory(d))
+    out.append(initramfs.Entry("bin/busybox", 0o100755, host=root / "bin/busybox"))
+    applets = _run([str(root / "bin/busybox"), "--list-full"], "busybox --list-full failed").stdout.split()
+    out += [initramfs.Entry(p, 0o120777, link="/bin/busybox") for p in applets if p != "bin/busybox"]
+    init = _template("init", tool_version=__version__, kernel_version=kver, payload_path=ISO_PAYLOAD,
+                     payload_id_path=ISO_PAYLOAD_ID)
+    out.append(initramfs.file_bytes("init", init.encode(), 0o755))
+    out.append(initramfs.file_bytes(PAYLOAD_ID_PATH, (payload_id + "\n").encode()))
+    out.append(initramfs.file_bytes("etc/rescuekit/modules.early", "".join(f"{m}\n" for m in early).encode()))
+    dirs = sorted({str(Path(m).parent) for m in early} | {str(p) for m in early for p in Path(m).parents})
+    out += [initramfs.directory(f"lib/modules/{kver}/{d}") for d in dirs if d != "."]
+    out += [initramfs.Entry(f"lib/modules/{kver}/{m}", 0o100644, host=root / "lib/modules" / kver / m) for m in early]
+    return out
+
+
+def _cache_key(lock_doc: dict) -> str:
+    """SHA-256 over everything that goes into the main initramfs: the lock, the runtime package, our code."""
+    import hashlib
+
+    import rescuekit
+
+    h = hashlib.sha256(json.dumps(lock_doc, sort_keys=True).encode() + __version__.encode())
+    here = Path(__file__).resolve().parent
+    pkg = Path(rescuekit.__file__).resolve().parent
+    paths = [p for name in _CACHE_INPUTS for p in ([here / name] if (here / name).is_file()
+                                                  else sorted((here / name).rglob("*")))]
+    paths += sorted(p for p in pkg.rglob("*") if "__pycache__" not in p.parts)
+    for p in paths:
+        if p.is_file():
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class LinuxParts:
+    """The cached, settings-independent parts of a disc: kernel, small initramfs, root file system image."""
+
+    kernel: str
+    vmlinuz: Path
+    initrd: Path
+    payload: Path
+    meta: dict
+
+
+def main_parts(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list: list[wheels.Wheel],
+               lock_doc: dict, epoch: int | None) -> LinuxParts:
+    """Kernel, initramfs and root image: from the per-user cache when the same inputs made them before (a rebuild
+    with other settings then takes seconds), else built and cached."""
+    cache = linux_base.cache_dir().parent / "initramfs" / f"{_cache_key(lock_doc)}-{epoch or 0}"
+    meta = cache / "meta.json"
+    if meta.is_file():
+        m = json.loads(meta.read_text())
+        return LinuxParts(m["kernel"], cache / "vmlinuz", cache / "initrd.img", cache / "root.sfs", m)
+    root = staging / "root"
+    kver, early, vmlinuz = stage_root(root, debs, kernel_pkg, wheel_list)
+    sfs = staging / "root.sfs"
+    squashfs(root, sfs, epoch or 0)
+    digest = sha256_file(sfs)
+    initrd = staging / "initrd.img"
+    # level 19: 10% smaller than 12 (what GRUB reads through BIOS disk calls), a few seconds once, same unpack time
+    raw, packed = initramfs.write_initramfs(early_initramfs(root, kver, early, digest[:16]), initrd,
+                                            mtime=epoch or 0, level=19)
+    root_raw = sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    m = {"kernel": kver, "raw": raw, "bytes": packed, "payload": {"bytes": sfs.stat().st_size, "raw_bytes": root_raw,
+                                                                   "sha256": digest, "id": digest[:16]}}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=cache.parent))
+    for src, name in ((vmlinuz, "vmlinuz"), (initrd, "initrd.img"), (sfs, "root.sfs")):
+        shutil.copyfile(src, tmp / name)
+    (tmp / "meta.json").write_text(json.dumps(m))
+    try:
+        os.rename(tmp, cache)  # atomic: a concurrent build sees all of it or nothing
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another build cached the same one first
+    return LinuxParts(kver, vmlinuz, initrd, sfs, m)
 
 
 # ---- boot images -------------------------------------------------------------------------------------------------
@@ -323,50 +445,6 @@ def efi_image(boot_root: Path, work: Path) -> Path:
     for src, dst in files:
         _run(["mcopy", "-i", str(img), str(src), f"::/EFI/BOOT/{dst}"], "mcopy failed", env=env)
     return img
-
-
-def _cache_key(lock_doc: dict) -> str:
-    """SHA-256 over everything that goes into the main initramfs: the lock, the runtime package, our code."""
-    import hashlib
-
-    import rescuekit
-
-    h = hashlib.sha256(json.dumps(lock_doc, sort_keys=True).encode() + __version__.encode())
-    here = Path(__file__).resolve().parent
-    pkg = Path(rescuekit.__file__).resolve().parent
-    paths = [p for name in _CACHE_INPUTS for p in ([here / name] if (here / name).is_file()
-                                                  else sorted((here / name).rglob("*")))]
-    paths += sorted(p for p in pkg.rglob("*") if "__pycache__" not in p.parts)
-    for p in paths:
-        if p.is_file():
-            h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
-def main_initramfs(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list: list[wheels.Wheel],
-                   lock_doc: dict, epoch: int | None) -> tuple[str, Path, Path, int, int]:
-    """(kernel version, vmlinuz, initramfs, raw size, size): from the per-user cache when the same inputs made
-    one before (a rebuild with other settings then takes seconds), else built and cached."""
-    cache = linux_base.cache_dir().parent / "initramfs" / f"{_cache_key(lock_doc)}-{epoch or 0}"
-    meta = cache / "meta.json"
-    if meta.is_file():
-        m = json.loads(meta.read_text())
-        return m["kernel"], cache / "vmlinuz", cache / "initrd.img", m["raw"], m["bytes"]
-    root = staging / "root"
-    kver, links, vmlinuz = stage_root(root, debs, kernel_pkg, wheel_list)
-    entries = [*initramfs.DEVICE_NODES, *initramfs.tree_entries(root), *links]
-    initrd = staging / "initrd.img"
-    raw, packed = initramfs.write_initramfs(entries, initrd, mtime=epoch or 0)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=cache.parent))
-    shutil.copyfile(vmlinuz, tmp / "vmlinuz")
-    shutil.copyfile(initrd, tmp / "initrd.img")
-    (tmp / "meta.json").write_text(json.dumps({"kernel": kver, "raw": raw, "bytes": packed}))
-    try:
-        os.rename(tmp, cache)  # atomic: a concurrent build sees all of it or nothing
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another build cached the same one first
-    return kver, vmlinuz, initrd, raw, packed
 
 
 # ---- the build --------------------------------------------------------------------------------------------------
@@ -395,7 +473,8 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
         boot_root = staging / "boot"
         for name in linux_base.BOOT_PACKAGES:
             linux_base.extract(debs[name], boot_root)
-        kver, vmlinuz, initrd, raw, packed = main_initramfs(staging, debs, kernel_pkg, wheel_list, lock_doc, epoch)
+        parts = main_parts(staging, debs, kernel_pkg, wheel_list, lock_doc, epoch)
+        kver, raw, packed, payload = parts.kernel, parts.meta["raw"], parts.meta["bytes"], parts.meta["payload"]
         conf = staging / "rkconfig.img"
         with open(conf, "wb") as f:
             initramfs.write_cpio([
@@ -406,7 +485,8 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
         info = {
             "tool": "rescuekit", "version": __version__, "base": "linux", "built": cfg.build_time,
             "label": label, "kernel": kver, "kernel_cmdline": KERNEL_CMDLINE,
-            "initramfs": {"raw_bytes": raw, "bytes": packed, "sha256": sha256_file(initrd)},
+            "initramfs": {"raw_bytes": raw, "bytes": packed, "sha256": sha256_file(parts.initrd)},
+            "payload": {"path": ISO_PAYLOAD, "format": "squashfs", "compression": "zstd", **payload},
             "packages": lock_doc["packages"], "wheels": wheel_lock,
         }
         extra = {
@@ -415,8 +495,10 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
                                     cmdline=KERNEL_CMDLINE).encode(),
             BUILD_INFO_PATH: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode(),
             LOCK_PATH: (json.dumps(lock_doc, indent=1, sort_keys=True) + "\n").encode(),
+            ISO_PAYLOAD_ID: (payload["id"] + "\n").encode(),
         }
-        files = {ISO_KERNEL: vmlinuz, ISO_INITRD: initrd, ISO_CONFIG_INITRD: conf}
+        files = {ISO_KERNEL: parts.vmlinuz, ISO_INITRD: parts.initrd, ISO_CONFIG_INITRD: conf,
+                 ISO_PAYLOAD: parts.payload}
         res = iso.master_iso(files, output, bios_image=grub_bios_image(boot_root, staging),
                              efi_image=efi_image(boot_root, staging), label=label, extra=extra,
                              progress=opts.progress, bios=iso.GRUB_BIOS, boot_check=False, pad_sectors=PAD_SECTORS)
@@ -425,4 +507,5 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
         shutil.rmtree(staging, ignore_errors=True)
     return LinuxBuildResult(output=output, size=res.size, lock_file=lock_file, kernel=kver, packages=len(packages),
                             wheels=len(wheel_list), initramfs_raw=raw, initramfs=packed,
+                            payload_raw=payload["raw_bytes"], payload=payload["bytes"],
                             boot_entries=res.boot_entries, notes=res.notes)

@@ -56,6 +56,7 @@ def build_linux(output: Path, label: str, lock: Path | None, as_json: bool, winp
         return
     click.echo(f"base:    Debian 12, kernel {res.kernel}, {res.packages} packages, {res.wheels} wheels")
     click.echo(f"initrd:  {_mib(res.initramfs_raw)} -> {_mib(res.initramfs)} (zstd)")
+    click.echo(f"root:    {_mib(res.payload_raw)} -> {_mib(res.payload)} (squashfs, zstd)")
     click.echo(f"boot:    {', '.join(res.boot_entries)}")
     for note in res.notes:
         click.echo(f"note:    {note}")

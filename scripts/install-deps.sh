@@ -31,9 +31,11 @@ APT_PACKAGES=(
   gcc-mingw-w64-x86-64  # tests/wine: the ProcessPrng shim DLL and the WinPE tool stand-ins (harness only)
   binutils            # strip: the Linux base strips the manylinux wheels' extensions
   cpio                # independent reader of the Linux base's initramfs (tests)
+  squashfs-tools      # mksquashfs: the Linux base's root file system image (read from the medium at boot)
 )
 # The Linux base (rescuekit build --base linux) itself needs only apt-get/apt-cache/dpkg-deb (every Debian),
-# grub-mkimage (grub-common), mkfs.vfat + mtools and strip: its packages are fetched with apt-get download.
+# grub-mkimage (grub-common), mkfs.vfat + mtools, strip and mksquashfs (squashfs-tools): its packages are fetched
+# with apt-get download.
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q

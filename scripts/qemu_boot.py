@@ -47,6 +47,7 @@ class BootResult:
     seconds: float
     reason: str  # "expected text seen", "failure marker seen", "timeout", "qemu exited (N)"
     command: list[str] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)  # text -> seconds after QEMU's start it first appeared
 
     @property
     def text(self) -> str:
@@ -110,7 +111,7 @@ def qemu_command(medium: Path, firmware: Firmware, media: Media, serial_log: Pat
 def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expect: str | None = None,
          timeout: float = 60, accel: str | None = None, memory_mb: int = 256,
          fail_markers: tuple[str, ...] = FAIL_MARKERS, extra_args: tuple[str, ...] = (),
-         send: tuple[str, str] | None = None) -> BootResult:
+         send: tuple[str, str] | None = None, marks: tuple[str, ...] = ()) -> BootResult:
     """Boot ``medium`` and return the serial log.
 
     ``ok`` is True when ``expect`` appeared in the serial log (when ``expect`` is None: when QEMU exited by itself
@@ -118,6 +119,7 @@ def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expe
     ``accel``: "tcg" (default; env RESCUEKIT_QEMU_ACCEL overrides), "kvm" or "auto".
     ``extra_args`` are appended to the QEMU command (e.g. more disks).  ``send=(marker, text)``: COM1 is also
     QEMU's stdin, and ``text`` is typed once ``marker`` is in the serial log (a test drives a console with it).
+    ``marks``: texts whose first appearance is timed (``BootResult.marks``, polled every 0.1 s).
     """
     medium = Path(medium)
     if not medium.is_file():
@@ -138,11 +140,15 @@ def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expe
                                 stdout=subprocess.DEVNULL if send else subprocess.PIPE, stderr=subprocess.STDOUT
                                 if not send else subprocess.PIPE)
         pending = send
+        seen: dict[str, float] = {}
         reason = "timeout"
         ok = False
         try:
             while True:
                 log = serial_log.read_bytes().decode("utf-8", "replace")
+                for m in marks:
+                    if m not in seen and m in log:
+                        seen[m] = time.monotonic() - start
                 if pending and pending[0] in log and proc.stdin is not None:
                     proc.stdin.write(pending[1].encode())
                     proc.stdin.flush()
@@ -171,7 +177,7 @@ def boot(medium: Path, firmware: Firmware = "bios", media: Media = "cdrom", expe
         log = serial_log.read_bytes().decode("utf-8", "replace")
     if not ok and qemu_out.strip():
         log += f"\n--- qemu stdout/stderr ---\n{qemu_out}"
-    return BootResult(log=log, ok=ok, seconds=seconds, reason=reason, command=cmd)
+    return BootResult(log=log, ok=ok, seconds=seconds, reason=reason, command=cmd, marks=seen)
 
 
 def _complete_line_with(log: str, marker: str) -> bool:

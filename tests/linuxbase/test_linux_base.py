@@ -1,6 +1,7 @@
 """The Linux-based rescue disc booted in QEMU (TCG): runtime, menu, unattended capture and restore of real disks."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -46,22 +47,32 @@ def test_iso_records_packages_and_lock(linux_iso: Path) -> None:
     names = {p["name"] for p in lock["packages"]}
     assert {"busybox-static", "shim-signed", "grub-efi-amd64-signed", "python3.11-minimal"} <= names
     assert all(len(p["sha256"]) == 64 for p in lock["packages"]) and lock["wheels"]
+    assert not [w for w in lock["wheels"] if w["filename"].lower().startswith(("pygments", "markdown_it", "mdurl"))]
+    # the root file system image on the disc is the one the record names, and stage 1 looks for its id
+    payload = info["payload"]
+    assert _iso_file(linux_iso, "/rescuekit/payload.id").decode().strip() == payload["id"]
+    assert hashlib.sha256(_iso_file(linux_iso, "/" + payload["path"])).hexdigest() == payload["sha256"]
+    assert payload["id"] == payload["sha256"][:16] and payload["format"] == "squashfs"
     assert linux_iso.stat().st_size < 60 << 20
     shown = subprocess.run([*RK_HOST, "inspect", str(linux_iso)], capture_output=True, text=True)
     assert shown.returncode == 0 and f"package:  busybox-static {_version(lock, 'busybox-static')}" in shown.stdout
 
 
+def _iso_file(path: Path, name: str) -> bytes:
+    import io
+
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        buf = io.BytesIO()
+        iso.get_file_from_iso_fp(buf, joliet_path=name)
+        return buf.getvalue()
+    finally:
+        iso.close()
+
+
 def _version(lock: dict, name: str) -> str:
     return next(p["version"] for p in lock["packages"] if p["name"] == name)
-
-
-def test_seabios_boots_to_menu_on_serial(linux_iso: Path) -> None:
-    """Interactive: `rescuekit menu` on ttyS0; entry 1 (Restore an image) runs its repository picker, which finds
-    none on this machine without disks."""
-    want = "No rescuekit repository was found on any attached volume."
-    res = _boot(linux_iso, "bios", want, 240, send=("Main menu", "1\n"))
-    assert READY in res.text, res.text[-3000:]
-    assert "Restore an image" in res.text and want in res.text, res.text[-3000:]
 
 
 def _e2e(firmware: str, isos: dict[str, Path], source: tuple[Path, dict], work: Path) -> None:
@@ -92,16 +103,22 @@ def test_ovmf_unattended_capture_then_restore(unattended_isos, source_disk, tmp_
     _e2e("uefi", unattended_isos, source_disk, tmp_path)
 
 
-def test_unattended_restore_refuses_the_repository_disk(linux_dir: Path, tmp_path: Path) -> None:
-    """The repository's own disk as the target: refused, logged, the menu instead of a poweroff."""
+def test_refused_restore_then_the_menu_on_serial(linux_dir: Path, tmp_path: Path) -> None:
+    """One SeaBIOS boot, two checks. (1) The repository's own disk as the unattended restore's target: refused,
+    logged, the menu instead of a poweroff. (2) That menu on ttyS0, driven over the serial console: entry 1
+    (Restore an image) runs its repository picker, which finds none (the repository disk is empty)."""
     iso = linux_dir / "refuse.iso"
     build(iso, "--default-action", "restore", "--repository", "RKREPO:\\images", "--target", "/dev/vda",
           "--then", "poweroff", "--countdown", "1")
     repo = make_repo_disk(tmp_path / "repo.img")
-    res = qemu_boot.boot(iso, "bios", "cdrom", "rescuekit: showing the menu", timeout=300, memory_mb=MEM,
-                         extra_args=tuple(_virtio(repo)))
+    want = "No rescuekit repository was found on any attached volume."
+    res = qemu_boot.boot(iso, "bios", "cdrom", want, timeout=300, memory_mb=MEM, extra_args=tuple(_virtio(repo)),
+                         send=("Main menu", "1\n"), fail_markers=("Kernel panic",))
     assert res.ok, res.text[-3000:]
+    assert READY in res.text
     assert "refused: target /dev/vda is the disk that holds the repository" in res.text
+    assert "rescuekit: showing the menu" in res.text
+    assert "Restore an image" in res.text and want in res.text, res.text[-3000:]
 
 
 @pytest.mark.slow

@@ -10,17 +10,17 @@ A failed or cancelled run always ends in the menu, so the person at the machine 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import platform
 import select
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings, load_settings
+
+# Imports are kept to what the ready line and the menu need (argparse, platform, subprocess cost seconds at
+# boot under QEMU's TCG): subprocess is imported where a child is started.
 
 READY = "RESCUEKIT LINUX READY"
 RUN_DIR = Path("/run/rescuekit")
@@ -29,6 +29,7 @@ CLAIM = RUN_DIR / "unattended.claim"
 CANCEL = RUN_DIR / "unattended.cancel"
 DONE = RUN_DIR / "unattended.done"
 MEDIUM_LABEL_FILE = Path("/etc/rescuekit/medium-label")
+MEDIUM_DEVICE_FILE = RUN_DIR / "medium"  # stage 1 of /init writes the device it found the root image on
 CMDLINE_KEYS = {"action": "default_action", "repository": "repository", "target": "target", "image": "image",
                 "then": "then", "countdown": "countdown"}
 
@@ -87,8 +88,17 @@ class Log:
 
 def boot_medium_disks(label: str | None) -> set[str]:
     """Disks holding this boot medium: an ISO 9660 volume with our label at sector 16 (a CD, a USB stick
-    written with dd, a virtual drive).  They are never a capture source's repository or a restore target."""
+    written with dd, a virtual drive), and the disk of the device /init found the root file system image on
+    (also a FAT stick written by ``rescuekit usb``).  They are never a repository's disk or a restore target."""
     out: set[str] = set()
+    try:
+        dev = MEDIUM_DEVICE_FILE.read_text().strip()
+    except OSError:
+        dev = ""
+    if dev.startswith("/dev/"):
+        from rescuekit.imaging.safety import _disk_of
+
+        out.add(_disk_of(dev))
     if not label:
         return out
     for dev in Path("/sys/block").iterdir():
@@ -151,6 +161,8 @@ def _stdin_ready(timeout: float) -> bool:
 
 def run_logged(args: list[str], log: Log) -> int:
     """Run ``rescuekit ARGS`` as a child; each output line goes to the console and the log."""
+    import subprocess
+
     log(f"> rescuekit {' '.join(args)}")
     proc = subprocess.Popen([sys.executable, "-I", "-X", "utf8", "-B", "-m", "rescuekit", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -258,6 +270,8 @@ def follow(log: Log) -> None:
 
 
 def finish(then: str, log: Log) -> None:
+    import subprocess
+
     os.sync()
     if then in ("poweroff", "reboot"):
         log(f"rescuekit: {then}")
@@ -267,12 +281,17 @@ def finish(then: str, log: Log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rescuekit.boot")
-    ap.add_argument("--console", default="console")
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--console"] and len(argv) == 2:
+        console = argv[1]
+    elif not argv:
+        console = "console"
+    else:
+        print("usage: python3 -m rescuekit.boot [--console NAME]", file=sys.stderr)
+        return 2
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     log = Log()
-    print(f"{READY} on {args.console}: kernel {platform.release()}, python {platform.python_version()}, "
+    print(f"{READY} on {console}: kernel {os.uname().release}, python {sys.version.split()[0]}, "
           f"lockdown {lockdown()}, uptime {uptime():.1f} s", flush=True)
     from rescuekit.errors import RescueError
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from rescuekit import __version__, finders, target_rules, tools, volumes
 from rescuekit.config import Settings
 from rescuekit.errors import RescueError
 from rescuekit.imaging.units import human
-from rescuekit.sessionlog import SessionLog, machine_line
+from rescuekit.sessionlog import SessionLog, hostname, machine_line
 from rescuekit.tui.screen import UI, Item
 
 NO_DISK_HINT = [  # lines under 80 columns (WinPE's console)
@@ -62,7 +61,7 @@ class App:
 
     # -- entry ---------------------------------------------------------------------------------------------
     def start(self, *, action: str, target: str | None, image: str | None, then: str, countdown: int) -> int:
-        self.log.write(f"rescuekit {__version__} menu on {socket.gethostname()} ({sys.platform}); action {action}")
+        self.log.write(f"rescuekit {__version__} menu on {hostname()} ({sys.platform}); action {action}")
         try:
             if action == "restore" and target:
                 rc = self.unattended_restore(target, image or "latest", countdown)
@@ -240,7 +239,7 @@ class App:
         source = self.pick_disk(f"{heading}: choose the disk to capture", repo, None, for_capture=True)
         if source is None:
             return
-        default = f"{socket.gethostname()}-{time.strftime('%Y%m%d')}"
+        default = f"{hostname()}-{time.strftime('%Y%m%d')}"
         name = self.ui.ask(heading, [f"Capturing {source} into {repo}."], "Image name", default)
         if name is None:
             return
@@ -433,7 +432,7 @@ class App:
             return 1
         finally:
             if repo:
-                line = machine_line(socket.gethostname(), target, serial, doc, result)
+                line = machine_line(hostname(), target, serial, doc, result)
                 self.log.write(f"machine log: {line}")
                 self.log.append_machine(Path(repo) / "logs", line)
 

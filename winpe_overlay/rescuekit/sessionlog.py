@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 MACHINES_LOG = "machines.log"
+
+
+def hostname() -> str:
+    """This machine's name (os.uname where there is one: importing socket costs start-up time under TCG)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def default_dir() -> Path:
@@ -19,6 +26,8 @@ def default_dir() -> Path:
         return Path("X:\\")
     if sys.platform != "win32" and os.access("/run", os.W_OK):
         return Path("/run/rescuekit")
+    import tempfile  # not at the top: start-up time on the Linux disc under TCG
+
     return Path(tempfile.gettempdir())
 
 
@@ -26,7 +35,7 @@ class SessionLog:
     def __init__(self, where: str | os.PathLike | None = None) -> None:
         d = Path(where) if where else default_dir()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        self.path: Path | None = d / f"rescuekit-{socket.gethostname()}-{stamp}-{os.getpid()}.log"
+        self.path: Path | None = d / f"rescuekit-{hostname()}-{stamp}-{os.getpid()}.log"
         try:
             d.mkdir(parents=True, exist_ok=True)
             self.path.touch()

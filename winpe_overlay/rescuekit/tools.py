@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -108,6 +107,8 @@ def available(cmd: list[str]) -> bool:
 
 def run(cmd: list[str], *, input: str | None = None, capture: bool = True) -> tuple[int, str]:
     """Run a tool; (exit code, its output); a missing tool is (127, reason)."""
+    import subprocess  # here, not at the top: the menu's start-up under QEMU's TCG pays for every module
+
     try:
         if not capture:
             return subprocess.call(cmd), ""
