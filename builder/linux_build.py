@@ -272,8 +272,11 @@ def compile_python(root: Path) -> None:
     unchecked so the initramfs's fixed mtimes never force a recompile at boot."""
     loader = root / "lib64/ld-linux-x86-64.so.2"
     libpath = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
-    env = {"PYTHONHOME": str(root / "usr"), "PATH": "/usr/bin:/bin", "LC_ALL": "C"}
-    _run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q",
+    # PYTHONDONTWRITEBYTECODE and -f: the interpreter running compileall would otherwise leave timestamp .pyc for
+    # the modules it imports itself (enum, re, functools, pathlib, ...), compileall would skip those as up to date,
+    # and the fixed mtimes of the root image would make them stale: every boot recompiled ~70 modules from source.
+    env = {"PYTHONHOME": str(root / "usr"), "PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"}
+    _run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q", "-f",
           "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/",
           str(root / "usr/lib/python3.11"), str(root / SITE)], "precompiling the runtime failed", env=env)
 

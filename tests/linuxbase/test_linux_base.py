@@ -89,6 +89,9 @@ def _e2e(firmware: str, isos: dict[str, Path], source: tuple[Path, dict], work: 
     text = res.text
     assert res.ok and "unattended restore finished" in text, text[-4000:]
     assert "mounted read-only" in text
+    # the restore's log reaches the read-only mounted repository volume (mounted read-write just for it)
+    assert "mounted read-write for the log" in text and "rescuekit: log copied to /run/rescuekit/RKREPO/" in text, \
+        text[-3000:]
     v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True)
     assert v.returncode == 0 and "No problems found" in v.stdout, v.stdout
     check_disk_files(target, hashes, work)  # ntfsfix -n, fsck.vfat -n, every file's SHA-256
