@@ -162,6 +162,24 @@ def test_unattended_restore_from_a_build_config(repo_copy, disks, tmp_path):
         [host, "auto", "-", gpt_id, "gpt", "refused"], [host, str(a), "-", gpt_id, "gpt", "ok"]]
 
 
+def test_restore_flow_onto_a_smaller_disk_shrinks(repo_copy, disks, tmp_path):
+    """The picker offers a disk smaller than the image's source when the used data fits (the restore shrinks the
+    NTFS volume); far too small stays refused; --target auto never picks a smaller disk on its own."""
+    from rescuekit.repo.repository import Repository
+
+    doc = Repository.open(repo_copy).find_image("gpt")
+    small, tiny = _blank(tmp_path / "small.img", 150 * MiB), _blank(tmp_path / "tiny.img", 8 * MiB)
+    rows = finders.disk_rows(finders.describe_disks([str(small), str(tiny)], machine=False), image=doc)
+    assert rows[0].why == "" and rows[0].shrinks and "the restore shrinks" in " ".join(rows[0].marks)
+    assert rows[1].why.startswith("too small (needs ") and finders.internal_candidates(rows) == []
+    res = menu("--no-scan", repo_copy, small, "--log-dir", tmp_path / "logs",
+               keys="1\n1\n2\n1\nERASE\n\n\x1b")  # restore, repository, image gpt, the small disk, ERASE
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the NTFS volume shrinks" in res.stdout and "Restore an image: done" in res.stdout, res.stdout[-3000:]
+    assert subprocess.run(["sgdisk", "-v", str(small)], capture_output=True, text=True).returncode == 0
+    check_disk_files(small, disks["gpt"][1], tmp_path)
+
+
 def test_unattended_auto_rules_pick_one_disk(repo_copy, disks, tmp_path):
     """auto:RULES narrows the candidates; no match or a bad rule writes nothing."""
     a, b = _blank(tmp_path / "a.img", 256 * MiB), _blank(tmp_path / "b.img", 300 * MiB)

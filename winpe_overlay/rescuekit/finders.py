@@ -149,6 +149,7 @@ class DiskRow:
     path: str
     desc: dict
     why: str = ""  # non-empty: shown but cannot be chosen
+    shrinks: bool = False  # smaller than the image's source disk: the restore shrinks a volume to fit
     marks: list[str] = field(default_factory=list)
 
     def text(self) -> tuple[str, str]:
@@ -218,7 +219,12 @@ def disk_rows(descs: list[dict], *, repo: str | None = None, image: dict | None 
         elif d.get("error") and (for_capture or d.get("size", 0) == 0):
             row.why = "cannot be read"
         elif image is not None and not for_capture and (d.get("size") or 0) < image["source"]["size"]:
-            row.why = f"too small (needs {human(image['source']['size'])})"
+            floor = shrink_floor(image)
+            if floor is not None and (d.get("size") or 0) >= floor:
+                row.shrinks = True  # the restore computes the real minimum and refuses before writing if it is more
+                row.marks.append(f"smaller: the restore shrinks the image to fit (used data ~{human(floor)})")
+            else:
+                row.why = f"too small (needs {human(floor if floor is not None else image['source']['size'])})"
         if image is not None and captured_from(d, image):
             row.marks.append("<- captured from this disk")
         rows.append(row)
@@ -226,5 +232,21 @@ def disk_rows(descs: list[dict], *, repo: str | None = None, image: dict | None 
 
 
 def internal_candidates(rows: list[DiskRow]) -> list[DiskRow]:
-    """Disks ``--target auto`` may pick: choosable, not removable."""
-    return [r for r in rows if not r.why and not r.desc.get("removable")]
+    """Disks ``--target auto`` may pick: choosable, not removable, and holding the image without a shrink (an
+    unattended run does not guess whether a smaller disk is meant)."""
+    return [r for r in rows if not r.why and not r.desc.get("removable") and not r.shrinks]
+
+
+SHRINKABLE_FS = ("ntfs", "fat12", "fat16", "fat32")
+
+
+def shrink_floor(image: dict) -> int | None:
+    """A cheap lower bound of the smallest target the restore can shrink ``image`` onto (None: it cannot shrink):
+    the source size less the free space of its largest shrinkable volume, plus 1% (at least 1 MiB) of slack.
+    The restore's own plan (imaging/layout.py) computes the real minimum from the image before it writes."""
+    parts = [p for p in image.get("partitions") or [] if p.get("fs") in SHRINKABLE_FS and p.get("used_bytes")]
+    if not parts:
+        return None
+    free = max(p["size"] - p["used_bytes"] for p in parts)
+    used = image["source"]["size"] - max(0, free)
+    return used + max(1 << 20, used // 100)
