@@ -34,6 +34,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from rescuekit.errors import RescueError
+from rescuekit.vdisk import ReadOnlyDevice  # read/write refusal/flush/close/context manager; readinto is ours
 
 SIGNATURE = b"-FVE-FS-"
 METADATA_REGION = 64 << 10  # what cryptsetup maps as zeros per metadata copy (BITLK_FVE_METADATA_SIZE)
@@ -353,7 +354,7 @@ class SectorCipher:
                 ).to_bytes(n * ss, "little")
 
 
-class DecryptedVolume:
+class DecryptedVolume(ReadOnlyDevice):
     """``BlockDevice`` over ``size`` bytes at ``offset`` of ``dev``: the BitLocker volume there, decrypted."""
 
     writable = False
@@ -415,26 +416,6 @@ class DecryptedVolume:
             pos = e
         return bytes(out)
 
-    def read(self, offset: int, n: int) -> bytes:
-        buf = bytearray(n)
-        self.readinto(offset, memoryview(buf))
-        return bytes(buf)
-
-    def write(self, offset: int, data: object) -> None:
-        raise RescueError(f"{self.path} is read-only")
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "DecryptedVolume":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
 
 def open_volume(dev, offset: int, size: int, password: str, where: str) -> DecryptedVolume:
     """Unlock the BitLocker volume at ``offset`` with a recovery password; one-line RescueError otherwise."""
@@ -449,7 +430,7 @@ def open_volume(dev, offset: int, size: int, password: str, where: str) -> Decry
     return DecryptedVolume(dev, offset, size, meta, unlock(meta, password, where))
 
 
-class DecryptedDisk:
+class DecryptedDisk(ReadOnlyDevice):
     """``BlockDevice`` over a whole disk (or volume image) whose BitLocker volumes read decrypted.
 
     ``volumes``: start offset -> the unlocked volume there. Everything else reads through to ``dev``.
@@ -479,28 +460,9 @@ class DecryptedDisk:
             self.dev.readinto(pos, buf[pos - offset:])
         return n
 
-    def read(self, offset: int, n: int) -> bytes:
-        buf = bytearray(n)
-        self.readinto(offset, memoryview(buf))
-        return bytes(buf)
-
     def current_size(self) -> int:
         return self.dev.current_size() if hasattr(self.dev, "current_size") else self.dev.size
 
-    def write(self, offset: int, data: object) -> None:
-        raise RescueError(f"{self.path} is open read-only")
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "DecryptedDisk":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def unlock_disk(dev, passwords: list[str], source: str) -> DecryptedDisk:
