@@ -48,7 +48,7 @@ MEDIUM_LABEL_PATH = "etc/rescuekit/medium-label"  # rescuekit.boot: the disc's o
 # What the cached main initramfs depends on besides the lock (packages + wheels) and the runtime package.
 _CACHE_INPUTS = ["linux_build.py", "initramfs.py", "elf.py", "linux_base.py", "linux_templates"]
 MKSQUASHFS = "mksquashfs"  # squashfs-tools
-KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200 loglevel=4"
+KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200 loglevel=4 cryptomgr.notests"
 GRUB_TIMEOUT = 1  # seconds; any key stops it (e edits the command line)
 PAD_SECTORS = 150  # 300 KiB, as xorriso pads
 
@@ -319,7 +319,7 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
     for rel, text, mode in (
         (STAGE2, _template("stage2", tool_version=__version__, kernel_version=kver), 0o755),
         ("etc/inittab", _template("inittab"), 0o644),
-        ("usr/bin/rk-session", _template("rk-session"), 0o755),
+        ("usr/bin/rk-consoles", _template("rk-consoles"), 0o755),
         ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
         ("etc/group", "root:x:0:\n", 0o644),
     ):
@@ -360,6 +360,11 @@ def early_initramfs(root: Path, kver: str, early: list[str], payload_id: str) ->
     dirs = sorted({str(Path(m).parent) for m in early} | {str(p) for m in early for p in Path(m).parents})
     out += [initramfs.directory(f"lib/modules/{kver}/{d}") for d in dirs if d != "."]
     out += [initramfs.Entry(f"lib/modules/{kver}/{m}", 0o100644, host=root / "lib/modules" / kver / m) for m in early]
+    # modprobe's view of them: their lines of modules.dep (an early module depends only on early ones)
+    wanted = set(early)
+    dep = [line for line in (root / "lib/modules" / kver / "modules.dep").read_text().splitlines()
+           if line.split(":", 1)[0] in wanted]
+    out.append(initramfs.file_bytes(f"lib/modules/{kver}/modules.dep", "".join(f"{x}\n" for x in dep).encode()))
     return out
 
 
