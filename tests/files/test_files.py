@@ -2,7 +2,6 @@
 Windows system image backups (VHD, VHDX); hashes and modification times compared with the source."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,26 +13,12 @@ import pytest
 from files_helpers import MiB, expected, sha_file
 from rescuekit.files.extract import safe_name
 
-
-def rk(*args: object, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "rescuekit", *map(str, args)], capture_output=True, text=True,
-                         timeout=600)
-    if check and res.returncode != 0:
-        raise AssertionError(f"rescuekit {' '.join(map(str, args))} failed ({res.returncode}):\n"
-                             f"{res.stdout}\n{res.stderr}")
-    return res
-
-
-def rk_json(*args: object) -> dict:
-    return json.loads(rk(*args, "--json").stdout)
+from tests.cli_helpers import one_line_error as _one_line_error
+from tests.cli_helpers import rk, rk_json
 
 
 def one_line_error(res: subprocess.CompletedProcess, *words: str) -> str:
-    err = res.stderr.strip().splitlines()
-    assert res.returncode != 0, res.stdout
-    assert err and err[-1].startswith("rescuekit: error: ") and "Traceback" not in res.stderr, res.stderr
-    assert all(w in err[-1] for w in words), err[-1]
-    return err[-1]
+    return _one_line_error(res, *words, alone=False)
 
 
 def check_tree(out: Path, want: dict[str, tuple[str, int]], mtime_slack_ns: int) -> None:

@@ -5,34 +5,13 @@ import json
 import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import make_test_disks as mtd
 
+from tests.cli_helpers import one_line_error, rk, rk_json  # noqa: F401 - the imaging tests import them from here
+
 MiB = 1 << 20
-
-
-def rk(*args: object, check: bool = True, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m rescuekit ARGS`` (the runtime entry point, as in WinPE)."""
-    res = subprocess.run([sys.executable, "-m", "rescuekit", *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, timeout=timeout)
-    if check and res.returncode != 0:
-        raise AssertionError(f"rescuekit {' '.join(map(str, args))} failed ({res.returncode}):\n"
-                             f"{res.stdout}\n{res.stderr}")
-    return res
-
-
-def one_line_error(res: subprocess.CompletedProcess) -> str:
-    """The single ``rescuekit: error: ...`` line of a failed run (no traceback, nothing else on stderr)."""
-    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rescuekit: error: "), res.stderr
-    return lines[0]
-
-
-def rk_json(*args: object) -> dict:
-    return json.loads(rk(*args, "--json").stdout)
 
 
 def layout(disk: Path) -> list[dict]:

@@ -4,33 +4,13 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import make_test_disks as mtd
 
+from tests.cli_helpers import one_line_error, rk, rk_json  # noqa: F401 - the winbackup tests import them from here
+
 MiB = 1 << 20
-
-
-def rk(*args: object, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "rescuekit", *map(str, args)], capture_output=True, text=True,
-                         input=stdin, timeout=600)
-    if check and res.returncode != 0:
-        raise AssertionError(f"rescuekit {' '.join(map(str, args))} failed ({res.returncode}):\n"
-                             f"{res.stdout}\n{res.stderr}")
-    return res
-
-
-def rk_json(*args: object) -> dict:
-    return json.loads(rk(*args, "--json").stdout)
-
-
-def one_line_error(res: subprocess.CompletedProcess, *words: str) -> str:
-    err = res.stderr.strip()
-    assert res.returncode != 0, res.stdout
-    assert err.startswith("rescuekit: error: ") and "\n" not in err and "Traceback" not in err, err
-    assert all(w in err for w in words), err
-    return err
 
 
 def partitions(disk: Path) -> list[dict]:
