@@ -12,17 +12,10 @@ from builder.build import BuildOptions, build_iso
 from builder.overlay_cli import overlay_factory, overlay_options
 from builder.sources import UEFI_CAS
 from rescuekit.errors import UsageError
+from rescuekit.imaging.units import human
 
 # Boot.wim steps that other modules contribute (issue 3's overlay); each is ``(opts) -> step | None``.
 STEP_FACTORIES: list = [overlay_factory]
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 # The WinPE base options that build and usb share (usb: builder/usb_cli.py).
@@ -82,7 +75,7 @@ def build_cmd(source: Path | None, output: Path, no_prompt: bool, label: str, ue
     click.echo(f"boot:    {', '.join(res.boot_entries)} (UEFI CA {res.uefi_ca}{', no prompt' if res.no_prompt else ''})")
     for note in res.notes:
         click.echo(f"note:    {note}")
-    click.echo(f"wrote:   {res.output} ({_human(res.size)}, {res.files} files)")
+    click.echo(f"wrote:   {res.output} ({human(res.size)}, {res.files} files)")
 
 
 def register(group: click.Group) -> None:

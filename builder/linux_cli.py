@@ -10,14 +10,11 @@ from builder.config import RuntimeConfig
 from builder.linux_build import LinuxBuildOptions, build_linux_iso
 from builder.overlay_cli import _META
 from rescuekit.errors import UsageError
+from rescuekit.imaging.units import human
 from rescuekit.volumes import parse as parse_label
 
 # Overlay options that only mean something inside boot.wim.
 _WINPE_OVERLAY = ["python_embed", "python_version", "python_sha256", "wheelhouse", "drivers", "locale", "network"]
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 def config_from_context() -> RuntimeConfig:
@@ -55,13 +52,13 @@ def build_linux(output: Path, label: str, lock: Path | None, as_json: bool, winp
         click.echo(json.dumps(res.as_dict(), indent=2))
         return
     click.echo(f"base:    Debian 12, kernel {res.kernel}, {res.packages} packages, {res.wheels} wheels")
-    click.echo(f"initrd:  {_mib(res.initramfs_raw)} -> {_mib(res.initramfs)} (zstd)")
-    click.echo(f"root:    {_mib(res.payload_raw)} -> {_mib(res.payload)} (squashfs, zstd)")
+    click.echo(f"initrd:  {human(res.initramfs_raw)} -> {human(res.initramfs)} (zstd)")
+    click.echo(f"root:    {human(res.payload_raw)} -> {human(res.payload)} (squashfs, zstd)")
     click.echo(f"boot:    {', '.join(res.boot_entries)}")
     for note in res.notes:
         click.echo(f"note:    {note}")
     click.echo(f"lock:    {res.lock_file}")
-    click.echo(f"wrote:   {res.output} ({_mib(res.size)})")
+    click.echo(f"wrote:   {res.output} ({human(res.size)})")
 
 
 def linux_build_info(medium: Path) -> dict | None:

@@ -15,6 +15,7 @@ from builder.config import ACTIONS, COUNTDOWN_MAX, SHELLS, THEN, RuntimeConfig
 from builder.drivers import check_output_outside_drivers
 from builder.overlay import BACKENDS, OverlayOptions, OverlayResult, apply_overlay
 from rescuekit.errors import UsageError
+from rescuekit.imaging.units import human
 
 _META = "rescuekit.overlay"
 
@@ -114,10 +115,6 @@ def _from_env(ctx: click.Context | None, key: str) -> bool:
     return src is not None and src.name == "ENVIRONMENT"
 
 
-def _human(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
-
-
 def overlay_factory(_build_opts: object) -> Callable[[Path, Path], None] | None:
     """STEP_FACTORIES entry: the overlay step for the current ``rescuekit build`` invocation."""
     ctx = click.get_current_context(silent=True)
@@ -139,8 +136,8 @@ def overlay_factory(_build_opts: object) -> Callable[[Path, Path], None] | None:
         py = res.manifest["python"]
         click.echo(
             f"runtime: Python {py['version'] or py['xy']}, {len(res.manifest['wheels'])} wheels, "
-            f"{len(res.manifest['drivers'])} driver folder(s); boot.wim {_human(res.size_before)} -> "
-            f"{_human(res.size_after)}",
+            f"{len(res.manifest['drivers'])} driver folder(s); boot.wim {human(res.size_before)} -> "
+            f"{human(res.size_after)}",
             err=True,
         )
         for w in res.warnings:

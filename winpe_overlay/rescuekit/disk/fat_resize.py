@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from rescuekit.disk import fat
 from rescuekit.disk.device import BlockDevice
 from rescuekit.errors import RescueError
+from rescuekit.imaging.units import human
 
 ENTRY_BITS = {"fat12": 12, "fat16": 16, "fat32": 32}
 BAD = {"fat12": 0xFF7, "fat16": 0xFFF7, "fat32": 0x0FFFFFF7}
@@ -60,14 +61,8 @@ class FatShrink:
                + (f", clusters split from {self.cluster_size} to {self.new_cluster_size} bytes (the "
                   f"{self.kind.upper()} cluster-count minimum)" if self.new_cluster_size != self.cluster_size
                   else ""))
-        return (f"the {self.kind.upper()} volume shrinks from {_human(self.old_size)} to {_human(self.new_size)} "
-                f"({self.new_size} bytes; {_human(self.used_clusters * self.cluster_size)} used; {how})")
-
-
-def _human(n: int) -> str:
-    from rescuekit.imaging.units import human
-
-    return human(n)
+        return (f"the {self.kind.upper()} volume shrinks from {human(self.old_size)} to {human(self.new_size)} "
+                f"({self.new_size} bytes; {human(self.used_clusters * self.cluster_size)} used; {how})")
 
 
 def _geometry(b: fat.FatBoot, total: int, split: int) -> tuple[int, int] | None:
