@@ -10,20 +10,14 @@ from pathlib import Path
 
 import make_test_disks as mtd
 
+from builder.files import sha256_file as sha_file  # one streaming SHA-256 of a file, the builder's
+
 MiB = 1 << 20
 T0 = 1_600_000_000  # even: FAT keeps 2-second steps
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
 
 
 def expected(root: Path) -> dict[str, tuple[str, int]]:
