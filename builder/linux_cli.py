@@ -11,6 +11,7 @@ from builder.linux_build import LinuxBuildOptions, build_linux_iso
 from builder.overlay_cli import _META
 from rescuekit.errors import UsageError
 from rescuekit.imaging.units import human
+from rescuekit.target_rules import is_auto
 from rescuekit.volumes import parse as parse_label
 
 # Overlay options that only mean something inside boot.wim.
@@ -40,8 +41,9 @@ def build_linux(output: Path, label: str, lock: Path | None, as_json: bool, winp
     if given:
         raise UsageError(f"{given[0]} is for --base winpe")
     config = config_from_context().validated()
-    if config.target and not config.target.startswith("/dev/"):
-        raise UsageError(f"--target {config.target} is a Windows device path: the Linux base needs e.g. /dev/sda")
+    if config.target and not config.target.startswith("/dev/") and not is_auto(config.target):
+        raise UsageError(f"--target {config.target} is a Windows device path: the Linux base needs e.g. /dev/sda "
+                         "or auto")
     if config.repository and parse_label(config.repository) is None:
         raise UsageError(f"--repository {config.repository}: the Linux base finds its repository by volume label, "
                          "e.g. RKREPO:\\images")

@@ -27,13 +27,13 @@ def linux_iso(linux_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def unattended_isos(linux_iso: Path, linux_dir: Path) -> dict[str, Path]:
-    """Discs that capture /dev/vda into RKREPO:\\images, and restore it onto /dev/vda, then power off."""
-    common = ["--repository", "RKREPO:\\images", "--target", "/dev/vda", "--image-name", "pc1",
-              "--then", "poweroff", "--countdown", "1"]
+    """Discs that capture /dev/vda into RKREPO:\\images, and restore it onto the one internal disk that can hold it
+    (``--target auto``: the repository's disk and the disc are never it), then power off."""
+    common = ["--repository", "RKREPO:\\images", "--image-name", "pc1", "--then", "poweroff", "--countdown", "1"]
     out = {}
-    for action in ("capture", "restore"):
+    for action, target in (("capture", "/dev/vda"), ("restore", "auto")):
         out[action] = linux_dir / f"{action}.iso"
-        build(out[action], "--default-action", action, *common)
+        build(out[action], "--default-action", action, "--target", target, *common)
     return out
 
 

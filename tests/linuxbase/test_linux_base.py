@@ -88,6 +88,7 @@ def _e2e(firmware: str, isos: dict[str, Path], source: tuple[Path, dict], work: 
     res = _boot(isos["restore"], firmware, None, 600, [*_virtio(target), *_virtio(repo)])
     text = res.text
     assert res.ok and "unattended restore finished" in text, text[-4000:]
+    assert "--target auto is /dev/vda" in text  # not vdb (the repository's disk), not the disc
     assert "mounted read-only" in text
     # the restore's log reaches the read-only mounted repository volume (mounted read-write just for it)
     assert "mounted read-write for the log" in text and "rescuekit: log copied to /run/rescuekit/RKREPO/" in text, \

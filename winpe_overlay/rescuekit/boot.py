@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rescuekit.config import ACTIONS, COUNTDOWN_MAX, THEN, Settings, load_settings
+from rescuekit.target_rules import is_auto
 
 # Imports are kept to what the ready line and the menu need (argparse, platform, subprocess cost seconds at
 # boot under QEMU's TCG): subprocess is imported where a child is started.
@@ -192,17 +193,25 @@ def unattended(s: Settings, log: Log) -> bool:
         if vol is not None:
             log(f"rescuekit: repository volume {vol.label} is {vol.device} ({vol.fs}), mounted "
                 f"{'read-write' if action == 'capture' else 'read-only'} on {point}")
-        why = refusal(action, s.target, vol.disk if vol else None, medium)
+        image = s.image or ("latest" if action == "restore" else "image")
+        target = s.target
+        if action == "restore" and is_auto(target):
+            try:
+                target = auto_target(target, repo, image, medium)
+            except RescueError as exc:
+                log(f"rescuekit: unattended {action} refused: {exc}")
+                return False
+            log(f"rescuekit: --target {s.target} is {target}")
+        why = refusal(action, target, vol.disk if vol else None, medium)
         if why:
             log(f"rescuekit: unattended {action} refused: {why}")
             return False
-        image = s.image or ("latest" if action == "restore" else "image")
         if action == "capture":
-            text, args = (f"rescuekit: unattended capture of {s.target} into {repo} as {image!r}",
-                          ["capture", s.target, repo, "--name", image])
+            text, args = (f"rescuekit: unattended capture of {target} into {repo} as {image!r}",
+                          ["capture", target, repo, "--name", image])
         else:
-            text, args = (f"rescuekit: unattended restore of image {image!r} from {repo} onto {s.target} "
-                          f"(ALL DATA ON {s.target} WILL BE LOST)", ["restore", repo, s.target, "--image", image, "--yes"])
+            text, args = (f"rescuekit: unattended restore of image {image!r} from {repo} onto {target} "
+                          f"(ALL DATA ON {target} WILL BE LOST)", ["restore", repo, target, "--image", image, "--yes"])
         if s.countdown and not countdown(s.countdown, text, log):
             return False
         rc = run_logged(args, log)
@@ -213,6 +222,17 @@ def unattended(s: Settings, log: Log) -> bool:
     finally:
         if point is not None:
             volumes.unmount(point)
+
+
+def auto_target(spec: str, repo: str, image: str, medium: set[str]) -> str:
+    """The disk ``--target auto[:RULES]`` means here: the one internal disk that holds the image and matches the
+    rules, never the boot medium or the repository's disk (the rules WinPE's menu applies: finders.auto_target)."""
+    from rescuekit import finders
+    from rescuekit.repo.repository import Repository
+
+    doc = Repository.open(repo).find_image(image)
+    rows = finders.disk_rows(finders.describe_disks(), repo=repo, image=doc)
+    return finders.auto_target(spec, rows, doc, exclude=medium).path
 
 
 def _medium_label() -> str | None:

@@ -237,6 +237,22 @@ def internal_candidates(rows: list[DiskRow]) -> list[DiskRow]:
     return [r for r in rows if not r.why and not r.desc.get("removable") and not r.shrinks]
 
 
+def auto_target(target: str, rows: list[DiskRow], image: dict, exclude: set[str] = frozenset()) -> DiskRow:
+    """The one disk ``--target auto[:RULES]`` means for ``image`` (WinPE's menu and the Linux base's unattended
+    run alike): an internal candidate matching the rules, not in ``exclude`` (the boot medium's disks); none or
+    several is a RescueError, before anything is written."""
+    from rescuekit import target_rules
+
+    cands = [r for r in target_rules.select(internal_candidates(rows), target) if r.path not in exclude]
+    if len(cands) != 1:
+        shown = ", ".join(r.path for r in cands) or "none"
+        rules = f" matching {target[len('auto:'):]}" if target != "auto" else ""
+        raise RescueError(f"--target {target} needs exactly one internal disk{rules} that can hold image "
+                          f"{image.get('name')} ({human(image['source']['size'])}); found {len(cands)}: "
+                          f"{shown}; nothing was written")
+    return cands[0]
+
+
 SHRINKABLE_FS = ("ntfs", "fat12", "fat16", "fat32")
 
 

@@ -404,14 +404,8 @@ class App:
             doc = Repository.open(repo).find_image(image)
             if target_rules.is_auto(target):
                 rows = finders.disk_rows(finders.describe_disks(self.files, machine=self.scan), repo=repo, image=doc)
-                cands = target_rules.select(finders.internal_candidates(rows), target)
-                if len(cands) != 1:
-                    shown = ", ".join(r.path for r in cands) or "none"
-                    rules = f" matching {target[len('auto:'):]}" if target != "auto" else ""
-                    raise RescueError(f"--target {target} needs exactly one internal disk{rules} that can hold image "
-                                      f"{doc.get('name')} ({human(doc['source']['size'])}); found {len(cands)}: "
-                                      f"{shown}; nothing was written")
-                target, serial = cands[0].path, cands[0].desc.get("serial")
+                row = finders.auto_target(target, rows, doc)
+                target, serial = row.path, row.desc.get("serial")
             self.log.write(f"unattended: image {doc['id']} onto {target}")
             if not self.countdown(heading, [f"Image {doc.get('name')} ({doc['id'][:12]}) from {repo}",
                                             f"will be written onto {target} (everything on it is lost)."], countdown):
