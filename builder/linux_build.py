@@ -317,7 +317,7 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
         _run(["strip", "--strip-unneeded", *sos], "strip failed")
     wheels.copy_runtime_package(site)
     for rel, text, mode in (
-        (STAGE2, _template("stage2", tool_version=__version__, kernel_version=kver), 0o755),
+        (STAGE2, _template("stage2", tool_version=__version__), 0o755),
         ("etc/inittab", _template("inittab"), 0o644),
         ("usr/bin/rk-consoles", _template("rk-consoles"), 0o755),
         ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
@@ -352,7 +352,7 @@ def early_initramfs(root: Path, kver: str, early: list[str], payload_id: str) ->
     out.append(initramfs.Entry("bin/busybox", 0o100755, host=root / "bin/busybox"))
     applets = _run([str(root / "bin/busybox"), "--list-full"], "busybox --list-full failed").stdout.split()
     out += [initramfs.Entry(p, 0o120777, link="/bin/busybox") for p in applets if p != "bin/busybox"]
-    init = _template("init", tool_version=__version__, kernel_version=kver, payload_path=ISO_PAYLOAD,
+    init = _template("init", tool_version=__version__, payload_path=ISO_PAYLOAD,
                      payload_id_path=ISO_PAYLOAD_ID)
     out.append(initramfs.file_bytes("init", init.encode(), 0o755))
     out.append(initramfs.file_bytes(PAYLOAD_ID_PATH, (payload_id + "\n").encode()))

@@ -13,10 +13,7 @@ import os
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # typing's own import is ~0.1 s under emulation; rich pays it later anyway, but not here
-    from collections.abc import Callable
+from collections.abc import Callable
 
 RESPAWN_PAUSE = 2.0  # a session that ends sooner than this is started again only after this pause (no tight loop)
 SHELL = "/bin/sh"
@@ -24,6 +21,10 @@ SHELL = "/bin/sh"
 
 def tty_path(console: str) -> str:
     return console if console.startswith("/") else f"/dev/{console}"
+
+
+def is_serial(console: str) -> bool:
+    return os.path.basename(console).startswith("ttyS")
 
 
 def attach(console: str, *, reset: bool = False) -> None:
@@ -35,7 +36,7 @@ def attach(console: str, *, reset: bool = False) -> None:
     if reset:
         import subprocess
 
-        speed = ["115200"] if os.path.basename(console).startswith("ttyS") else []
+        speed = ["115200"] if is_serial(console) else []
         subprocess.run(["stty", "-F", tty_path(console), *speed, "sane"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.setsid()
@@ -52,8 +53,7 @@ def attach(console: str, *, reset: bool = False) -> None:
     sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
-    name = os.path.basename(console)
-    os.environ["TERM"] = "vt100" if name.startswith("ttyS") else os.environ.get("TERM", "linux")
+    os.environ["TERM"] = "vt100" if is_serial(console) else os.environ.get("TERM", "linux")
 
 
 def session(console: str) -> None:
