@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import jinja2
 
-from builder import elf, initramfs, iso, linux_base, wheels
+from builder import bzimage, elf, initramfs, iso, linux_base, tools, wheels
 from builder.config import RuntimeConfig
 from builder.files import sha256_file
 from builder.overlay import build_time
@@ -31,7 +30,8 @@ from rescuekit import __version__
 from rescuekit.errors import RescueError, UsageError
 
 TEMPLATES = Path(__file__).resolve().parent / "linux_templates"
-ISO_KERNEL = "boot/vmlinuz"
+ISO_KERNEL = "boot/vmlinuz"  # Debian's signed kernel: UEFI (Secure Boot) and the BIOS fallback entry
+ISO_BIOS_KERNEL = "boot/vmlinuz.bios"  # the same kernel without its xz decompressor, lzop-wrapped (bzimage.py)
 ISO_INITRD = "boot/initrd.img"
 ISO_CONFIG_INITRD = "boot/rkconfig.img"  # a second, tiny cpio: the build's settings (the kernel merges both)
 ISO_PAYLOAD = "rescuekit/root.sfs"  # the root file system (squashfs), read by the kernel from the medium on demand
@@ -46,7 +46,8 @@ SITE = "usr/lib/python3/dist-packages"  # on Debian's sys.path already
 CONFIG_PATH = "etc/rescuekit/config.toml"
 MEDIUM_LABEL_PATH = "etc/rescuekit/medium-label"  # rescuekit.boot: the disc's own volume is never a target
 # What the cached main initramfs depends on besides the lock (packages + wheels) and the runtime package.
-_CACHE_INPUTS = ["linux_build.py", "initramfs.py", "elf.py", "linux_base.py", "linux_templates"]
+_CACHE_INPUTS = ["linux_build.py", "initramfs.py", "elf.py", "linux_base.py", "bzimage.py", "asm",
+                 "linux_templates"]
 MKSQUASHFS = "mksquashfs"  # squashfs-tools
 KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200 loglevel=4 cryptomgr.notests"
 GRUB_TIMEOUT = 1  # seconds; any key stops it (e edits the command line)
@@ -79,7 +80,8 @@ BOOT_FILES = {  # boot package file -> staging name
     "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed": "grubx64.efi",
 }
 GRUB_BIOS_MODULES = ["biosdisk", "iso9660", "part_msdos", "part_gpt", "search", "search_fs_file", "configfile",
-                     "normal", "linux", "serial", "terminal", "echo", "test", "sleep", "halt", "reboot", "ls", "cat"]
+                     "normal", "linux", "serial", "terminal", "echo", "test", "sleep", "halt", "reboot", "ls", "cat",
+                     "lzopio"]  # lzopio: inflates vmlinuz.bios as `linux` reads it
 
 
 @dataclass
@@ -108,16 +110,6 @@ class LinuxBuildResult:
 
     def as_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
-
-
-def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
-        raise RescueError(f"{cmd[0]} not found: install it (bash scripts/install-deps.sh)")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        raise RescueError(f"{what}: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    return proc
 
 
 def _template(name: str, **values: object) -> str:
@@ -157,9 +149,9 @@ def linux_wheels(locked: list[dict] | None) -> list[wheels.Wheel]:
 def _pip(xy: str, dest: Path, reqs: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
     try:
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+        tools.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
               "--only-binary=:all:", *wheels._pip_platforms(wheels.LINUX), "--python-version", xy,
-              "--implementation", "cp", "-d", str(tmp), *reqs], "pip download of the locked wheels failed")
+              "--implementation", "cp", "-d", str(tmp), *reqs], "download the locked wheels")
         for whl in tmp.glob("*.whl"):
             os.replace(whl, dest / whl.name)
     finally:
@@ -276,15 +268,15 @@ def compile_python(root: Path) -> None:
     # the modules it imports itself (enum, re, functools, pathlib, ...), compileall would skip those as up to date,
     # and the fixed mtimes of the root image would make them stale: every boot recompiled ~70 modules from source.
     env = {"PYTHONHOME": str(root / "usr"), "PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"}
-    _run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q", "-f",
+    tools.run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q", "-f",
           "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/",
-          str(root / "usr/lib/python3.11"), str(root / SITE)], "precompiling the runtime failed", env=env)
+          str(root / "usr/lib/python3.11"), str(root / SITE)], "precompile the runtime", env=env)
 
 
 def busybox_links(root: Path) -> list[str]:
     """Symlinks to /bin/busybox in ``root`` for its applets (asked from the static binary itself) that no package
     ships. Returns their paths."""
-    out = _run([str(root / "bin/busybox"), "--list-full"], "busybox --list-full failed").stdout.split()
+    out = tools.run([str(root / "bin/busybox"), "--list-full"], "list its applets").stdout.split()
     links = []
     for path in out:
         if path.startswith(("usr/bin/", "usr/sbin/", "bin/", "sbin/")) and not (root / path).is_symlink() \
@@ -314,7 +306,7 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
     # manylinux wheels ship unstripped extensions (zstandard's C backend: 11.6 MB -> 1 MB)
     sos = [str(p) for p in site.rglob("*.so") if p.is_file()]
     if sos:
-        _run(["strip", "--strip-unneeded", *sos], "strip failed")
+        tools.run(["strip", "--strip-unneeded", *sos], "strip the wheels' extensions")
     wheels.copy_runtime_package(site)
     for rel, text, mode in (
         (STAGE2, _template("stage2", tool_version=__version__), 0o755),
@@ -338,9 +330,9 @@ def stage_root(root: Path, debs: dict[str, Path], kernel_pkg: str,
 def squashfs(root: Path, dest: Path, epoch: int) -> None:
     """The root file system image the kernel reads from the medium on demand: zstd squashfs, every file owned by
     root, fixed times (mksquashfs 4.5 writes the same image for the same tree)."""
-    _run([MKSQUASHFS, str(root), str(dest), "-noappend", "-quiet", "-no-progress", "-comp", "zstd",
+    tools.run([MKSQUASHFS, str(root), str(dest), "-noappend", "-quiet", "-no-progress", "-comp", "zstd",
           "-all-root", "-no-xattrs", "-mkfs-time", str(epoch), "-all-time", str(epoch)],
-         "mksquashfs failed (install squashfs-tools)")
+         "make the root file system image")
 
 
 def early_initramfs(root: Path, kver: str, early: list[str], payload_id: str) -> list[initramfs.Entry]:
@@ -350,7 +342,7 @@ def early_initramfs(root: Path, kver: str, early: list[str], payload_id: str) ->
               "tmp", "newroot", "lib", "lib/modules", f"lib/modules/{kver}"):
         out.append(initramfs.directory(d))
     out.append(initramfs.Entry("bin/busybox", 0o100755, host=root / "bin/busybox"))
-    applets = _run([str(root / "bin/busybox"), "--list-full"], "busybox --list-full failed").stdout.split()
+    applets = tools.run([str(root / "bin/busybox"), "--list-full"], "list its applets").stdout.split()
     out += [initramfs.Entry(p, 0o120777, link="/bin/busybox") for p in applets if p != "bin/busybox"]
     init = _template("init", tool_version=__version__, payload_path=ISO_PAYLOAD,
                      payload_id_path=ISO_PAYLOAD_ID)
@@ -392,6 +384,7 @@ class LinuxParts:
 
     kernel: str
     vmlinuz: Path
+    bios_kernel: Path
     initrd: Path
     payload: Path
     meta: dict
@@ -405,9 +398,12 @@ def main_parts(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list
     meta = cache / "meta.json"
     if meta.is_file():
         m = json.loads(meta.read_text())
-        return LinuxParts(m["kernel"], cache / "vmlinuz", cache / "initrd.img", cache / "root.sfs", m)
+        return LinuxParts(m["kernel"], cache / "vmlinuz", cache / "vmlinuz.bios", cache / "initrd.img",
+                          cache / "root.sfs", m)
     root = staging / "root"
     kver, early, vmlinuz = stage_root(root, debs, kernel_pkg, wheel_list)
+    bios_kernel = staging / "vmlinuz.bios"
+    bzimage.write_bios_kernel(vmlinuz, bios_kernel)
     sfs = staging / "root.sfs"
     squashfs(root, sfs, epoch or 0)
     digest = sha256_file(sfs)
@@ -420,14 +416,15 @@ def main_parts(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list
                                                                    "sha256": digest, "id": digest[:16]}}
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=cache.parent))
-    for src, name in ((vmlinuz, "vmlinuz"), (initrd, "initrd.img"), (sfs, "root.sfs")):
+    for src, name in ((vmlinuz, "vmlinuz"), (bios_kernel, "vmlinuz.bios"), (initrd, "initrd.img"),
+                      (sfs, "root.sfs")):
         shutil.copyfile(src, tmp / name)
     (tmp / "meta.json").write_text(json.dumps(m))
     try:
         os.rename(tmp, cache)  # atomic: a concurrent build sees all of it or nothing
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another build cached the same one first
-    return LinuxParts(kver, vmlinuz, initrd, sfs, m)
+    return LinuxParts(kver, vmlinuz, bios_kernel, initrd, sfs, m)
 
 
 # ---- boot images -------------------------------------------------------------------------------------------------
@@ -437,8 +434,8 @@ def grub_bios_image(boot_root: Path, work: Path) -> Path:
     early = work / "early.cfg"
     early.write_text(_template("early.cfg"))
     out = work / "grub-eltorito.img"
-    _run(["grub-mkimage", "-O", "i386-pc-eltorito", "-d", str(boot_root / "usr/lib/grub/i386-pc"),
-          "-p", "/boot/grub", "-c", str(early), "-o", str(out), *GRUB_BIOS_MODULES], "grub-mkimage failed")
+    tools.run(["grub-mkimage", "-O", "i386-pc-eltorito", "-d", str(boot_root / "usr/lib/grub/i386-pc"),
+          "-p", "/boot/grub", "-c", str(early), "-o", str(out), *GRUB_BIOS_MODULES], "make the BIOS GRUB image")
     return out
 
 
@@ -447,11 +444,11 @@ def efi_image(boot_root: Path, work: Path) -> Path:
     files = [(boot_root / src, dst) for src, dst in BOOT_FILES.items()]
     kib = sum(p.stat().st_size for p, _ in files) // 1024 + 256
     img = work / "efiboot.img"
-    _run(["mkfs.vfat", "-C", "-n", "RKEFI", "-i", "524b4546", str(img), str(kib)], "mkfs.vfat failed")
+    tools.run(["mkfs.vfat", "-C", "-n", "RKEFI", "-i", "524b4546", str(img), str(kib)], "make the UEFI boot image")
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    _run(["mmd", "-i", str(img), "::/EFI", "::/EFI/BOOT"], "mmd failed", env=env)
+    tools.run(["mmd", "-i", str(img), "::/EFI", "::/EFI/BOOT"], "make folders in the UEFI boot image", env=env)
     for src, dst in files:
-        _run(["mcopy", "-i", str(img), str(src), f"::/EFI/BOOT/{dst}"], "mcopy failed", env=env)
+        tools.run(["mcopy", "-i", str(img), str(src), f"::/EFI/BOOT/{dst}"], "copy into the UEFI boot image", env=env)
     return img
 
 
@@ -505,8 +502,8 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
             LOCK_PATH: (json.dumps(lock_doc, indent=1, sort_keys=True) + "\n").encode(),
             ISO_PAYLOAD_ID: (payload["id"] + "\n").encode(),
         }
-        files = {ISO_KERNEL: parts.vmlinuz, ISO_INITRD: parts.initrd, ISO_CONFIG_INITRD: conf,
-                 ISO_PAYLOAD: parts.payload}
+        files = {ISO_KERNEL: parts.vmlinuz, ISO_BIOS_KERNEL: parts.bios_kernel, ISO_INITRD: parts.initrd,
+                 ISO_CONFIG_INITRD: conf, ISO_PAYLOAD: parts.payload}
         res = iso.master_iso(files, output, bios_image=grub_bios_image(boot_root, staging),
                              efi_image=efi_image(boot_root, staging), label=label, extra=extra,
                              progress=opts.progress, bios=iso.GRUB_BIOS, boot_check=False, pad_sectors=PAD_SECTORS)

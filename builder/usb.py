@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from rescuekit.errors import RescueError, UsageError
 from rescuekit.imaging.units import human
 from rescuekit.repo.repository import Repository
 
-from builder import isocheck, sources
+from builder import isocheck, sources, tools
 from builder.build import BUILD_INFO_PATH, BuildOptions, check_source_outside, stage_media
 
 MIB = 1 << 20
@@ -177,17 +176,7 @@ def check_fat32_files(files: Mapping[str, Path]) -> None:
 
 
 def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    if shutil.which(cmd[0]) is None:
-        pkg = {"syslinux": "syslinux syslinux-common", "mkfs.exfat": "exfatprogs", "mkntfs": "ntfs-3g",
-               "sfdisk": "fdisk", "wimlib-imagex": "wimtools"}.get(cmd[0], "dosfstools mtools")
-        raise RescueError(f"{cmd[0]} not found (needed to {what}): install {pkg} (bash scripts/install-deps.sh)")
-    if "input" not in kw:
-        kw["stdin"] = subprocess.DEVNULL  # mtools asks on a name clash: never wait for an answer
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_ENV, **kw)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RescueError(f"{cmd[0]} failed to {what} (exit {proc.returncode}): {detail[-1] if detail else ''}")
-    return proc
+    return tools.run(cmd, what, env=_ENV, **kw)
 
 
 def fat_label(label: str) -> str:

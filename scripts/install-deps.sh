@@ -9,7 +9,8 @@ APT_PACKAGES=(
   wimtools            # wimlib-imagex: WIM capture/apply/update/verify
   qemu-system-x86     # boot tests (TCG)
   ovmf                # UEFI firmware for QEMU
-  nasm                # stand-in BIOS boot program
+  nasm                # stand-in BIOS boot program; the Linux base's BIOS kernel entry stub
+  lzop                # the Linux base's BIOS kernel image (GRUB's lzopio inflates it as it loads it)
   grub-efi-amd64-bin  # stand-in EFI loader (grub-mkstandalone -O x86_64-efi)
   grub-common
   xorriso             # independent check of the El Torito catalog, benchmark peer
@@ -34,7 +35,7 @@ APT_PACKAGES=(
   squashfs-tools      # mksquashfs: the Linux base's root file system image (read from the medium at boot)
 )
 # The Linux base (rescuekit build --base linux) itself needs only apt-get/apt-cache/dpkg-deb (every Debian),
-# grub-mkimage (grub-common), mkfs.vfat + mtools, strip and mksquashfs (squashfs-tools): its packages are fetched
+# grub-mkimage (grub-common), mkfs.vfat + mtools, strip, mksquashfs (squashfs-tools), nasm and lzop: its packages are fetched
 # with apt-get download.
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

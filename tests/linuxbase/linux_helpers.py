@@ -7,8 +7,8 @@ from pathlib import Path
 from tests.conftest import RK_HOST
 
 MiB = 1 << 20
-TOOLS = ("apt-get", "dpkg-deb", "grub-mkimage", "mkfs.vfat", "mcopy", "strip", "mksquashfs", "qemu-system-x86_64",
-         "sgdisk", "sfdisk", "mkfs.exfat", "mkntfs", "ntfsfix", "fsck.vfat")
+TOOLS = ("apt-get", "dpkg-deb", "grub-mkimage", "mkfs.vfat", "mcopy", "strip", "mksquashfs", "nasm", "lzop",
+         "qemu-system-x86_64", "sgdisk", "sfdisk", "mkfs.exfat", "mkntfs", "ntfsfix", "fsck.vfat")
 
 
 def build(out: Path, *args: str) -> subprocess.CompletedProcess:

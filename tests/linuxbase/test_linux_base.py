@@ -81,6 +81,8 @@ def _e2e(firmware: str, isos: dict[str, Path], source: tuple[Path, dict], work: 
     res = _boot(isos["capture"], firmware, None, 600, [*_virtio(src, snapshot=True), *_virtio(repo)])
     text = res.text
     assert res.ok and "unattended capture finished" in text, text[-4000:]
+    # BIOS boots the kernel without its xz decompressor (builder/bzimage.py); UEFI the signed one
+    assert f"from /boot/{'vmlinuz.bios' if firmware == 'bios' else 'vmlinuz'}, python" in text, text[-4000:]
     assert "RKREPO is /dev/vdb1 (exfat), mounted read-write" in text
     target = work / "target.img"
     with open(target, "wb") as f:
@@ -132,3 +134,4 @@ def test_ovmf_secure_boot_runs_the_signed_chain(linux_iso: Path) -> None:
     res = _boot(linux_iso, "uefi-sb", READY, 600)
     assert res.ok, res.text[-3000:]
     assert "lockdown none [integrity] confidentiality" in res.text, res.text[-2000:]
+    assert "from /boot/vmlinuz, python" in res.text

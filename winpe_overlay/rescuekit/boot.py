@@ -49,6 +49,11 @@ def lockdown() -> str:
         return "unknown"
 
 
+def boot_image(cmdline: str) -> str:
+    """The kernel file the boot loader started (GRUB puts BOOT_IMAGE= first), or "?" (syslinux does not)."""
+    return next((w.partition("=")[2] for w in cmdline.split() if w.startswith("BOOT_IMAGE=")), "?")
+
+
 def cmdline_settings(settings: Settings, cmdline: str) -> tuple[Settings, list[str]]:
     """``rescuekit.KEY=VALUE`` words of the kernel command line over the baked-in settings; bad ones are ignored
     with a message (a typo at the GRUB prompt must not start an unattended run it did not mean)."""
@@ -311,8 +316,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     log = Log()
-    print(f"{READY} on {console}: kernel {os.uname().release}, python {sys.version.split()[0]}, "
-          f"lockdown {lockdown()}, uptime {uptime():.1f} s", flush=True)
+    try:
+        cmdline = Path("/proc/cmdline").read_text()
+    except OSError:
+        cmdline = ""
+    print(f"{READY} on {console}: kernel {os.uname().release} from {boot_image(cmdline)}, "
+          f"python {sys.version.split()[0]}, lockdown {lockdown()}, uptime {uptime():.1f} s", flush=True)
     from rescuekit.errors import RescueError
 
     try:
@@ -320,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     except RescueError as exc:
         print(f"rescuekit: error: {exc}", flush=True)
         settings = Settings()
-    try:
-        settings, problems = cmdline_settings(settings, Path("/proc/cmdline").read_text())
-    except OSError:
-        problems = []
+    settings, problems = cmdline_settings(settings, cmdline)
     for p in problems:
         print(f"rescuekit: {p}", flush=True)
     if settings.default_action in ("capture", "restore") and not DONE.exists():
