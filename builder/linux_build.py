@@ -491,6 +491,9 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
             "tool": "rescuekit", "version": __version__, "base": "linux", "built": cfg.build_time,
             "label": label, "kernel": kver, "kernel_cmdline": KERNEL_CMDLINE,
             "initramfs": {"raw_bytes": raw, "bytes": packed, "sha256": sha256_file(parts.initrd)},
+            # what BIOS boots (docs/linux-base.md, "The BIOS kernel image"): Debian's vmlinux without the decompressor
+            "bios_kernel": {"path": ISO_BIOS_KERNEL, "format": "lzop", "bytes": parts.bios_kernel.stat().st_size,
+                            "sha256": sha256_file(parts.bios_kernel)},
             "payload": {"path": ISO_PAYLOAD, "format": "squashfs", "compression": "zstd", **payload},
             "packages": lock_doc["packages"], "wheels": wheel_lock,
         }
