@@ -11,7 +11,7 @@ import pytest
 from builder import elf, initramfs
 from builder.config import RuntimeConfig
 from rescuekit import volumes
-from rescuekit.boot import cmdline_settings
+from rescuekit.boot import boot_image, cmdline_settings
 from rescuekit.config import Settings
 from rescuekit.errors import UsageError
 from tests.conftest import require_tools
@@ -61,6 +61,11 @@ def test_kernel_command_line_overrides_and_refuses_typos() -> None:
                                    "rescuekit.countdown=3 rescuekit.then=halt rescuekit.bogus=1")
     assert (s.default_action, s.target, s.countdown, s.then) == ("restore", "/dev/sda", 3, "menu")
     assert any("then=halt ignored" in p for p in problems) and any("bogus" in p for p in problems)
+
+
+def test_the_ready_line_names_the_kernel_file_the_loader_started() -> None:
+    assert boot_image("BOOT_IMAGE=/boot/vmlinuz.bios console=ttyS0 quiet") == "/boot/vmlinuz.bios"
+    assert boot_image("console=ttyS0 quiet") == "?"  # a loader that passes no BOOT_IMAGE
 
 
 @pytest.fixture

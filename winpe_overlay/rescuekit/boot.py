@@ -50,7 +50,7 @@ def lockdown() -> str:
 
 
 def boot_image(cmdline: str) -> str:
-    """The kernel file the boot loader started (GRUB puts BOOT_IMAGE= first), or "?" (syslinux does not)."""
+    """The kernel file the boot loader started (GRUB and syslinux pass BOOT_IMAGE=), or "?"."""
     return next((w.partition("=")[2] for w in cmdline.split() if w.startswith("BOOT_IMAGE=")), "?")
 
 
@@ -202,11 +202,13 @@ def unattended(s: Settings, log: Log) -> bool:
         target = s.target
         if action == "restore" and is_auto(target):
             try:
-                target = auto_target(target, repo, image, medium)
+                # the disk was chosen for this image: restore exactly it (by id), not "latest" resolved again
+                target, doc = auto_target(target, repo, image, medium)
             except RescueError as exc:
                 log(f"rescuekit: unattended {action} refused: {exc}")
                 return False
-            log(f"rescuekit: --target {s.target} is {target}")
+            image = doc["id"]
+            log(f"rescuekit: --target {s.target} is {target} (for image {doc.get('name', '?')!r} {image[:12]})")
         why = refusal(action, target, vol.disk if vol else None, medium)
         if why:
             log(f"rescuekit: unattended {action} refused: {why}")
@@ -229,15 +231,15 @@ def unattended(s: Settings, log: Log) -> bool:
             volumes.unmount(point)
 
 
-def auto_target(spec: str, repo: str, image: str, medium: set[str]) -> str:
-    """The disk ``--target auto[:RULES]`` means here: the one internal disk that holds the image and matches the
+def auto_target(spec: str, repo: str, image: str, medium: set[str]) -> tuple[str, dict]:
+    """(disk, image manifest) for ``--target auto[:RULES]``: the one internal disk that holds the image and matches the
     rules, never the boot medium or the repository's disk (the rules WinPE's menu applies: finders.auto_target)."""
     from rescuekit import finders
     from rescuekit.repo.repository import Repository
 
     doc = Repository.open(repo).find_image(image)
     rows = finders.disk_rows(finders.describe_disks(), repo=repo, image=doc)
-    return finders.auto_target(spec, rows, doc, exclude=medium).path
+    return finders.auto_target(spec, rows, doc, exclude=medium).path, doc
 
 
 def _medium_label() -> str | None:
