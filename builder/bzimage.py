@@ -10,6 +10,7 @@ decodes many times faster than xz).  Reference: the kernel's Documentation/arch/
 from __future__ import annotations
 
 import lzma
+import os
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -134,12 +135,14 @@ def bios_kernel(kernel: bytes, work: Path, where: str = "kernel") -> bytes:
     return bytes(setup) + stub + flat
 
 
-def write_bios_kernel(vmlinuz: Path, out: Path) -> None:
-    """Write the lzop-wrapped BIOS kernel image for *vmlinuz* to *out* (via a temporary file beside it)."""
+def write_bios_kernel(vmlinuz: Path, out: Path, mtime: int = 0) -> None:
+    """Write the lzop-wrapped BIOS kernel image for *vmlinuz* to *out* (via a temporary file beside it).  lzop
+    records its input's name and mtime: a fixed name and *mtime* keep the file the same for the same kernel."""
     with tempfile.TemporaryDirectory(prefix="rk-bzimage-") as tmp:
         work = Path(tmp)
         raw = work / "vmlinuz.flat"
         raw.write_bytes(bios_kernel(vmlinuz.read_bytes(), work, str(vmlinuz)))
+        os.utime(raw, (mtime, mtime))
         part = out.with_name(out.name + ".part")
         # -9: lzo1x_999 packs ~25 % smaller than -1 at the same decoding speed; GRUB reads the disc slowly.
         try:

@@ -403,7 +403,7 @@ def main_parts(staging: Path, debs: dict[str, Path], kernel_pkg: str, wheel_list
     root = staging / "root"
     kver, early, vmlinuz = stage_root(root, debs, kernel_pkg, wheel_list)
     bios_kernel = staging / "vmlinuz.bios"
-    bzimage.write_bios_kernel(vmlinuz, bios_kernel)
+    bzimage.write_bios_kernel(vmlinuz, bios_kernel, mtime=epoch or 0)
     sfs = staging / "root.sfs"
     squashfs(root, sfs, epoch or 0)
     digest = sha256_file(sfs)

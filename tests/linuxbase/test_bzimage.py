@@ -5,6 +5,7 @@ from __future__ import annotations
 import lzma
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,17 @@ def test_the_discs_bios_kernel_is_debians_vmlinux(linux_iso: Path, tmp_path: Pat
     assert raw[len(bz.setup) + 0x1000:] == flat and base == 0x1000000
     assert raw[0x202:0x206] == b"HdrS" and raw[2:0x1F1] == bz.setup[2:0x1F1]
     assert len(packed.read_bytes()) < len(flat) // 3  # what keeps the disc under 60 MB
+
+
+def test_the_packed_file_is_the_same_for_the_same_kernel(tmp_path: Path) -> None:
+    """lzop stores its input's name and mtime; the build fixes both (SOURCE_DATE_EPOCH or 0)."""
+    require_tools("nasm", "lzop")
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(_bzimage(_elf([(BASE, b"T" * 5000)], BASE)))
+    a, b = tmp_path / "a", tmp_path / "b"
+    bzimage.write_bios_kernel(kernel, a, mtime=1_700_000_000)
+    time.sleep(1.1)  # a later second: lzop would record it if the build did not fix the mtime
+    bzimage.write_bios_kernel(kernel, b, mtime=1_700_000_000)
+    assert a.read_bytes() == b.read_bytes() and not list(tmp_path.glob("*.part"))
+    raw = subprocess.run(["lzop", "-d", "-c", str(a)], capture_output=True, check=True).stdout
+    assert raw == bzimage.bios_kernel(kernel.read_bytes(), tmp_path)
