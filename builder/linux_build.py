@@ -105,6 +105,7 @@ class LinuxBuildResult:
     initramfs: int
     payload_raw: int
     payload: int
+    bios_kernel: int  # bytes of /boot/vmlinuz.bios (lzop)
     boot_entries: list[str]
     notes: list[str]
 
@@ -480,6 +481,7 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
             linux_base.extract(debs[name], boot_root)
         parts = main_parts(staging, debs, kernel_pkg, wheel_list, lock_doc, epoch)
         kver, raw, packed, payload = parts.kernel, parts.meta["raw"], parts.meta["bytes"], parts.meta["payload"]
+        bios_bytes = parts.bios_kernel.stat().st_size
         conf = staging / "rkconfig.img"
         with open(conf, "wb") as f:
             initramfs.write_cpio([
@@ -492,7 +494,7 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
             "label": label, "kernel": kver, "kernel_cmdline": KERNEL_CMDLINE,
             "initramfs": {"raw_bytes": raw, "bytes": packed, "sha256": sha256_file(parts.initrd)},
             # what BIOS boots (docs/linux-base.md, "The BIOS kernel image"): Debian's vmlinux without the decompressor
-            "bios_kernel": {"path": ISO_BIOS_KERNEL, "format": "lzop", "bytes": parts.bios_kernel.stat().st_size,
+            "bios_kernel": {"path": ISO_BIOS_KERNEL, "format": "lzop", "bytes": bios_bytes,
                             "sha256": sha256_file(parts.bios_kernel)},
             "payload": {"path": ISO_PAYLOAD, "format": "squashfs", "compression": "zstd", **payload},
             "packages": lock_doc["packages"], "wheels": wheel_lock,
@@ -516,4 +518,5 @@ def build_linux_iso(opts: LinuxBuildOptions) -> LinuxBuildResult:
     return LinuxBuildResult(output=output, size=res.size, lock_file=lock_file, kernel=kver, packages=len(packages),
                             wheels=len(wheel_list), initramfs_raw=raw, initramfs=packed,
                             payload_raw=payload["raw_bytes"], payload=payload["bytes"],
+                            bios_kernel=bios_bytes,
                             boot_entries=res.boot_entries, notes=res.notes)

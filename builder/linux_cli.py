@@ -56,6 +56,7 @@ def build_linux(output: Path, label: str, lock: Path | None, as_json: bool, winp
     click.echo(f"base:    Debian 12, kernel {res.kernel}, {res.packages} packages, {res.wheels} wheels")
     click.echo(f"initrd:  {human(res.initramfs_raw)} -> {human(res.initramfs)} (zstd)")
     click.echo(f"root:    {human(res.payload_raw)} -> {human(res.payload)} (squashfs, zstd)")
+    click.echo(f"kernel:  signed for UEFI; for BIOS without its xz decompressor, {human(res.bios_kernel)} (lzop)")
     click.echo(f"boot:    {', '.join(res.boot_entries)}")
     for note in res.notes:
         click.echo(f"note:    {note}")
