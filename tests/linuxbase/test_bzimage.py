@@ -116,3 +116,24 @@ def test_the_packed_file_is_the_same_for_the_same_kernel(tmp_path: Path) -> None
     assert a.read_bytes() == b.read_bytes() and not list(tmp_path.glob("*.part"))
     raw = subprocess.run(["lzop", "-d", "-c", str(a)], capture_output=True, check=True).stdout
     assert raw == bzimage.bios_kernel(kernel.read_bytes(), tmp_path)
+
+
+@pytest.mark.qemu
+def test_a_16_bit_loader_at_1_mib_gets_the_image_moved_to_2_mib(linux_iso: Path, tmp_path: Path) -> None:
+    """QEMU's own -kernel loader takes the 16-bit route (the real-mode setup code, then code32_start) and puts the
+    protected-mode part at 1 MiB, not on pref_address: the stub must move the image up to 2 MiB before
+    startup_64.  With no initramfs the kernel then stops at the root mount, which proves it ran that far."""
+    require_tools("lzop", "qemu-system-x86_64")
+    from test_linux_base import _iso_file
+
+    packed = tmp_path / "vmlinuz.bios"
+    packed.write_bytes(_iso_file(linux_iso, "/boot/vmlinuz.bios"))
+    raw = tmp_path / "bzimage"
+    raw.write_bytes(subprocess.run(["lzop", "-d", "-c", str(packed)], capture_output=True, check=True).stdout)
+    log = tmp_path / "serial.log"
+    proc = subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-display", "none", "-monitor", "none",
+                           "-net", "none", "-no-reboot", "-kernel", str(raw), "-append", "console=ttyS0 panic=-1",
+                           "-serial", f"file:{log}"], capture_output=True, text=True, timeout=300)
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, proc.stderr
+    assert "Linux version 6." in text and "Unable to mount root fs" in text, text[-3000:]
