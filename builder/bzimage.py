@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from builder import tools
+from builder import elf, tools
 from rescuekit.errors import UsageError
 
-ELF_MAGIC = b"\x7fELF"
-_PT_LOAD = 1
 _HDR_MAGIC = b"HdrS"
 _MIN_VERSION = 0x020C            # payload_offset (2.08), pref_address/init_size (2.10), 64-bit fields (2.12)
 _STUB = 0x1000                   # the entry stub's page in front of the image
@@ -72,21 +70,14 @@ def vmlinux(bz: BzImage, where: str = "kernel") -> bytes:
     return out
 
 
-def flat_image(elf: bytes, where: str = "vmlinux") -> tuple[bytes, int, int]:
+def flat_image(data: bytes, where: str = "vmlinux") -> tuple[bytes, int, int]:
     """vmlinux's PT_LOAD segments at their physical addresses: (image, its base address, entry offset).
 
     The decompressor copies the same p_filesz bytes to the same places; Debian's vmlinux has p_memsz == p_filesz
     (.bss is in the file), and the kernel clears .bss itself."""
-    if elf[:4] != ELF_MAGIC or elf[4] != 2 or elf[5] != 1:
+    if not elf.is_elf64le(data):
         raise UsageError(f"kernel payload is not a 64-bit little-endian ELF: {where}")
-    entry, phoff = struct.unpack_from("<QQ", elf, 0x18)
-    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    loads = []
-    for i in range(phnum):
-        p_type, _flags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _align = \
-            struct.unpack_from("<IIQQQQQQ", elf, phoff + i * phentsize)
-        if p_type == _PT_LOAD:
-            loads.append((p_paddr, p_offset, p_filesz, p_memsz))
+    entry, loads = elf.load_segments(data)
     if not loads:
         raise UsageError(f"vmlinux has no loadable segments: {where}")
     base = min(p[0] for p in loads)
@@ -95,9 +86,9 @@ def flat_image(elf: bytes, where: str = "vmlinux") -> tuple[bytes, int, int]:
         raise UsageError(f"vmlinux layout not understood (base {base:#x}, entry {entry:#x}): {where}")
     image = bytearray((end - base + 0xFFF) & ~0xFFF)
     for paddr, offset, filesz, _memsz in loads:
-        if offset + filesz > len(elf):
+        if offset + filesz > len(data):
             raise UsageError(f"vmlinux is truncated: {where}")
-        image[paddr - base:paddr - base + filesz] = elf[offset:offset + filesz]
+        image[paddr - base:paddr - base + filesz] = data[offset:offset + filesz]
     return bytes(image), base, entry - base
 
 

@@ -1,5 +1,6 @@
 """Just enough ELF64 (little-endian) reading for the Linux base: a file's sections, its DT_NEEDED libraries and a
-kernel module's ``.modinfo`` (``depends=``, ``softdep=``).  One parser for both, by section headers."""
+kernel module's ``.modinfo`` (``depends=``, ``softdep=``), by section headers; vmlinux's loadable segments (the
+BIOS kernel image, builder/bzimage.py), by program headers."""
 from __future__ import annotations
 
 import struct
@@ -7,6 +8,7 @@ from pathlib import Path
 
 ELF_MAGIC = b"\x7fELF"
 _DT_NEEDED = 1
+_PT_LOAD = 1
 
 
 def is_elf(path: Path) -> bool:
@@ -17,9 +19,31 @@ def is_elf(path: Path) -> bool:
         return False
 
 
+def is_elf64le(data: bytes) -> bool:
+    return data[:4] == ELF_MAGIC and len(data) >= 64 and data[4] == 2 and data[5] == 1
+
+
+def load_segments(data: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """(entry point, [(p_paddr, p_offset, p_filesz, p_memsz) of each PT_LOAD]) of an ELF64 LE executable; (0, [])
+    for anything else or when the program headers are cut off."""
+    if not is_elf64le(data):
+        return 0, []
+    entry, phoff = struct.unpack_from("<QQ", data, 0x18)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    if phentsize < 56 or phoff + phnum * phentsize > len(data):
+        return 0, []
+    loads = []
+    for i in range(phnum):
+        p_type, _flags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _align = \
+            struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
+        if p_type == _PT_LOAD:
+            loads.append((p_paddr, p_offset, p_filesz, p_memsz))
+    return entry, loads
+
+
 def sections(data: bytes) -> dict[str, tuple[int, int, int]]:
     """{name: (file offset, size, sh_link)} of an ELF64 LE file; {} for anything else (or a truncated file)."""
-    if data[:4] != ELF_MAGIC or data[4] != 2 or data[5] != 1:
+    if not is_elf64le(data):
         return {}
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
