@@ -72,6 +72,11 @@ def _iso_file(path: Path, name: str) -> bytes:
         iso.close()
 
 
+def _first_mib_blank(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return not f.read(1 << 20).strip(b"\0")
+
+
 def _version(lock: dict, name: str) -> str:
     return next(p["version"] for p in lock["packages"] if p["name"] == name)
 
@@ -88,6 +93,20 @@ def _e2e(firmware: str, isos: dict[str, Path], source: tuple[Path, dict], work: 
     target = work / "target.img"
     with open(target, "wb") as f:
         f.truncate(src.stat().st_size)
+    if firmware == "bios":
+        # two blank disks that could both hold the image: --target auto must refuse, write nothing, show the menu
+        other = work / "other.img"
+        with open(other, "wb") as f:
+            f.truncate(src.stat().st_size)
+        res = qemu_boot.boot(isos["restore"], firmware, "cdrom", "Main menu", timeout=600, memory_mb=MEM,
+                             fail_markers=("Kernel panic",),
+                             extra_args=(*_virtio(target), *_virtio(other), *_virtio(repo)))
+        text = res.text
+        assert res.ok, text[-4000:]
+        assert "needs exactly one internal disk that can hold image pc1" in text, text[-4000:]
+        assert "found 2: /dev/vda, /dev/vdb; nothing was written" in text, text[-4000:]
+        assert "unattended restore of image" not in text
+        assert _first_mib_blank(target) and _first_mib_blank(other)
     res = _boot(isos["restore"], firmware, None, 600, [*_virtio(target), *_virtio(repo)])
     text = res.text
     assert res.ok and "unattended restore finished" in text, text[-4000:]
