@@ -137,3 +137,15 @@ def test_a_16_bit_loader_at_1_mib_gets_the_image_moved_to_2_mib(linux_iso: Path,
     text = log.read_text(errors="replace")
     assert proc.returncode == 0, proc.stderr
     assert "Linux version 6." in text and "Unable to mount root fs" in text, text[-3000:]
+
+
+def test_a_missing_tool_is_one_line_naming_its_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rescuekit.errors import RescueError
+
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(_bzimage(_elf([(BASE, b"T" * 100)], BASE)))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RescueError, match=r"^nasm not found \(needed to assemble the BIOS kernel's entry stub\): "
+                                          r"install nasm"):
+        bzimage.write_bios_kernel(kernel, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out*"))
