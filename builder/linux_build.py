@@ -151,8 +151,8 @@ def _pip(xy: str, dest: Path, reqs: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
     try:
         tools.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-              "--only-binary=:all:", *wheels._pip_platforms(wheels.LINUX), "--python-version", xy,
-              "--implementation", "cp", "-d", str(tmp), *reqs], "download the locked wheels")
+                   "--only-binary=:all:", *wheels._pip_platforms(wheels.LINUX), "--python-version", xy,
+                   "--implementation", "cp", "-d", str(tmp), *reqs], "download the locked wheels")
         for whl in tmp.glob("*.whl"):
             os.replace(whl, dest / whl.name)
     finally:
@@ -269,9 +269,9 @@ def compile_python(root: Path) -> None:
     # the modules it imports itself (enum, re, functools, pathlib, ...), compileall would skip those as up to date,
     # and the fixed mtimes of the root image would make them stale: every boot recompiled ~70 modules from source.
     env = {"PYTHONHOME": str(root / "usr"), "PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"}
-    tools.run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q", "-f",
-          "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/",
-          str(root / "usr/lib/python3.11"), str(root / SITE)], "precompile the runtime", env=env)
+    tools.run([str(loader), "--library-path", libpath, str(root / "usr/bin/python3.11"), "-m", "compileall", "-q",
+               "-f", "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/",
+               str(root / "usr/lib/python3.11"), str(root / SITE)], "precompile the runtime", env=env)
 
 
 def busybox_links(root: Path) -> list[str]:
@@ -332,8 +332,8 @@ def squashfs(root: Path, dest: Path, epoch: int) -> None:
     """The root file system image the kernel reads from the medium on demand: zstd squashfs, every file owned by
     root, fixed times (mksquashfs 4.5 writes the same image for the same tree)."""
     tools.run([MKSQUASHFS, str(root), str(dest), "-noappend", "-quiet", "-no-progress", "-comp", "zstd",
-          "-all-root", "-no-xattrs", "-mkfs-time", str(epoch), "-all-time", str(epoch)],
-         "make the root file system image")
+               "-all-root", "-no-xattrs", "-mkfs-time", str(epoch), "-all-time", str(epoch)],
+              "make the root file system image")
 
 
 def early_initramfs(root: Path, kver: str, early: list[str], payload_id: str) -> list[initramfs.Entry]:
@@ -436,7 +436,7 @@ def grub_bios_image(boot_root: Path, work: Path) -> Path:
     early.write_text(_template("early.cfg"))
     out = work / "grub-eltorito.img"
     tools.run(["grub-mkimage", "-O", "i386-pc-eltorito", "-d", str(boot_root / "usr/lib/grub/i386-pc"),
-          "-p", "/boot/grub", "-c", str(early), "-o", str(out), *GRUB_BIOS_MODULES], "make the BIOS GRUB image")
+               "-p", "/boot/grub", "-c", str(early), "-o", str(out), *GRUB_BIOS_MODULES], "make the BIOS GRUB image")
     return out
 
 
